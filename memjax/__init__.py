@@ -1,0 +1,19 @@
+"""memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
+
+from memjax import data, estimators, models, subsets
+from memjax.config import TrainConfig
+from memjax.outputs import ReplicaOutputs
+from memjax.train import train_replicas
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data",
+    "estimators",
+    "models",
+    "subsets",
+    "TrainConfig",
+    "ReplicaOutputs",
+    "train_replicas",
+    "__version__",
+]

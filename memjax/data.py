@@ -1,0 +1,316 @@
+"""Datasets: a validated, fingerprinted container and the offline registry of loaders.
+
+Every study records the dataset's content fingerprint so that a store can never be resumed
+or merged against different data by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "from_arrays",
+    "load",
+    "load_npz",
+    "load_cifar",
+    "with_label_noise",
+    "DATASETS",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train/test arrays plus per-example metadata (e.g. subpopulation ids, flipped labels).
+
+    ``x_*`` are float32 with examples on axis 0; ``y_*`` are int32 class ids in
+    ``[0, num_classes)``. ``train_info``/``test_info`` hold per-example side arrays.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str = "arrays"
+    train_info: dict[str, np.ndarray] = field(default_factory=dict)
+    test_info: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the arrays' bytes, shapes and dtypes (not of the name)."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(str(self.num_classes).encode())
+        return h.hexdigest()[:32]
+
+
+def _check_features(x: np.ndarray, split: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"x_{split} must have shape (examples, features...), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x_{split} is empty: the {split} split needs at least one example")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"x_{split} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        raise ValueError(f"x_{split} contains NaN or inf values in {bad} example(s)")
+    return x
+
+
+def _check_labels(y: np.ndarray, n: int, split: str, num_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"y_{split} must have shape ({n},) to match x_{split}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"y_{split} has labels outside [0, {num_classes}): min {y.min()}, max {y.max()}"
+        )
+    return y.astype(np.int32)
+
+
+def from_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int | None = None,
+    name: str = "arrays",
+    train_info: dict[str, np.ndarray] | None = None,
+    test_info: dict[str, np.ndarray] | None = None,
+) -> Dataset:
+    """Validate user arrays and wrap them as a Dataset (num_classes inferred if omitted)."""
+    x_train = _check_features(x_train, "train")
+    x_test = _check_features(x_test, "test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(
+            f"train and test features differ in shape: {x_train.shape[1:]} vs {x_test.shape[1:]}"
+        )
+    if num_classes is None:
+        num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    y_train = _check_labels(y_train, len(x_train), "train", num_classes)
+    y_test = _check_labels(y_test, len(x_test), "test", num_classes)
+    for split, info, n in (("train", train_info, len(x_train)), ("test", test_info, len(x_test))):
+        for k, v in (info or {}).items():
+            if len(v) != n:
+                raise ValueError(f"{split}_info[{k!r}] has length {len(v)}, expected {n}")
+    return Dataset(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        int(num_classes),
+        name,
+        {k: np.asarray(v) for k, v in (train_info or {}).items()},
+        {k: np.asarray(v) for k, v in (test_info or {}).items()},
+    )
+
+
+def _mnist1d() -> Dataset:
+    """MNIST-1D generated offline by the mnist1d package with its default arguments.
+
+    4000 train / 1000 test signals of length 40, 10 classes; the generator is seeded (42)
+    and deterministic. numpy's global RNG state, which the generator reseeds, is restored.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    state = np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(state)
+    return from_arrays(d["x"], d["y"], d["x_test"], d["y_test"], 10, "mnist1d")
+
+
+DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT_SEED = 0
+
+
+def _digits() -> Dataset:
+    """scikit-learn's 8x8 digits, pixels scaled to [0, 1], flattened to 64 features.
+
+    Split: stratified, 360 test / 1437 train, ``train_test_split(random_state=0)``.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.data.astype(np.float32) / 16.0
+    xtr, xte, ytr, yte = train_test_split(
+        x, d.target, test_size=DIGITS_TEST_SIZE, stratify=d.target, random_state=DIGITS_SPLIT_SEED
+    )
+    return from_arrays(xtr, ytr, xte, yte, 10, "digits")
+
+
+def longtail(
+    num_classes: int = 10,
+    subpops_per_class: int = 40,
+    n_train: int = 2000,
+    n_test: int = 1000,
+    dim: int = 32,
+    zipf_exponent: float = 1.2,
+    noise: float = 0.35,
+    seed: int = 0,
+) -> Dataset:
+    """Synthetic long-tailed mixture in the spirit of Feldman (2020).
+
+    Each class is a union of subpopulations (Gaussian clusters with their own random centre on
+    the unit sphere, so a subpopulation is not predictable from its class's other
+    subpopulations). Subpopulation frequencies follow a Zipf law, so the tail subpopulations
+    appear once or not at all among the training examples. Train and test are drawn i.i.d.
+    from the same mixture. ``train_info``/``test_info`` carry ``subpop`` (global id) and
+    ``subpop_train_count`` (how many training examples share that subpopulation).
+    """
+    rng = np.random.default_rng(seed)
+    n_sub = num_classes * subpops_per_class
+    centers = rng.standard_normal((n_sub, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    sub_label = np.repeat(np.arange(num_classes), subpops_per_class)
+    ranks = np.tile(np.arange(1, subpops_per_class + 1), num_classes).astype(float)
+    weights = ranks**-zipf_exponent
+    probs = weights / weights.sum()
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sub = rng.choice(n_sub, size=n, p=probs)
+        x = centers[sub] + noise / np.sqrt(dim) * rng.standard_normal((n, dim))
+        return x.astype(np.float32), sub_label[sub], sub
+
+    xtr, ytr, str_ = draw(n_train)
+    xte, yte, ste = draw(n_test)
+    counts = np.bincount(str_, minlength=n_sub)
+    return from_arrays(
+        xtr,
+        ytr,
+        xte,
+        yte,
+        num_classes,
+        "longtail",
+        train_info={"subpop": str_, "subpop_train_count": counts[str_]},
+        test_info={"subpop": ste, "subpop_train_count": counts[ste]},
+    )
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Load ``x_train, y_train, x_test, y_test`` (and optional ``num_classes``) from an .npz."""
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+        if missing:
+            raise KeyError(f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})")
+        nc = int(f["num_classes"]) if "num_classes" in f.files else None
+        return from_arrays(
+            f["x_train"], f["y_train"], f["x_test"], f["y_test"], nc, os.path.basename(path)
+        )
+
+
+def _unpickle(path: str) -> dict:
+    with open(path, "rb") as fh:
+        d = pickle.load(fh, encoding="bytes")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def load_cifar(directory: str | os.PathLike) -> Dataset:
+    """Load the CIFAR-10 or CIFAR-100 *python* format from an extracted directory.
+
+    CIFAR-10: ``data_batch_1..5`` and ``test_batch`` with ``data`` (N, 3072 uint8, channel-major)
+    and ``labels``. CIFAR-100: ``train`` and ``test`` with ``fine_labels``. Images are returned
+    as float32 (N, 32, 32, 3) in [0, 1].
+    """
+    directory = os.fspath(directory)
+    names = set(os.listdir(directory))
+    if "test_batch" in names:
+        train_files = sorted(n for n in names if n.startswith("data_batch_"))
+        if not train_files:
+            raise FileNotFoundError(f"{directory}: CIFAR-10 format needs data_batch_* files")
+        test_files, key, num_classes = ["test_batch"], "labels", 10
+    elif {"train", "test"} <= names:
+        train_files, test_files, key, num_classes = ["train"], ["test"], "fine_labels", 100
+    else:
+        raise FileNotFoundError(
+            f"{directory}: no CIFAR python-format files (data_batch_*/test_batch or train/test)"
+        )
+
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for name in files:
+            d = _unpickle(os.path.join(directory, name))
+            if "data" not in d or key not in d:
+                raise KeyError(f"{name}: expected keys 'data' and {key!r}, found {sorted(d)}")
+            data = np.asarray(d["data"], np.uint8)
+            if data.ndim != 2 or data.shape[1] != 3072:
+                raise ValueError(f"{name}: 'data' must be (N, 3072), got {data.shape}")
+            xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(d[key]))
+        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    return from_arrays(xtr, ytr, xte, yte, num_classes, f"cifar{num_classes}")
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "mnist1d": _mnist1d,
+    "digits": _digits,
+    "longtail": longtail,
+}
+
+
+def load(name: str, **kwargs) -> Dataset:
+    """Load a registered dataset (``mnist1d``, ``digits``, ``longtail``), an .npz file or a
+    CIFAR python-format directory given by path."""
+    if name in DATASETS:
+        return DATASETS[name](**kwargs)
+    if name.endswith(".npz") and os.path.isfile(name):
+        return load_npz(name)
+    if os.path.isdir(name):
+        return load_cifar(name)
+    raise ValueError(
+        f"unknown dataset {name!r}: use one of {sorted(DATASETS)}, an .npz file path, "
+        "or a CIFAR python-format directory"
+    )
+
+
+def with_label_noise(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """Flip a fraction ``rate`` of training labels to a uniformly chosen *different* class.
+
+    Exactly ``round(rate * n_train)`` labels change. Returns the noisy dataset (its
+    ``train_info`` gains ``flipped`` and ``clean_label``) and the boolean flipped mask.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"label-noise rate must be in [0, 1), got {rate}")
+    rng = np.random.default_rng([seed, 0x6E6F6973])
+    n = ds.n_train
+    flipped = np.zeros(n, bool)
+    flipped[rng.choice(n, size=int(round(rate * n)), replace=False)] = True
+    offset = rng.integers(1, ds.num_classes, size=n)
+    y = np.where(flipped, (ds.y_train + offset) % ds.num_classes, ds.y_train).astype(np.int32)
+    info = {**ds.train_info, "flipped": flipped, "clean_label": ds.y_train.copy()}
+    return replace(ds, y_train=y, name=f"{ds.name}+noise{rate:g}", train_info=info), flipped

@@ -1,0 +1,239 @@
+"""Model specs: small frozen descriptions that build flax modules (and, in memjax.theory, kernels).
+
+A spec is pure data, so it can be written into a study config, hashed, and handed to the
+theory package, which computes the infinite-width kernel of *exactly* the same architecture.
+The MLP follows neural-tangents' ``stax.Dense`` conventions:
+
+* ``parameterization="ntk"``: weights and biases are N(0, 1); a layer computes
+  ``W_std / sqrt(fan_in) * x @ W + b_std * b``.
+* ``parameterization="standard"``: weights are N(0, W_std**2 / fan_in), biases N(0, b_std**2);
+  a layer computes ``x @ W + b``.
+
+``b_std=None`` means no bias at all. Hidden layers and the readout use the same W_std/b_std,
+as ``stax.serial([Dense(w, W_std, b_std), act] * depth, Dense(C, W_std, b_std))`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["MLP", "CNN1D", "CNN2D", "ACTIVATIONS", "spec_from_dict", "spec_to_dict", "build"]
+
+Params = Any
+ApplyFn = Callable[[Params, jax.Array], jax.Array]
+
+
+def _activation(name: str, negative_slope: float) -> Callable[[jax.Array], jax.Array]:
+    if name == "relu":
+        return jax.nn.relu
+    if name == "erf":
+        return jax.scipy.special.erf
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "leaky_relu":
+        return lambda x: jax.nn.leaky_relu(x, negative_slope)
+    raise ValueError(f"unknown activation {name!r}: use one of {ACTIVATIONS}")
+
+
+ACTIVATIONS = ("relu", "erf", "gelu", "leaky_relu")
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+class NTDense(nn.Module):
+    """Dense layer with neural-tangents' ntk/standard parameterization (see module doc)."""
+
+    features: int
+    W_std: float
+    b_std: float | None
+    parameterization: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        if self.parameterization == "ntk":
+            w = self.param("kernel", nn.initializers.normal(1.0), (fan_in, self.features))
+            y = (self.W_std / math.sqrt(fan_in)) * (x @ w)
+            if self.b_std is not None:
+                b = self.param("bias", nn.initializers.normal(1.0), (self.features,))
+                y = y + self.b_std * b
+            return y
+        w_init = nn.initializers.normal(self.W_std / math.sqrt(fan_in))
+        w = self.param("kernel", w_init, (fan_in, self.features))
+        y = x @ w
+        if self.b_std is not None:
+            y = y + self.param("bias", nn.initializers.normal(self.b_std), (self.features,))
+        return y
+
+
+class _MLPModule(nn.Module):
+    spec: MLP
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = self.spec
+        act = _activation(s.activation, s.negative_slope)
+        x = x.reshape(x.shape[0], -1)
+        for w in s.widths:
+            x = act(NTDense(w, s.W_std, s.b_std, s.parameterization)(x))
+        return NTDense(self.num_classes, s.W_std, s.b_std, s.parameterization)(x)
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Fully connected network; inputs are flattened. depth = len(widths) hidden layers."""
+
+    widths: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    parameterization: str = "ntk"
+    W_std: float = math.sqrt(2.0)
+    b_std: float | None = 0.1
+    negative_slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"MLP widths must be a non-empty tuple of positive ints: {self.widths}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}: use one of {ACTIVATIONS}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"unknown parameterization {self.parameterization!r}: use one of "
+                f"{PARAMETERIZATIONS}"
+            )
+        if self.W_std <= 0 or (self.b_std is not None and self.b_std < 0):
+            raise ValueError(f"need W_std > 0 and b_std >= 0 or None, got {self.W_std}, {self.b_std}")
+
+    def module(self, num_classes: int) -> nn.Module:
+        return _MLPModule(self, num_classes)
+
+    def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
+        """Forward multiply-add FLOPs per example (2 per multiply-accumulate)."""
+        sizes = (math.prod(input_shape), *self.widths, num_classes)
+        return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+class _CNN1DModule(nn.Module):
+    spec: CNN1D
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = self.spec
+        x = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
+        for c in s.channels:
+            x = jax.nn.relu(nn.Conv(c, (s.kernel_size,), padding="SAME")(x))
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes)(x)
+
+
+@dataclass(frozen=True)
+class CNN1D:
+    """1-D convolutional net for signals such as MNIST-1D: conv stack, flatten, linear readout."""
+
+    channels: tuple[int, ...] = (32, 32, 32)
+    kernel_size: int = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    def module(self, num_classes: int) -> nn.Module:
+        return _CNN1DModule(self, num_classes)
+
+    def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
+        length = input_shape[0]
+        chans = (input_shape[1] if len(input_shape) > 1 else 1, *self.channels)
+        conv = sum(2 * length * self.kernel_size * a * b for a, b in zip(chans[:-1], chans[1:]))
+        return conv + 2 * length * chans[-1] * num_classes
+
+
+class _CNN2DModule(nn.Module):
+    spec: CNN2D
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = self.spec
+        if x.ndim == 2:
+            x = x.reshape(x.shape[0], *s.image_shape)
+        for c in s.channels:
+            x = jax.nn.relu(nn.Conv(c, (s.kernel_size, s.kernel_size), padding="SAME")(x))
+            if min(x.shape[1:3]) >= 4:
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        x = jax.nn.relu(nn.Dense(s.hidden)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+@dataclass(frozen=True)
+class CNN2D:
+    """Small image CNN: conv+pool blocks, one hidden dense layer. Flat inputs are reshaped
+    to ``image_shape`` (e.g. (8, 8, 1) for digits)."""
+
+    channels: tuple[int, ...] = (32, 64)
+    kernel_size: int = 3
+    hidden: int = 128
+    image_shape: tuple[int, int, int] = (8, 8, 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "image_shape", tuple(int(c) for c in self.image_shape))
+
+    def module(self, num_classes: int) -> nn.Module:
+        return _CNN2DModule(self, num_classes)
+
+    def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
+        h, w, c = input_shape if len(input_shape) == 3 else self.image_shape
+        total, k2 = 0, self.kernel_size**2
+        for out in self.channels:
+            total += 2 * h * w * k2 * c * out
+            c = out
+            if min(h, w) >= 4:
+                h, w = h // 2, w // 2
+        return total + 2 * h * w * c * self.hidden + 2 * self.hidden * num_classes
+
+
+SPECS = {"MLP": MLP, "CNN1D": CNN1D, "CNN2D": CNN2D}
+Spec = MLP | CNN1D | CNN2D
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    d = asdict(spec)
+    return {"type": type(spec).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+
+
+def spec_from_dict(d: dict[str, Any]) -> Spec:
+    """Inverse of spec_to_dict; unknown types or fields fail with the allowed names."""
+    d = dict(d)
+    kind = d.pop("type", "MLP")
+    if kind not in SPECS:
+        raise ValueError(f"unknown model type {kind!r}: use one of {sorted(SPECS)}")
+    cls = SPECS[kind]
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(d) - allowed
+    if unknown:
+        raise ValueError(f"unknown {kind} fields {sorted(unknown)}: allowed {sorted(allowed)}")
+    return cls(**d)
+
+
+def build(spec: Spec, input_shape: tuple[int, ...], num_classes: int) -> tuple[
+    Callable[[jax.Array], Params], ApplyFn
+]:
+    """(init(key) -> params, apply(params, x) -> logits) as pure functions of pytrees."""
+    module = spec.module(num_classes)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def init(key: jax.Array) -> Params:
+        return module.init(key, dummy)["params"]
+
+    def apply(params: Params, x: jax.Array) -> jax.Array:
+        return module.apply({"params": params}, x)
+
+    return init, apply

@@ -1,0 +1,110 @@
+"""ReplicaOutputs: what a replica (network or kernel "model") leaves behind for the estimators.
+
+Everything downstream of training reads these arrays only; they are the contract between the
+trainer, the kernel-regression models of memjax.theory, the store and the estimators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ReplicaOutputs", "per_example_metrics", "TRAJECTORY_FIELDS", "FINAL_FIELDS"]
+
+FINAL_FIELDS = (
+    "train_correct",
+    "train_margin",
+    "train_loss",
+    "test_correct",
+    "test_margin",
+    "test_loss",
+)
+# recorded every `record_every` epochs for every training example: arrays (R, T, n)
+TRAJECTORY_FIELDS = ("traj_correct", "traj_margin", "traj_loss", "traj_el2n", "traj_grad_sq")
+
+
+@dataclass
+class ReplicaOutputs:
+    """Per-replica, per-example results (numpy). Row j belongs to replica ``replica_ids[j]``.
+
+    ``*_margin`` is the true-class logit minus logsumexp of the other logits
+    (= log(p_y / (1 - p_y))), ``*_loss`` the training loss of that example, ``*_correct``
+    whether the argmax is the label. ``traj_*`` (optional, shape (R, T, n)) hold the same for
+    the training set after each epoch in ``record_epochs``, plus EL2N (||softmax - onehot||_2)
+    and, if requested, the squared per-example gradient norm; ``record_lr`` is the learning
+    rate in effect during each recorded epoch (for TracIn-style sums).
+    """
+
+    replica_ids: np.ndarray
+    train_correct: np.ndarray
+    train_margin: np.ndarray
+    train_loss: np.ndarray
+    test_correct: np.ndarray
+    test_margin: np.ndarray
+    test_loss: np.ndarray
+    traj_correct: np.ndarray | None = None
+    traj_margin: np.ndarray | None = None
+    traj_loss: np.ndarray | None = None
+    traj_el2n: np.ndarray | None = None
+    traj_grad_sq: np.ndarray | None = None
+    record_epochs: np.ndarray | None = None
+    record_lr: np.ndarray | None = None
+
+    @property
+    def replicas(self) -> int:
+        return len(self.replica_ids)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All non-None replica-indexed arrays by name (replica axis first)."""
+        names = ("replica_ids", *FINAL_FIELDS, *TRAJECTORY_FIELDS)
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    def take(self, rows: np.ndarray) -> ReplicaOutputs:
+        """The outputs of a subset of rows (e.g. one chunk, or the replicas of a target)."""
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kw[f.name] = v if v is None or f.name in ("record_epochs", "record_lr") else v[rows]
+        return ReplicaOutputs(**kw)
+
+    @staticmethod
+    def concatenate(parts: list[ReplicaOutputs]) -> ReplicaOutputs:
+        kw = {}
+        for f in fields(ReplicaOutputs):
+            vals = [getattr(p, f.name) for p in parts]
+            if vals[0] is None:
+                kw[f.name] = None
+            elif f.name in ("record_epochs", "record_lr"):
+                kw[f.name] = vals[0]
+            else:
+                kw[f.name] = np.concatenate(vals)
+        return ReplicaOutputs(**kw)
+
+
+def margin_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """True-class logit minus logsumexp over the other classes, computed stably."""
+    true = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return true - jax.nn.logsumexp(others, axis=-1)
+
+
+def loss_from_logits(logits: jax.Array, labels: jax.Array, loss: str) -> jax.Array:
+    """Per-example training loss: softmax cross-entropy, or 0.5 * ||logits - onehot||^2."""
+    if loss == "xent":
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return 0.5 * jnp.sum((logits - onehot) ** 2, axis=-1)
+
+
+def per_example_metrics(logits: jax.Array, labels: jax.Array, loss: str) -> dict[str, jax.Array]:
+    """correct / margin / loss / el2n of each example from its logits."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return {
+        "correct": jnp.argmax(logits, axis=-1) == labels,
+        "margin": margin_from_logits(logits, labels),
+        "loss": loss_from_logits(logits, labels, loss),
+        "el2n": jnp.linalg.norm(jax.nn.softmax(logits) - onehot, axis=-1),
+    }

@@ -1,0 +1,87 @@
+"""Subset designs: which training examples each replica sees, as boolean masks (R, n).
+
+Replica r's mask is a function of (seed, design, ratio, n, r) alone (for "balanced", of r's
+block), so any chunk of replicas can be generated on its own, on any host, in any order.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+__all__ = ["DESIGNS", "sample", "balanced_block_size"]
+
+DESIGNS = ("balanced", "fixed", "bernoulli")
+_DESIGN_TAG = {"balanced": 1, "fixed": 2, "bernoulli": 3}
+MAX_BLOCK = 1000
+
+
+def balanced_block_size(ratio: float) -> tuple[int, int]:
+    """Smallest block b (<= 1000) and k with k/b == ratio: each example is IN in k of b replicas."""
+    frac = Fraction(ratio).limit_denominator(MAX_BLOCK)
+    if abs(float(frac) - ratio) > 1e-9:
+        raise ValueError(
+            f"ratio {ratio} is not a fraction k/b with b <= {MAX_BLOCK}; the balanced design "
+            "needs one (use design='fixed' or 'bernoulli' for arbitrary ratios)"
+        )
+    return frac.denominator, frac.numerator
+
+
+def _check(n: int, ratio: float, design: str) -> None:
+    if design not in DESIGNS:
+        raise ValueError(f"unknown subset design {design!r}: use one of {DESIGNS}")
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n (number of training examples) must be an integer >= 2, got {n}")
+    if not (0.0 < ratio < 1.0):
+        raise ValueError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
+    if design == "fixed" and not 1 <= round(ratio * n) <= n - 1:
+        raise ValueError(f"ratio {ratio} of n={n} gives an empty or full subset")
+
+
+def _replica_mask(n: int, ratio: float, seed: int, design: str, r: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, _DESIGN_TAG[design], r])
+    if design == "bernoulli":
+        return rng.random(n) < ratio
+    mask = np.zeros(n, bool)
+    mask[rng.choice(n, size=round(ratio * n), replace=False)] = True
+    return mask
+
+
+def _balanced_block(n: int, ratio: float, seed: int, block: int) -> np.ndarray:
+    b, k = balanced_block_size(ratio)
+    rng = np.random.default_rng([seed, _DESIGN_TAG["balanced"], block])
+    ranks = np.argsort(rng.random((b, n)), axis=0)  # each column: a random permutation of 0..b-1
+    return ranks < k
+
+
+def sample(
+    n: int,
+    replicas: int,
+    ratio: float = 0.5,
+    seed: int = 0,
+    design: str = "balanced",
+    replica_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean masks (len(replica_ids) or replicas, n); row j is replica ``replica_ids[j]``.
+
+    Designs:
+      * ``bernoulli``: each example IN independently with probability ``ratio``;
+      * ``fixed``: exactly ``round(ratio * n)`` examples per replica (Feldman & Zhang);
+      * ``balanced``: replicas come in blocks of b with ratio = k/b; within a block every
+        example is IN in exactly k replicas (ratio 0.5: complementary pairs), which removes
+        the IN/OUT count imbalance from the estimators' variance.
+    """
+    _check(n, ratio, design)
+    if replica_ids is None:
+        if not isinstance(replicas, (int, np.integer)) or replicas < 1:
+            raise ValueError(f"replicas must be a positive integer, got {replicas}")
+        replica_ids = np.arange(replicas)
+    ids = np.asarray(replica_ids, np.int64)
+    if ids.ndim != 1 or (ids < 0).any():
+        raise ValueError("replica_ids must be a 1-D array of non-negative integers")
+    if design != "balanced":
+        return np.stack([_replica_mask(n, ratio, seed, design, int(r)) for r in ids])
+    b, _ = balanced_block_size(ratio)
+    blocks = {int(blk): _balanced_block(n, ratio, seed, int(blk)) for blk in np.unique(ids // b)}
+    return np.stack([blocks[int(r) // b][int(r) % b] for r in ids])

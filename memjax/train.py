@@ -1,0 +1,334 @@
+"""The vectorized replica trainer: many independent training runs in one compiled program.
+
+Structure of the program for a chunk of replicas (all of it inside one ``jax.jit``):
+
+* the replica axis is sharded over the available devices (``shard_map``), and on each
+  device split into groups of ``G`` replicas processed one group after another
+  (``lax.map``), so each group's parameters and optimizer state stay in cache;
+* inside a group, ``vmap`` over replicas of one replica's whole run: init from its key,
+  ``lax.scan`` over epochs and steps, then evaluation of every train and test example.
+
+Replica r's key is ``fold_in(PRNGKey(seed), r)``; its init, its per-epoch shuffles and so
+its whole run depend on (seed, r, its mask) only. Steps past the end of a replica's epoch
+(subsets of unequal size) are exact no-ops, so neither chunking, grouping, nor the device
+count changes any replica's result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from memjax.config import TrainConfig
+from memjax.data import Dataset
+from memjax.models import Spec, build
+from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
+from memjax.train_memory import auto_group_size
+
+__all__ = ["train_replicas", "TrainConfig", "steps_per_epoch", "replica_keys"]
+
+EVAL_BLOCK = 1024
+
+
+def replica_keys(seed: int, replica_ids: np.ndarray) -> jax.Array:
+    """Raw uint32 key data (R, 2) of each replica: a function of (seed, r) alone."""
+    base = jax.random.PRNGKey(seed)
+    return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(replica_ids, jnp.uint32))
+
+
+def steps_per_epoch(subset_size: np.ndarray | int, cfg: TrainConfig, n: int) -> np.ndarray:
+    """Optimizer steps in one epoch for a subset of the given size."""
+    size = np.asarray(subset_size)
+    if cfg.batch_size is None:
+        return np.ones_like(size)
+    b = min(cfg.batch_size, n)
+    return size // b if cfg.drop_last else -(-size // b)
+
+
+def _gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The optimizer without its learning rate (applied per replica, per step, by the trainer)."""
+    wd = cfg.weight_decay
+    if cfg.optimizer == "adam":
+        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd))
+    parts = [optax.add_decayed_weights(wd)] if wd else []
+    if cfg.optimizer == "momentum":
+        parts.append(optax.trace(decay=cfg.momentum))
+    return optax.chain(*parts)
+
+
+def _learning_rate(cfg: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    if cfg.schedule == "constant":
+        return jnp.asarray(cfg.learning_rate, jnp.float32)
+    progress = jnp.minimum(step / jnp.maximum(total_steps, 1), 1.0)
+    return cfg.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+
+def _linearized(apply_fn: Callable, params0) -> Callable:
+    """f(p0, x) + J(p0, x) (p - p0): the network's first-order Taylor expansion at init."""
+
+    def apply_lin(params, x):
+        delta = jax.tree.map(jnp.subtract, params, params0)
+        out, tangent = jax.jvp(lambda p: apply_fn(p, x), (params0,), (delta,))
+        return out + tangent
+
+    return apply_lin
+
+
+def _blockwise(fn: Callable, x: jax.Array, y: jax.Array, block: int) -> dict[str, jax.Array]:
+    """Apply a per-example function over blocks of examples (bounded activation memory)."""
+    n = x.shape[0]
+    nb = -(-n // block)
+    pad = nb * block - n
+    xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, block, *x.shape[1:])
+    yb = jnp.pad(y, (0, pad)).reshape(nb, block)
+    out = lax.map(lambda a: fn(*a), (xb, yb))
+    return jax.tree.map(lambda v: v.reshape(nb * block, *v.shape[2:])[:n], out)
+
+
+class _ReplicaProgram:
+    """Builds the one-replica run (init -> train -> eval) for a (spec, data shape, cfg)."""
+
+    def __init__(self, spec: Spec, cfg: TrainConfig, input_shape, num_classes: int, n: int):
+        self.cfg = cfg
+        self.n = n
+        self.init_fn, self.apply_fn = build(spec, tuple(input_shape), num_classes)
+        self.tx = _gradient_transform(cfg)
+        self.batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+
+    def _example_losses(self, apply, params, x, y):
+        return loss_from_logits(apply(params, x), y, self.cfg.loss)
+
+    def _step(self, apply, carry, x, y, idx, valid, total_steps):
+        """One minibatch step of one replica; a no-op when the batch has no valid example."""
+        params, opt_state, step = carry
+
+        def batch_loss(p):
+            losses = self._example_losses(apply, p, x[idx], y[idx])
+            return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+        grads = jax.grad(batch_loss)(params)
+        updates, new_state = self.tx.update(grads, opt_state, params)
+        lr = _learning_rate(self.cfg, step, total_steps)
+        new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+        active = jnp.sum(valid) > 0
+        keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
+        return (
+            keep(new_params, params),
+            keep(new_state, opt_state),
+            step + active.astype(step.dtype),
+        )
+
+    def _epoch(self, apply, carry, x, y, epoch_key, mask, n_steps, total_steps):
+        """One pass over the replica's own subset in a fresh random order."""
+        b = self.batch
+        size = jnp.sum(mask)
+        scores = jnp.where(mask, jax.random.uniform(epoch_key, (self.n,)), 2.0)
+        order = jnp.argsort(scores)  # the subset first, in random order
+        usable = size if not self.cfg.drop_last else (size // b) * b
+        pad = n_steps * b - self.n
+        order = jnp.pad(order, (0, max(pad, 0)))[: n_steps * b].reshape(n_steps, b)
+        pos = jnp.arange(n_steps * b).reshape(n_steps, b)
+        valid = (pos < usable).astype(jnp.float32)
+
+        def body(c, xs):
+            idx, v = xs
+            return self._step(apply, c, x, y, idx, v, total_steps), None
+
+        carry, _ = lax.scan(body, carry, (order, valid))
+        return carry
+
+    def _record(self, apply, params, x, y) -> dict[str, jax.Array]:
+        """Per-example metrics of every training example (and optionally gradient norms)."""
+        loss = self.cfg.loss
+        rec = _blockwise(lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK)
+        if self.cfg.record_grad_norm:
+
+            def grad_sq(xi, yi):
+                g = jax.grad(lambda p: self._example_losses(apply, p, xi[None], yi[None])[0])(params)
+                return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g))
+
+            rec["grad_sq"] = _blockwise(
+                lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128
+            )["g"]
+        return rec
+
+    def run(self, key, mask, x, y, xt, yt, n_steps: int):
+        """Whole run of one replica: returns final metrics (and trajectories if recorded)."""
+        cfg = self.cfg
+        init_key, data_key = jax.random.split(key)
+        params0 = self.init_fn(init_key)
+        apply = _linearized(self.apply_fn, params0) if cfg.linearize else self.apply_fn
+        size = jnp.sum(mask)
+        if cfg.batch_size is None:
+            steps_r = 1
+        else:
+            steps_r = size // self.batch if cfg.drop_last else -(-size // self.batch)
+        total_steps = cfg.epochs * steps_r
+        carry = (params0, self.tx.init(params0), jnp.zeros((), jnp.int32))
+        epoch_keys = jax.random.split(data_key, cfg.epochs)
+
+        def epochs(c, keys):
+            return lax.scan(
+                lambda cc, k: (self._epoch(apply, cc, x, y, k, mask, n_steps, total_steps), None),
+                c,
+                keys,
+            )[0]
+
+        traj = None
+        if cfg.record_every:
+            t = cfg.epochs // cfg.record_every
+            head = epoch_keys[: t * cfg.record_every].reshape(t, cfg.record_every, -1)
+
+            def block(c, keys):
+                c = epochs(c, keys)
+                return c, self._record(apply, c[0], x, y)
+
+            carry, traj = lax.scan(block, carry, head)
+            carry = epochs(carry, epoch_keys[t * cfg.record_every :])
+        else:
+            carry = epochs(carry, epoch_keys)
+        params = carry[0]
+        evaluate = partial(self._evaluate, apply, params)
+        return evaluate(x, y), evaluate(xt, yt), traj
+
+    def _evaluate(self, apply, params, x, y):
+        loss = self.cfg.loss
+        out = _blockwise(lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK)
+        out.pop("el2n")
+        return out
+
+
+_PROGRAMS: dict = {}
+
+
+def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, devices):
+    """The jitted chunk program, cached so successive chunks reuse one compilation."""
+    cache_key = (spec, cfg, tuple(input_shape), num_classes, n, n_steps, group, tuple(devices))
+    if cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key]
+    prog = _ReplicaProgram(spec, cfg, input_shape, num_classes, n)
+    mesh = Mesh(np.array(devices), ("replica",))
+    rep = PartitionSpec("replica")
+
+    def local(keys, masks, x, y, xt, yt):
+        g = keys.shape[0] // group
+        run_group = jax.vmap(partial(prog.run, n_steps=n_steps), in_axes=(0, 0, None, None, None, None))
+        out = lax.map(
+            lambda km: run_group(km[0], km[1], x, y, xt, yt),
+            (keys.reshape(g, group, *keys.shape[1:]), masks.reshape(g, group, n)),
+        )
+        return jax.tree.map(lambda v: v.reshape(g * group, *v.shape[2:]), out)
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(rep, rep, PartitionSpec(), PartitionSpec(), PartitionSpec(), PartitionSpec()),
+        out_specs=rep,
+        check_vma=False,
+    )
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, rep)
+    jitted = jax.jit(
+        fn, in_shardings=(sharded, sharded, replicated, replicated, replicated, replicated)
+    )
+    _PROGRAMS[cache_key] = jitted
+    return jitted
+
+
+def _check_inputs(ds: Dataset, masks: np.ndarray, replica_ids: np.ndarray) -> None:
+    if masks.ndim != 2 or masks.shape[1] != ds.n_train:
+        raise ValueError(
+            f"masks must have shape (replicas, {ds.n_train}) for this dataset, got {masks.shape}"
+        )
+    if masks.dtype != bool:
+        raise TypeError(f"masks must be boolean, got {masks.dtype}")
+    empty = np.flatnonzero(~masks.any(axis=1))
+    if len(empty):
+        raise ValueError(f"replica(s) {replica_ids[empty][:5].tolist()} have an empty subset")
+    if replica_ids.shape != (len(masks),):
+        raise ValueError(
+            f"replica_ids must have one id per mask row ({len(masks)}), got shape {replica_ids.shape}"
+        )
+    if len(np.unique(replica_ids)) != len(replica_ids) or (replica_ids < 0).any():
+        raise ValueError("replica_ids must be distinct non-negative integers")
+
+
+def train_replicas(
+    spec: Spec,
+    ds: Dataset,
+    masks: np.ndarray,
+    cfg: TrainConfig,
+    seed: int = 0,
+    replica_ids: np.ndarray | None = None,
+    devices: list | None = None,
+) -> ReplicaOutputs:
+    """Train one replica per mask row on its own subset; evaluate all train and test examples.
+
+    ``replica_ids`` (default ``0..R-1``) name the replicas: replica r's run depends only on
+    (seed, r, masks[row of r]), never on which other replicas are trained alongside it.
+    ``devices`` (default: all local devices) share the replica axis.
+    """
+    masks = np.asarray(masks)
+    ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
+    _check_inputs(ds, masks, ids)
+    devices = list(devices or jax.local_devices())
+    n = ds.n_train
+    group = cfg.group_size or auto_group_size(spec, ds, cfg, len(masks), len(devices))
+    per_call = group * len(devices)
+    n_pad = -(-len(masks) // per_call) * per_call
+    pad_rows = np.concatenate([np.arange(len(masks)), np.zeros(n_pad - len(masks), np.int64)])
+    n_steps = int(steps_per_epoch(masks.sum(axis=1), cfg, n).max())
+    fn = _compiled_chunk_fn(
+        spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, devices
+    )
+    keys = replica_keys(seed, ids[pad_rows])
+    train, test, traj = fn(
+        keys,
+        jnp.asarray(masks[pad_rows]),
+        jnp.asarray(ds.x_train),
+        jnp.asarray(ds.y_train),
+        jnp.asarray(ds.x_test),
+        jnp.asarray(ds.y_test),
+    )
+    r = len(masks)
+
+    def host(v):
+        return np.asarray(v)[:r]
+
+    out = ReplicaOutputs(
+        replica_ids=ids,
+        train_correct=host(train["correct"]),
+        train_margin=host(train["margin"]),
+        train_loss=host(train["loss"]),
+        test_correct=host(test["correct"]),
+        test_margin=host(test["margin"]),
+        test_loss=host(test["loss"]),
+    )
+    if traj is not None:
+        every = cfg.record_every
+        epochs_rec = np.arange(every, cfg.epochs + 1, every)[: cfg.epochs // every]
+        out.traj_correct = host(traj["correct"])
+        out.traj_margin = host(traj["margin"])
+        out.traj_loss = host(traj["loss"])
+        out.traj_el2n = host(traj["el2n"])
+        out.traj_grad_sq = host(traj["grad_sq"]) if "grad_sq" in traj else None
+        out.record_epochs = epochs_rec
+        out.record_lr = _recorded_learning_rates(cfg, epochs_rec, masks, n)
+    return out
+
+
+def _recorded_learning_rates(cfg: TrainConfig, epochs: np.ndarray, masks, n) -> np.ndarray:
+    """Learning rate at the end of each recorded epoch (for the median replica's step count)."""
+    if cfg.schedule == "constant":
+        return np.full(len(epochs), cfg.learning_rate, np.float32)
+    steps = float(np.median(steps_per_epoch(masks.sum(axis=1), cfg, n)))
+    progress = np.minimum(epochs * steps / (cfg.epochs * steps), 1.0)
+    return (cfg.learning_rate * 0.5 * (1 + np.cos(math.pi * progress))).astype(np.float32)
