@@ -1,4 +1,4 @@
-"""TrainConfig: how each replica is trained. Frozen and hashable, so compiled programs cache on it."""
+"""TrainConfig: how each replica is trained. Frozen and hashable, so compiled programs cache."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class TrainConfig:
         if self.batch_size is not None and (
             not isinstance(self.batch_size, int) or self.batch_size < 1
         ):
-            raise ValueError(f"batch_size must be a positive integer or None, got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must be a positive integer or None, got {self.batch_size}"
+            )
         for name, value, allowed in (
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("schedule", self.schedule, SCHEDULES),

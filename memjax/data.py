@@ -85,7 +85,11 @@ def _check_labels(y: np.ndarray, n: int, split: str, num_classes: int) -> np.nda
     if y.ndim != 1 or len(y) != n:
         raise ValueError(f"y_{split} must have shape ({n},) to match x_{split}, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if (
+            np.issubdtype(y.dtype, np.floating)
+            and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))
+        ):
             y = y.astype(np.int64)
         else:
             raise TypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}")
@@ -224,7 +228,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     with np.load(path, allow_pickle=False) as f:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
         if missing:
-            raise KeyError(f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})")
+            raise ValueError(f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})")
         nc = int(f["num_classes"]) if "num_classes" in f.files else None
         return from_arrays(
             f["x_train"], f["y_train"], f["x_test"], f["y_test"], nc, os.path.basename(path)
@@ -263,7 +267,7 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
         for name in files:
             d = _unpickle(os.path.join(directory, name))
             if "data" not in d or key not in d:
-                raise KeyError(f"{name}: expected keys 'data' and {key!r}, found {sorted(d)}")
+                raise ValueError(f"{name}: expected keys 'data' and {key!r}, found {sorted(d)}")
             data = np.asarray(d["data"], np.uint8)
             if data.ndim != 2 or data.shape[1] != 3072:
                 raise ValueError(f"{name}: 'data' must be (N, 3072), got {data.shape}")

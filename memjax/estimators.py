@@ -12,12 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memjax.outputs import ReplicaOutputs
+
 __all__ = [
     "Estimate",
     "memorization",
     "influence",
     "top_influence_pairs",
     "consistency",
+    "counterfactual_memorization",
+    "masked_mean",
 ]
 
 
@@ -35,7 +39,9 @@ def _check_masks(masks: np.ndarray, values: np.ndarray, what: str) -> tuple[np.n
     masks = np.asarray(masks)
     values = np.asarray(values)
     if masks.ndim != 2 or masks.dtype != bool:
-        raise ValueError(f"masks must be a boolean (replicas, n) array, got {masks.dtype} {masks.shape}")
+        raise ValueError(
+            f"masks must be a boolean (replicas, n) array, got {masks.dtype} {masks.shape}"
+        )
     if values.ndim != 2 or values.shape[0] != masks.shape[0]:
         raise ValueError(
             f"{what} must be (replicas, examples) with {masks.shape[0]} replicas like the masks, "
@@ -98,9 +104,7 @@ def _blocks(total: int, size: int):
         yield slice(start, min(start + size, total))
 
 
-def influence(
-    masks: np.ndarray, test_values: np.ndarray, block_size: int = 2048
-) -> Estimate:
+def influence(masks: np.ndarray, test_values: np.ndarray, block_size: int = 2048) -> Estimate:
     """infl_ij = mean_{r: i in S_r} v_rj - mean_{r: i not in S_r} v_rj for train i, test j.
 
     Computed as matrix products (masks^T @ values) over blocks of ``block_size`` train and
@@ -163,3 +167,52 @@ def consistency(masks: np.ndarray, correct: np.ndarray) -> Estimate:
     mean = np.where(n_out > 0, mean, np.nan)
     stderr = np.where(n_out > 1, stderr, np.nan)
     return Estimate(mean, stderr, len(masks) - n_out, n_out)
+
+
+COUNTERFACTUAL_MEASURES = {
+    "accuracy": "train_correct",
+    "margin": "train_margin",
+    "neg_loss": "train_loss",
+}
+
+
+def counterfactual_memorization(
+    masks: np.ndarray, outputs_or_values: ReplicaOutputs | np.ndarray, measure: str = "accuracy"
+) -> Estimate:
+    """Counterfactual memorization (Zhang et al. 2021): E[M | i in S] - E[M | i not in S].
+
+    M is the per-example ``measure``: "accuracy" (then this equals Feldman-Zhang
+    memorization), "margin" (logit-scaled confidence) or "neg_loss" (minus the training loss).
+    ``outputs_or_values`` is ReplicaOutputs (its final train arrays are used) or the (R, n)
+    array the measure is read from: correctness, margins, or *losses* (negated here).
+    """
+    if measure not in COUNTERFACTUAL_MEASURES:
+        raise ValueError(
+            f"unknown measure {measure!r}: use one of {sorted(COUNTERFACTUAL_MEASURES)}"
+        )
+    values = outputs_or_values
+    if isinstance(values, ReplicaOutputs):
+        values = getattr(values, COUNTERFACTUAL_MEASURES[measure])
+    values = np.asarray(values)
+    return memorization(masks, -values.astype(np.float64) if measure == "neg_loss" else values)
+
+
+def masked_mean(masks: np.ndarray, values: np.ndarray) -> Estimate:
+    """Per-example mean of ``values`` (R, n) over the replicas where ``masks`` is True.
+
+    Used to average per-replica quantities (proxies) over the replicas that trained on each
+    example. stderr = s / sqrt(n_in) (sample std, ddof=1); NaN where n_in is 0 (value) or
+    below 2 (stderr). ``n_out`` counts the replicas left out.
+    """
+    masks, values = _check_masks(masks, values, "values")
+    if values.shape != masks.shape:
+        raise ValueError(f"values shape {values.shape} differs from masks shape {masks.shape}")
+    v = values.astype(np.float64)
+    n_in = masks.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(masks, v, 0.0).sum(0) / n_in
+        dev = np.where(masks, v - mean, 0.0)
+        stderr = np.sqrt((dev * dev).sum(0) / (n_in - 1) / n_in)
+    mean = np.where(n_in > 0, mean, np.nan)
+    stderr = np.where(n_in > 1, stderr, np.nan)
+    return Estimate(mean, stderr, n_in, len(masks) - n_in)

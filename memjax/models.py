@@ -100,7 +100,9 @@ class MLP:
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"MLP widths must be a non-empty tuple of positive ints: {self.widths}")
+            raise ValueError(
+                f"MLP widths must be a non-empty tuple of positive ints: {self.widths}"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}: use one of {ACTIVATIONS}")
         if self.parameterization not in PARAMETERIZATIONS:
@@ -109,7 +111,9 @@ class MLP:
                 f"{PARAMETERIZATIONS}"
             )
         if self.W_std <= 0 or (self.b_std is not None and self.b_std < 0):
-            raise ValueError(f"need W_std > 0 and b_std >= 0 or None, got {self.W_std}, {self.b_std}")
+            raise ValueError(
+                f"need W_std > 0 and b_std >= 0 or None, got {self.W_std}, {self.b_std}"
+            )
 
     def module(self, num_classes: int) -> nn.Module:
         return _MLPModule(self, num_classes)
@@ -150,7 +154,10 @@ class CNN1D:
     def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
         length = input_shape[0]
         chans = (input_shape[1] if len(input_shape) > 1 else 1, *self.channels)
-        conv = sum(2 * length * self.kernel_size * a * b for a, b in zip(chans[:-1], chans[1:]))
+        conv = sum(
+            2 * length * self.kernel_size * a * b
+            for a, b in zip(chans[:-1], chans[1:], strict=False)
+        )
         return conv + 2 * length * chans[-1] * num_classes
 
 
@@ -206,7 +213,10 @@ Spec = MLP | CNN1D | CNN2D
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
     d = asdict(spec)
-    return {"type": type(spec).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+    return {
+        "type": type(spec).__name__,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()},
+    }
 
 
 def spec_from_dict(d: dict[str, Any]) -> Spec:
@@ -223,9 +233,9 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
     return cls(**d)
 
 
-def build(spec: Spec, input_shape: tuple[int, ...], num_classes: int) -> tuple[
-    Callable[[jax.Array], Params], ApplyFn
-]:
+def build(
+    spec: Spec, input_shape: tuple[int, ...], num_classes: int
+) -> tuple[Callable[[jax.Array], Params], ApplyFn]:
     """(init(key) -> params, apply(params, x) -> logits) as pure functions of pytrees."""
     module = spec.module(num_classes)
     dummy = jnp.zeros((1, *input_shape), jnp.float32)

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["DESIGNS", "sample", "balanced_block_size"]
+__all__ = ["DESIGNS", "sample", "balanced_block_size", "validate_design"]
 
 DESIGNS = ("balanced", "fixed", "bernoulli")
 _DESIGN_TAG = {"balanced": 1, "fixed": 2, "bernoulli": 3}
@@ -28,13 +28,20 @@ def balanced_block_size(ratio: float) -> tuple[int, int]:
     return frac.denominator, frac.numerator
 
 
-def _check(n: int, ratio: float, design: str) -> None:
+def validate_design(ratio: float, design: str) -> None:
+    """Fail early on a design name or ratio that no dataset could use."""
     if design not in DESIGNS:
         raise ValueError(f"unknown subset design {design!r}: use one of {DESIGNS}")
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n (number of training examples) must be an integer >= 2, got {n}")
     if not (0.0 < ratio < 1.0):
         raise ValueError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
+    if design == "balanced":
+        balanced_block_size(ratio)
+
+
+def _check(n: int, ratio: float, design: str) -> None:
+    validate_design(ratio, design)
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n (number of training examples) must be an integer >= 2, got {n}")
     if design == "fixed" and not 1 <= round(ratio * n) <= n - 1:
         raise ValueError(f"ratio {ratio} of n={n} gives an empty or full subset")
 

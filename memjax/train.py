@@ -148,16 +148,18 @@ class _ReplicaProgram:
     def _record(self, apply, params, x, y) -> dict[str, jax.Array]:
         """Per-example metrics of every training example (and optionally gradient norms)."""
         loss = self.cfg.loss
-        rec = _blockwise(lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK)
+        rec = _blockwise(
+            lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK
+        )
         if self.cfg.record_grad_norm:
 
             def grad_sq(xi, yi):
-                g = jax.grad(lambda p: self._example_losses(apply, p, xi[None], yi[None])[0])(params)
+                g = jax.grad(lambda p: self._example_losses(apply, p, xi[None], yi[None])[0])(
+                    params
+                )
                 return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g))
 
-            rec["grad_sq"] = _blockwise(
-                lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128
-            )["g"]
+            rec["grad_sq"] = _blockwise(lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128)["g"]
         return rec
 
     def run(self, key, mask, x, y, xt, yt, n_steps: int):
@@ -201,7 +203,9 @@ class _ReplicaProgram:
 
     def _evaluate(self, apply, params, x, y):
         loss = self.cfg.loss
-        out = _blockwise(lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK)
+        out = _blockwise(
+            lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK
+        )
         out.pop("el2n")
         return out
 
@@ -220,7 +224,9 @@ def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, d
 
     def local(keys, masks, x, y, xt, yt):
         g = keys.shape[0] // group
-        run_group = jax.vmap(partial(prog.run, n_steps=n_steps), in_axes=(0, 0, None, None, None, None))
+        run_group = jax.vmap(
+            partial(prog.run, n_steps=n_steps), in_axes=(0, 0, None, None, None, None)
+        )
         out = lax.map(
             lambda km: run_group(km[0], km[1], x, y, xt, yt),
             (keys.reshape(g, group, *keys.shape[1:]), masks.reshape(g, group, n)),
@@ -255,7 +261,8 @@ def _check_inputs(ds: Dataset, masks: np.ndarray, replica_ids: np.ndarray) -> No
         raise ValueError(f"replica(s) {replica_ids[empty][:5].tolist()} have an empty subset")
     if replica_ids.shape != (len(masks),):
         raise ValueError(
-            f"replica_ids must have one id per mask row ({len(masks)}), got shape {replica_ids.shape}"
+            f"replica_ids must have one id per mask row ({len(masks)}), "
+            f"got shape {replica_ids.shape}"
         )
     if len(np.unique(replica_ids)) != len(replica_ids) or (replica_ids < 0).any():
         raise ValueError("replica_ids must be distinct non-negative integers")
@@ -269,23 +276,31 @@ def train_replicas(
     seed: int = 0,
     replica_ids: np.ndarray | None = None,
     devices: list | None = None,
+    max_subset_size: int | None = None,
+    pad_to: int | None = None,
 ) -> ReplicaOutputs:
     """Train one replica per mask row on its own subset; evaluate all train and test examples.
 
     ``replica_ids`` (default ``0..R-1``) name the replicas: replica r's run depends only on
     (seed, r, masks[row of r]), never on which other replicas are trained alongside it.
-    ``devices`` (default: all local devices) share the replica axis.
+    ``devices`` (default: all local devices) share the replica axis. ``max_subset_size`` and
+    ``pad_to`` fix the compiled program's shapes across calls (a study passes the largest
+    subset of all its replicas and its chunk size), so every chunk reuses one compilation.
     """
     masks = np.asarray(masks)
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
     _check_inputs(ds, masks, ids)
     devices = list(devices or jax.local_devices())
     n = ds.n_train
-    group = cfg.group_size or auto_group_size(spec, ds, cfg, len(masks), len(devices))
+    rows = max(len(masks), pad_to or 0)
+    group = cfg.group_size or auto_group_size(spec, ds, cfg, rows, len(devices))
     per_call = group * len(devices)
-    n_pad = -(-len(masks) // per_call) * per_call
+    n_pad = -(-max(len(masks), pad_to or 0) // per_call) * per_call
     pad_rows = np.concatenate([np.arange(len(masks)), np.zeros(n_pad - len(masks), np.int64)])
-    n_steps = int(steps_per_epoch(masks.sum(axis=1), cfg, n).max())
+    largest = int(masks.sum(axis=1).max())
+    if max_subset_size is not None and max_subset_size < largest:
+        raise ValueError(f"max_subset_size {max_subset_size} < largest subset {largest}")
+    n_steps = int(steps_per_epoch(max_subset_size or largest, cfg, n))
     fn = _compiled_chunk_fn(
         spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, devices
     )

@@ -17,8 +17,14 @@ from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build
 
-__all__ = ["parameter_count", "replica_bytes", "output_bytes", "auto_group_size",
-           "available_memory_bytes", "choose_chunk_size"]
+__all__ = [
+    "parameter_count",
+    "replica_bytes",
+    "output_bytes",
+    "auto_group_size",
+    "available_memory_bytes",
+    "choose_chunk_size",
+]
 
 # Working set per vectorized group that keeps parameters, gradients and optimizer state in
 # a CPU's last-level cache; on accelerators larger groups only add parallelism.

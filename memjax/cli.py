@@ -1,0 +1,112 @@
+"""The `memjax` command line: run | status | estimate | merge | bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+__all__ = ["main"]
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from memjax.study import default_config, load_config, run_study
+
+    cfg = load_config(args.config) if args.config else default_config()
+    if args.chunk_size:
+        cfg = replace(cfg, chunk_size=args.chunk_size)
+    store = run_study(cfg, args.out, job=args.job, jobs=args.jobs, progress=not args.quiet)
+    done = len(store.done_rows())
+    print(f"{args.out}: {done}/{store.replicas} replicas finished")
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from memjax.store import open_store
+
+    store = open_store(args.dir)
+    done = store.done_chunks()
+    status = {
+        "study": store.meta.get("name"),
+        "dataset": store.meta.get("dataset_name"),
+        "replicas_finished": int(len(store.done_rows())),
+        "replicas_planned": store.replicas,
+        "chunks_finished": len(done),
+        "chunks_planned": store.n_chunks,
+        "complete": store.is_complete(),
+        "memjax_version": store.meta.get("memjax_version"),
+    }
+    print(json.dumps(status, indent=2))
+
+
+def _cmd_estimate(args: argparse.Namespace) -> None:
+    from memjax.report import estimate_study
+    from memjax.store import open_store
+
+    result = estimate_study(open_store(args.dir), args.out, partial=args.partial)
+    out = args.out or args.dir
+    print(
+        f"{result['replicas_finished']} replicas, mean test accuracy "
+        f"{result['test_accuracy_mean']:.3f} ± {result['test_accuracy_stderr']:.3f}; "
+        f"wrote {out}/memorization.csv, summary.json, memorization_hist.png"
+    )
+
+
+def _cmd_merge(args: argparse.Namespace) -> None:
+    from memjax.store import merge
+
+    store = merge(args.dirs, args.out)
+    print(f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from memjax.bench import run_bench
+
+    print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memjax", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a study; no CONFIG: the embedded default")
+    run.add_argument("config", nargs="?", help="study config YAML")
+    run.add_argument("--out", required=True, help="study directory")
+    run.add_argument("--job", type=int, default=0, help="this job's index (multi-job studies)")
+    run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
+    run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(fn=_cmd_run)
+
+    status = sub.add_parser("status", help="progress of a study directory")
+    status.add_argument("dir")
+    status.set_defaults(fn=_cmd_status)
+
+    est = sub.add_parser("estimate", help="per-example memorization table and summary")
+    est.add_argument("dir")
+    est.add_argument("--out", help="output directory (default: the study directory)")
+    est.add_argument("--partial", action="store_true", help="allow an unfinished study")
+    est.set_defaults(fn=_cmd_estimate)
+
+    merge = sub.add_parser("merge", help="join study directories written by separate jobs")
+    merge.add_argument("dirs", nargs="+")
+    merge.add_argument("--out", required=True)
+    merge.set_defaults(fn=_cmd_merge)
+
+    bench = sub.add_parser("bench", help="time the standard workload; prints one JSON line")
+    bench.add_argument("--replicas", type=int, default=256)
+    bench.add_argument("--epochs", type=int, default=10)
+    bench.add_argument("--group-size", type=int, default=0, help="0: automatic")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"memjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

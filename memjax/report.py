@@ -1,0 +1,145 @@
+"""`memjax estimate`: the per-example table, the summary and a histogram from a finished store.
+
+Pure functions of stored arrays: nothing here trains. Files are written atomically, so an
+interrupted estimate never leaves a table that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from memjax import estimators
+from memjax.store import Store, atomic_write_text
+from memjax.study import build_dataset
+
+__all__ = ["estimate_study", "summary", "per_example_columns"]
+
+TOP_K = 20
+HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
+
+
+def per_example_columns(store: Store, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Column name -> (n,) array of the per-example table."""
+    out = store.load_outputs(rows)
+    masks = store.masks(rows)
+    mem = estimators.memorization(masks, out.train_correct)
+    ds = build_dataset(store.meta["config"]["dataset"])
+    cols: dict[str, np.ndarray] = {
+        "index": np.arange(ds.n_train),
+        "label": ds.y_train,
+        "memorization": mem.value,
+        "memorization_stderr": mem.stderr,
+        "n_in": mem.n_in,
+        "n_out": mem.n_out,
+    }
+    for key, value in ds.train_info.items():
+        cols[key] = value
+    return cols
+
+
+def summary(store: Store, rows: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized."""
+    out = store.load_outputs(rows)
+    acc = out.test_correct.mean(axis=1)
+    mem = cols["memorization"]
+    finite = np.isfinite(mem)
+    counts, _ = np.histogram(mem[finite], bins=HIST_BINS)
+    order = np.argsort(np.where(finite, -mem, np.inf))[:TOP_K]
+    result: dict[str, Any] = {
+        "study": store.meta.get("name"),
+        "dataset": store.meta.get("dataset_name"),
+        "replicas_finished": int(len(rows)),
+        "replicas_planned": store.replicas,
+        "complete": bool(len(rows) == store.replicas),
+        "test_accuracy_mean": float(acc.mean()),
+        "test_accuracy_stderr": float(acc.std(ddof=1) / np.sqrt(len(acc))),
+        "train_accuracy_in_subset": float(out.train_correct[store.masks(rows)].mean()),
+        "train_accuracy_out_of_subset": float(out.train_correct[~store.masks(rows)].mean()),
+        "memorization_mean": float(np.nanmean(mem)),
+        "examples_without_estimate": int((~finite).sum()),
+        "histogram": {"bin_edges": HIST_BINS.tolist(), "counts": counts.tolist()},
+        "top_memorized": [
+            {
+                "index": int(i),
+                "label": int(cols["label"][i]),
+                "memorization": float(mem[i]),
+                "stderr": float(cols["memorization_stderr"][i]),
+            }
+            for i in order
+        ],
+    }
+    if "flipped" in cols:
+        from sklearn.metrics import roc_auc_score
+
+        flipped = cols["flipped"].astype(bool)
+        result["flipped_label_auc"] = float(roc_auc_score(flipped[finite], mem[finite]))
+    return result
+
+
+def _csv_text(cols: dict[str, np.ndarray]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    names = list(cols)
+    writer.writerow(names)
+    for row in zip(*(cols[k] for k in names), strict=True):
+        writer.writerow(
+            [f"{v:.6g}" if isinstance(v, (float, np.floating)) else int(v) for v in row]
+        )
+    return buf.getvalue()
+
+
+def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.4, 2.4), dpi=150)
+    finite = np.isfinite(mem)
+    if flipped is None:
+        ax.hist(mem[finite], bins=HIST_BINS, color="C0")
+    else:
+        ax.hist(mem[finite & ~flipped], bins=HIST_BINS, color="C0", label="clean label")
+        ax.hist(mem[finite & flipped], bins=HIST_BINS, color="C3", alpha=0.7, label="flipped label")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("memorization estimate")
+    ax.set_ylabel("training examples")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def estimate_study(
+    store: Store, out_dir: str | None = None, partial: bool = False
+) -> dict[str, Any]:
+    """Write memorization.csv, summary.json and memorization_hist.png; return the summary."""
+    rows = store.done_rows()
+    if len(rows) < 2:
+        raise ValueError(f"{store.path}: fewer than 2 finished replicas, nothing to estimate")
+    if not store.is_complete() and not partial:
+        raise ValueError(
+            f"{store.path} is unfinished ({len(rows)}/{store.replicas} replicas); resume it with "
+            "`memjax run` or pass --partial to estimate from the finished replicas"
+        )
+    out_dir = out_dir or store.path
+    os.makedirs(out_dir, exist_ok=True)
+    cols = per_example_columns(store, rows)
+    result = summary(store, rows, cols)
+    atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
+    _histogram_png(
+        os.path.join(out_dir, "memorization_hist.png"),
+        cols["memorization"],
+        cols["flipped"].astype(bool) if "flipped" in cols else None,
+        f"{result['dataset']}: {len(rows)} replicas",
+    )
+    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=2))
+    return result

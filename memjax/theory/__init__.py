@@ -1,0 +1,15 @@
+"""Infinite-width and empirical kernels of memjax's models, and kernel-regression "replicas".
+
+* ``kernel(spec)``: closed-form NNGP/NTK of an MLP spec (neural-tangents conventions);
+* ``empirical_ntk(apply_fn, params, x1, x2)``: the finite-width NTK of given weights;
+* ``kernel_ridge``, ``gradient_descent``, ``gradient_flow``, ``krr_loo``: kernel regression,
+  including the exact dynamics of a linearized network trained by memjax on MSE;
+* ``kernel_replicas``: kernel models on the engine's subset masks, as ReplicaOutputs;
+* ``KernelMatrices``, ``dataset_kernels``, ``load_kernel_file``: the train/test kernel
+  matrices of a dataset, from a spec or from a precomputed file.
+"""
+
+from memjax.theory.analytic import kernel
+from memjax.theory.empirical import empirical_ntk
+
+__all__ = ["kernel", "empirical_ntk"]
