@@ -11,5 +11,25 @@
 
 from memjax.theory.analytic import kernel
 from memjax.theory.empirical import empirical_ntk
+from memjax.theory.kernel_files import (
+    KernelMatrices,
+    dataset_kernels,
+    load_kernel_file,
+    save_kernel_file,
+)
+from memjax.theory.memorization import kernel_replicas
+from memjax.theory.regression import gradient_descent, gradient_flow, kernel_ridge, krr_loo
 
-__all__ = ["kernel", "empirical_ntk"]
+__all__ = [
+    "kernel",
+    "empirical_ntk",
+    "kernel_ridge",
+    "krr_loo",
+    "gradient_descent",
+    "gradient_flow",
+    "kernel_replicas",
+    "KernelMatrices",
+    "dataset_kernels",
+    "load_kernel_file",
+    "save_kernel_file",
+]

@@ -17,6 +17,7 @@ contraction for the trace; weight sharing (F >> P) favours Jacobians.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ def _outputs(apply_fn: ApplyFn, params: Any, x: jax.Array) -> jax.Array:
 def _forward_flops(apply_fn: ApplyFn, params: Any, x: jax.Array) -> float | None:
     """XLA's FLOP count of the forward pass on one example (None if unavailable)."""
     try:
-        cost = jax.jit(apply_fn).lower(params, x[:1]).compile().cost_analysis()
+        cost = jax.jit(apply_fn).lower(params, x[:1]).cost_analysis()
     except Exception:  # cost analysis is best-effort; the caller falls back to dense counts
         return None
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -80,6 +81,13 @@ def _ntvp_block(apply_fn: ApplyFn, params: Any, x1, x2, trace: bool) -> jax.Arra
     cols = jax.vmap(column)(basis)  # [(j, d), i, c]
     theta = cols.reshape(b2, C, -1, C).transpose(2, 0, 3, 1)  # [i, j, c, d]
     return jnp.trace(theta, axis1=2, axis2=3) if trace else theta
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_block(apply_fn: ApplyFn, method: str, trace: bool) -> Callable:
+    """One jitted block function per (apply_fn, method, trace), reused across calls."""
+    block_fn = _jacobian_block if method == "jacobian" else _ntvp_block
+    return jax.jit(lambda p, u, v: block_fn(apply_fn, p, u, v, trace))
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -123,8 +131,7 @@ def empirical_ntk(
     if method == "auto":
         flops = _forward_flops(apply_fn, params, jnp.asarray(a)) or 2.0 * n_params
         method = choose_method(n_params, C, flops, trace)
-    block_fn = _jacobian_block if method == "jacobian" else _ntvp_block
-    compute = jax.jit(lambda p, u, v: block_fn(apply_fn, p, u, v, trace))
+    compute = _compiled_block(apply_fn, method, trace)
 
     ra, rb = min(block_size, len(a)), min(block_size, len(b))
     ap, bp = _pad_rows(a, ra), _pad_rows(b, rb)
