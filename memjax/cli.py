@@ -16,7 +16,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config) if args.config else default_config()
     if args.chunk_size:
         cfg = replace(cfg, chunk_size=args.chunk_size)
-    store = run_study(cfg, args.out, job=args.job, jobs=args.jobs, progress=not args.quiet)
+    job, jobs = args.job, args.jobs
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+        job, jobs = jax.process_index(), jax.process_count()
+    store = run_study(cfg, args.out, job=job, jobs=jobs, progress=not args.quiet)
     done = len(store.done_rows())
     print(f"{args.out}: {done}/{store.replicas} replicas finished")
 
@@ -76,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-process JAX: each process trains its share of the chunks on its own "
+        "devices (job = process index); the cluster is auto-detected unless given below",
+    )
+    run.add_argument("--coordinator", help="coordinator address host:port (--distributed)")
+    run.add_argument("--num-processes", type=int, help="process count (--distributed)")
+    run.add_argument("--process-id", type=int, help="this process's index (--distributed)")
     run.set_defaults(fn=_cmd_run)
 
     status = sub.add_parser("status", help="progress of a study directory")

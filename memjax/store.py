@@ -210,6 +210,14 @@ def create_or_open(path: str, meta: dict[str, Any], masks_fn) -> Store:
         if os.path.exists(path):
             os.rmdir(path)
         os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(meta_path):
+            raise
+        # another job created the same study at the same moment: use theirs if it matches
+        existing = open_store(path)
+        _check_same_study(path, existing.meta, meta)
+        return existing
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

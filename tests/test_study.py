@@ -209,3 +209,47 @@ def test_load_config_from_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(TINY))
     assert load_config(str(path)) == StudyConfig.from_dict(TINY)
+
+
+@pytest.mark.slow
+def test_two_process_jax_run_equals_direct(direct, tmp_path):
+    """Two JAX processes (2 forced host devices each) on localhost share one study directory."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "s"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "memjax",
+                "run",
+                str(cfg_path),
+                "--out",
+                str(out),
+                "--quiet",
+                "--distributed",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    assert_same_outputs(open_store(str(out)), *direct)
