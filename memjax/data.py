@@ -80,7 +80,8 @@ def _check_features(x: np.ndarray, split: str) -> np.ndarray:
     return x
 
 
-def _check_labels(y: np.ndarray, n: int, split: str, num_classes: int) -> np.ndarray:
+def _integer_labels(y: np.ndarray, n: int, split: str) -> np.ndarray:
+    """Shape and dtype checks of a label vector (integral floats are accepted)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise ValueError(f"y_{split} must have shape ({n},) to match x_{split}, got {y.shape}")
@@ -93,6 +94,10 @@ def _check_labels(y: np.ndarray, n: int, split: str, num_classes: int) -> np.nda
             y = y.astype(np.int64)
         else:
             raise TypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}")
+    return y
+
+
+def _check_labels(y: np.ndarray, split: str, num_classes: int) -> np.ndarray:
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
             f"y_{split} has labels outside [0, {num_classes}): min {y.min()}, max {y.max()}"
@@ -117,12 +122,15 @@ def from_arrays(
         raise ValueError(
             f"train and test features differ in shape: {x_train.shape[1:]} vs {x_test.shape[1:]}"
         )
+    # labels are checked for shape and integrality before num_classes is inferred from them
+    y_train = _integer_labels(y_train, len(x_train), "train")
+    y_test = _integer_labels(y_test, len(x_test), "test")
     if num_classes is None:
-        num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+        num_classes = int(max(y_train.max(), y_test.max())) + 1
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    y_train = _check_labels(y_train, len(x_train), "train", num_classes)
-    y_test = _check_labels(y_test, len(x_test), "test", num_classes)
+    y_train = _check_labels(y_train, "train", num_classes)
+    y_test = _check_labels(y_test, "test", num_classes)
     for split, info, n in (("train", train_info, len(x_train)), ("test", test_info, len(x_test))):
         for k, v in (info or {}).items():
             if len(v) != n:
