@@ -1,0 +1,55 @@
+"""Shared fixtures: datasets are loaded once per session because generating them costs seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import memjax as mj
+
+
+@pytest.fixture(scope="session")
+def mnist1d_and_rng_check() -> tuple[mj.data.Dataset, bool]:
+    """MNIST-1D, plus whether numpy's global RNG state survived the load (the generator reseeds
+    it internally; the loader must restore it)."""
+    np.random.seed(12345)
+    before = np.random.get_state()
+    ds = mj.data.load("mnist1d")
+    after = np.random.get_state()
+    untouched = all(
+        np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+        for a, b in zip(before, after, strict=True)
+    )
+    return ds, untouched
+
+
+@pytest.fixture(scope="session")
+def mnist1d(mnist1d_and_rng_check) -> mj.data.Dataset:
+    return mnist1d_and_rng_check[0]
+
+
+@pytest.fixture(scope="session")
+def digits() -> mj.data.Dataset:
+    return mj.data.load("digits")
+
+
+def blobs(
+    n_train: int, n_test: int, dim: int, num_classes: int, seed: int = 0, spread: float = 1.0
+) -> mj.data.Dataset:
+    """A small, learnable Gaussian-blob classification problem built through from_arrays."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((num_classes, dim)) * 2.0
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, num_classes, n)
+        return centers[y] + spread * rng.standard_normal((n, dim)), y
+
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    return mj.data.from_arrays(xtr, ytr, xte, yte, num_classes, name="blobs")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> mj.data.Dataset:
+    """48 train / 20 test examples, 6 features, 3 classes: trains in milliseconds."""
+    return blobs(48, 20, 6, 3, seed=0)
