@@ -1,0 +1,162 @@
+"""Cheap memorization proxies, read from the outputs and trajectories the trainer records.
+
+Each proxy is first a per-replica, per-example number (R, n), then averaged over the
+replicas that trained on the example (its IN replicas) with a standard error, via
+``estimators.masked_mean``. Proxies are what one would compute from a single training run,
+so only IN replicas count: on OUT replicas the example is a test point.
+
+Trajectory proxies need ``TrainConfig(record_every=k)``: recordings happen after epochs
+k, 2k, ... (``outputs.record_epochs``); GraNd and self-influence also need
+``record_grad_norm=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from memjax.estimators import Estimate, masked_mean
+from memjax.outputs import ReplicaOutputs
+
+__all__ = [
+    "EARLY_FRACTION",
+    "final_loss",
+    "confidence",
+    "margin",
+    "learning_epochs",
+    "learning_time",
+    "forgetting_counts",
+    "forgetting_events",
+    "early_epoch_index",
+    "el2n",
+    "grand",
+    "self_influence",
+    "all_proxies",
+]
+
+EARLY_FRACTION = 0.1  # Paul et al. (2021) score at epoch 20 of 200
+
+
+def final_loss(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """Training loss at the end of training."""
+    return masked_mean(masks, outputs.train_loss)
+
+
+def confidence(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """Softmax probability of the label at the end: sigmoid(margin), as margin = logit(p_y)."""
+    return masked_mean(masks, 1.0 / (1.0 + np.exp(-outputs.train_margin.astype(np.float64))))
+
+
+def margin(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """Logit-scaled confidence log(p_y / (1 - p_y)) at the end of training."""
+    return masked_mean(masks, outputs.train_margin)
+
+
+def _trajectory(outputs: ReplicaOutputs, name: str, masks: np.ndarray) -> np.ndarray:
+    traj = getattr(outputs, name)
+    if traj is None or outputs.record_epochs is None:
+        need = "record_grad_norm=True" if name == "traj_grad_sq" else "record_every > 0"
+        raise ValueError(f"outputs have no {name}: train with TrainConfig({need})")
+    r, n = masks.shape
+    if traj.ndim != 3 or traj.shape[0] != r or traj.shape[2] != n:
+        raise ValueError(f"{name} must be (replicas={r}, recordings, n={n}), got {traj.shape}")
+    if traj.shape[1] != len(outputs.record_epochs):
+        raise ValueError(
+            f"{name} has {traj.shape[1]} recordings but record_epochs has "
+            f"{len(outputs.record_epochs)}"
+        )
+    return traj
+
+
+def learning_epochs(traj_correct: np.ndarray, record_epochs: np.ndarray) -> np.ndarray:
+    """Per replica and example (R, n): first recorded epoch from which it stays correct.
+
+    Never-learned examples (incorrect at the last recording) get the next recording epoch
+    after the last one (record_epochs[-1] + spacing), i.e. they are censored at "later than
+    the end" and stay finite, so averages over replicas remain defined.
+    """
+    correct = np.asarray(traj_correct, bool)
+    epochs = np.asarray(record_epochs)
+    stays = np.flip(np.logical_and.accumulate(np.flip(correct, axis=1), axis=1), axis=1)
+    first = np.argmax(stays, axis=1)
+    spacing = epochs[-1] - epochs[-2] if len(epochs) > 1 else epochs[0]
+    return np.where(stays[:, -1], epochs[first], epochs[-1] + spacing).astype(np.float64)
+
+
+def learning_time(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """Mean over IN replicas of ``learning_epochs`` (in epochs)."""
+    correct = _trajectory(outputs, "traj_correct", masks)
+    return masked_mean(masks, learning_epochs(correct, outputs.record_epochs))
+
+
+def forgetting_counts(traj_correct: np.ndarray) -> np.ndarray:
+    """Per replica and example (R, n): correct -> incorrect transitions between consecutive
+    recordings (Toneva et al. 2019). Unlike Toneva et al., never-learned examples count 0
+    (not infinity); ``learning_time`` ranks those instead."""
+    c = np.asarray(traj_correct, bool)
+    return (c[:, :-1] & ~c[:, 1:]).sum(axis=1).astype(np.float64)
+
+
+def forgetting_events(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """Mean forgetting count over the replicas whose subset holds the example (subsets are
+    fixed, so that is "while the example is in the replica's subset")."""
+    return masked_mean(masks, forgetting_counts(_trajectory(outputs, "traj_correct", masks)))
+
+
+def early_epoch_index(record_epochs: np.ndarray, epoch: int | None = None) -> int:
+    """Index of the recording used for "early" scores (EL2N, GraNd).
+
+    ``epoch=None``: the first recording at or after EARLY_FRACTION of the last recorded
+    epoch. An explicit epoch must be one of the recorded epochs.
+    """
+    epochs = np.asarray(record_epochs)
+    if epoch is None:
+        return int(np.argmax(epochs >= EARLY_FRACTION * epochs[-1]))
+    hits = np.flatnonzero(epochs == epoch)
+    if not len(hits):
+        raise ValueError(f"epoch {epoch} was not recorded; recorded epochs: {epochs.tolist()}")
+    return int(hits[0])
+
+
+def el2n(masks: np.ndarray, outputs: ReplicaOutputs, epoch: int | None = None) -> Estimate:
+    """EL2N (Paul et al. 2021): ||softmax - onehot||_2 at an early epoch."""
+    traj = _trajectory(outputs, "traj_el2n", masks)
+    return masked_mean(masks, traj[:, early_epoch_index(outputs.record_epochs, epoch)])
+
+
+def grand(masks: np.ndarray, outputs: ReplicaOutputs, epoch: int | None = None) -> Estimate:
+    """GraNd (Paul et al. 2021): per-example loss-gradient norm (all parameters), early."""
+    traj = _trajectory(outputs, "traj_grad_sq", masks)
+    return masked_mean(masks, np.sqrt(traj[:, early_epoch_index(outputs.record_epochs, epoch)]))
+
+
+def self_influence(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
+    """TracIn self-influence (Pruthi et al. 2020): sum over recorded checkpoints of
+    learning rate x squared per-example gradient norm."""
+    traj = _trajectory(outputs, "traj_grad_sq", masks)
+    lr = np.asarray(outputs.record_lr, np.float64)
+    return masked_mean(masks, np.einsum("t,rtn->rn", lr, traj.astype(np.float64)))
+
+
+FINAL_PROXIES: dict[str, Callable[[np.ndarray, ReplicaOutputs], Estimate]] = {
+    "loss": final_loss,
+    "confidence": confidence,
+    "margin": margin,
+}
+TRAJECTORY_PROXIES = {
+    "learning_time": ("traj_correct", learning_time),
+    "forgetting_events": ("traj_correct", forgetting_events),
+    "el2n": ("traj_el2n", el2n),
+    "grand": ("traj_grad_sq", grand),
+    "self_influence": ("traj_grad_sq", self_influence),
+}
+
+
+def all_proxies(masks: np.ndarray, outputs: ReplicaOutputs) -> dict[str, Estimate]:
+    """Every proxy the outputs allow (trajectory proxies only if they were recorded)."""
+    out = {name: fn(masks, outputs) for name, fn in FINAL_PROXIES.items()}
+    for name, (needs, fn) in TRAJECTORY_PROXIES.items():
+        if getattr(outputs, needs) is not None and outputs.record_epochs is not None:
+            out[name] = fn(masks, outputs)
+    return out
