@@ -1,0 +1,146 @@
+"""Memorization beside its cheap proxies and membership-inference vulnerability.
+
+One pure function of the masks and outputs of a study gathers every per-example score
+memjax can compute, correlates each with memorization, and, when labels were flipped on
+purpose, measures how well each score finds the flipped examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from memjax.estimators import Estimate, consistency, counterfactual_memorization, memorization
+from memjax.outputs import ReplicaOutputs
+from memjax.privacy import AttackResult, lira_eval, loss_attack_eval, roc_curve
+from memjax.proxies import all_proxies
+
+__all__ = ["Relations", "relations", "SUSPICIOUS_WHEN_HIGH"]
+
+# Orientation of each score for finding memorized / mislabeled examples: True if a higher
+# value is more suspicious. Every column of ``relations`` has an entry.
+SUSPICIOUS_WHEN_HIGH = {
+    "memorization": True,
+    "cf_memorization_margin": True,
+    "cf_memorization_neg_loss": True,
+    "consistency": False,  # rarely right when held out
+    "lira_online": True,
+    "lira_offline": True,
+    "loss_attack": True,
+    "loss": True,
+    "confidence": False,
+    "margin": False,
+    "learning_time": True,  # learned late (or never)
+    "forgetting_events": True,
+    "el2n": True,
+    "grand": True,
+    "self_influence": True,
+}
+
+
+@dataclass(frozen=True)
+class Relations:
+    """Per-example columns, their relation to memorization, and the attacks behind them.
+
+    ``columns``: name -> (value, stderr), each a float array (n,), in this order:
+      memorization (Feldman-Zhang, accuracy; equals counterfactual memorization with the
+      accuracy measure), cf_memorization_margin, cf_memorization_neg_loss (Zhang et al.
+      2021), consistency (C-score), lira_online, lira_offline, loss_attack (per-example
+      vulnerability: mean attack score over target replicas holding the example minus
+      mean over targets without it), then the proxies of ``memjax.proxies.all_proxies``:
+      loss, confidence, margin and, if trajectories were recorded, learning_time,
+      forgetting_events, el2n (and grand, self_influence if gradient norms were recorded).
+      NaN marks examples a score is undefined for (e.g. never IN).
+    ``spearman``: name -> Spearman rank correlation of that column's value with
+      memorization over examples where both are finite (raw values, not oriented; the
+      entry "memorization" is omitted).
+    ``flipped_auc``: None unless ``flipped`` was given; then name -> ROC AUC of the
+      oriented score (value if ``SUSPICIOUS_WHEN_HIGH[name]``, else -value) for finding
+      flipped labels, over examples with a finite value.
+    ``attacks``: name -> AttackResult of lira_online, lira_offline,
+      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack.
+    """
+
+    columns: dict[str, tuple[np.ndarray, np.ndarray]]
+    spearman: dict[str, float]
+    flipped_auc: dict[str, float] | None
+    attacks: dict[str, AttackResult]
+
+    def summary(self) -> dict:
+        """JSON-ready: correlations, flipped-label AUCs, orientation and attack numbers."""
+        return {
+            "spearman_with_memorization": self.spearman,
+            "flipped_label_auc": self.flipped_auc,
+            "suspicious_when": {
+                k: "high" if SUSPICIOUS_WHEN_HIGH[k] else "low" for k in self.columns
+            },
+            "attacks": {k: a.summary() for k, a in self.attacks.items()},
+        }
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(spearmanr(x[ok], y[ok]).statistic)
+
+
+def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> float:
+    ok = np.isfinite(score)
+    if flipped[ok].all() or not flipped[ok].any():
+        return float("nan")
+    return roc_curve(flipped[ok], score[ok])[2]
+
+
+def relations(
+    masks: np.ndarray,
+    outputs: ReplicaOutputs,
+    flipped: np.ndarray | None = None,
+    n_targets: int = 16,
+) -> Relations:
+    """Every per-example score of a study, correlated with memorization (see ``Relations``).
+
+    ``masks`` (R, n) and ``outputs`` (R replicas, same row order) come from one study;
+    ``flipped`` (n,) bool marks training labels flipped by label noise; the first
+    ``n_targets`` replicas are the membership-inference victims.
+    """
+    masks = np.asarray(masks)
+    if flipped is not None:
+        flipped = np.asarray(flipped)
+        if flipped.dtype != bool or flipped.shape != (masks.shape[1],):
+            raise ValueError(
+                f"flipped must be a boolean ({masks.shape[1]},) array, got "
+                f"{flipped.dtype} {flipped.shape}"
+            )
+    attacks = {
+        a.name: a
+        for a in (
+            lira_eval(masks, outputs.train_margin, n_targets, "online"),
+            lira_eval(masks, outputs.train_margin, n_targets, "offline"),
+            lira_eval(masks, outputs.train_margin, n_targets, "online", fixed_variance=True),
+            lira_eval(masks, outputs.train_margin, n_targets, "offline", fixed_variance=True),
+            loss_attack_eval(masks, outputs.train_loss, n_targets),
+        )
+    }
+    estimates: dict[str, Estimate] = {
+        "memorization": memorization(masks, outputs.train_correct),
+        "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin"),
+        "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss"),
+        "consistency": consistency(masks, outputs.train_correct),
+        **{k: attacks[k].per_example for k in ("lira_online", "lira_offline", "loss_attack")},
+        **all_proxies(masks, outputs),
+    }
+    columns = {
+        k: (e.value.astype(np.float64), e.stderr.astype(np.float64)) for k, e in estimates.items()
+    }
+    mem = columns["memorization"][0]
+    spearman = {k: _spearman(v, mem) for k, (v, _) in columns.items() if k != "memorization"}
+    flipped_auc = None
+    if flipped is not None:
+        flipped_auc = {
+            k: _flipped_auc(flipped, v if SUSPICIOUS_WHEN_HIGH[k] else -v)
+            for k, (v, _) in columns.items()
+        }
+    return Relations(columns, spearman, flipped_auc, attacks)
