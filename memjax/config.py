@@ -10,6 +10,7 @@ __all__ = ["TrainConfig"]
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("xent", "mse")
+VECTORIZE = ("auto", "vmap", "unroll")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class TrainConfig:
     initialization. ``record_every=k > 0`` records every training example's correctness,
     margin, loss and EL2N after every k-th epoch (plus the squared per-example gradient norm
     if ``record_grad_norm``). ``group_size`` (0 = automatic) is a speed knob only: how many
-    replicas run side by side in one vectorized step; results do not depend on it.
+    replicas run side by side in one vectorized step; ``vectorize`` ("auto", "vmap",
+    "unroll") how they are mapped. Both are speed knobs: they do not change results beyond
+    floating-point reduction order.
     """
 
     epochs: int = 30
@@ -39,6 +42,7 @@ class TrainConfig:
     record_every: int = 0
     record_grad_norm: bool = False
     group_size: int = 0
+    vectorize: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -68,6 +72,8 @@ class TrainConfig:
             )
         if self.record_grad_norm and not self.record_every:
             raise ValueError("record_grad_norm needs record_every > 0")
+        if self.vectorize not in VECTORIZE:
+            raise ValueError(f"unknown vectorize {self.vectorize!r}: use one of {VECTORIZE}")
         if self.group_size < 0:
             raise ValueError(f"group_size must be >= 0, got {self.group_size}")
 
@@ -83,7 +89,8 @@ class TrainConfig:
         return cls(**d)
 
     def result_dict(self) -> dict[str, Any]:
-        """The settings that determine results (group_size is excluded: speed only)."""
+        """The settings that determine results (the speed knobs are excluded)."""
         d = self.to_dict()
         d.pop("group_size")
+        d.pop("vectorize")
         return d

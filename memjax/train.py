@@ -31,7 +31,7 @@ from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build
 from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
-from memjax.train_memory import auto_group_size
+from memjax.train_memory import auto_group_size, replica_strategy
 
 __all__ = ["train_replicas", "TrainConfig", "steps_per_epoch", "replica_keys"]
 
@@ -93,25 +93,50 @@ def _blockwise(fn: Callable, x: jax.Array, y: jax.Array, block: int) -> dict[str
     return jax.tree.map(lambda v: v.reshape(nb * block, *v.shape[2:])[:n], out)
 
 
-class _ReplicaProgram:
-    """Builds the one-replica run (init -> train -> eval) for a (spec, data shape, cfg)."""
+def _map_replicas(strategy: str, fn: Callable) -> Callable:
+    """Apply a one-replica function to each replica of a group (all arguments lead with G).
 
-    def __init__(self, spec: Spec, cfg: TrainConfig, input_shape, num_classes: int, n: int):
+    "vmap" batches the replicas into one kernel per op; "unroll" traces G independent chains
+    of plain per-replica ops, which XLA:CPU can run side by side on its cores and whose
+    results do not depend on G at all.
+    """
+    if strategy == "vmap":
+        return jax.vmap(fn)
+
+    def unrolled(*args):
+        g = jax.tree.leaves(args)[0].shape[0]
+        outs = [fn(*jax.tree.map(lambda a, i=i: a[i], args)) for i in range(g)]
+        return jax.tree.map(lambda *v: jnp.stack(v), *outs)
+
+    return unrolled
+
+
+class _GroupProgram:
+    """One group of replicas' whole runs (init -> train -> eval) for a (spec, data, cfg)."""
+
+    def __init__(
+        self, spec: Spec, cfg: TrainConfig, input_shape, num_classes: int, n: int, strategy: str
+    ):
         self.cfg = cfg
         self.n = n
         self.init_fn, self.apply_fn = build(spec, tuple(input_shape), num_classes)
         self.tx = _gradient_transform(cfg)
         self.batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+        self.map = partial(_map_replicas, strategy)
 
-    def _example_losses(self, apply, params, x, y):
-        return loss_from_logits(apply(params, x), y, self.cfg.loss)
+    def _apply(self, params, params0, x):
+        if self.cfg.linearize:
+            return _linearized(self.apply_fn, params0)(params, x)
+        return self.apply_fn(params, x)
 
-    def _step(self, apply, carry, x, y, idx, valid, total_steps):
+    def _example_losses(self, params, params0, x, y):
+        return loss_from_logits(self._apply(params, params0, x), y, self.cfg.loss)
+
+    def _step(self, params, opt_state, step, params0, total_steps, xb, yb, valid):
         """One minibatch step of one replica; a no-op when the batch has no valid example."""
-        params, opt_state, step = carry
 
         def batch_loss(p):
-            losses = self._example_losses(apply, p, x[idx], y[idx])
+            losses = self._example_losses(p, params0, xb, yb)
             return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
         grads = jax.grad(batch_loss)(params)
@@ -126,8 +151,8 @@ class _ReplicaProgram:
             step + active.astype(step.dtype),
         )
 
-    def _epoch(self, apply, carry, x, y, epoch_key, mask, n_steps, total_steps):
-        """One pass over the replica's own subset in a fresh random order."""
+    def _order(self, epoch_key, mask, n_steps: int):
+        """A replica's batches for one epoch: its subset in a fresh random order, padded."""
         b = self.batch
         size = jnp.sum(mask)
         scores = jnp.where(mask, jax.random.uniform(epoch_key, (self.n,)), 2.0)
@@ -136,99 +161,123 @@ class _ReplicaProgram:
         pad = n_steps * b - self.n
         order = jnp.pad(order, (0, max(pad, 0)))[: n_steps * b].reshape(n_steps, b)
         pos = jnp.arange(n_steps * b).reshape(n_steps, b)
-        valid = (pos < usable).astype(jnp.float32)
+        return order, (pos < usable).astype(jnp.float32)
+
+    def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, masks, n_steps: int):
+        """One pass of every replica of the group over its own subset."""
+        order, valid = jax.vmap(partial(self._order, n_steps=n_steps))(epoch_keys, masks)
+        step = self.map(self._step)
 
         def body(c, xs):
             idx, v = xs
-            return self._step(apply, c, x, y, idx, v, total_steps), None
+            return step(*c, params0, total_steps, x[idx], y[idx], v), None
 
-        carry, _ = lax.scan(body, carry, (order, valid))
+        carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1)))
         return carry
 
-    def _record(self, apply, params, x, y) -> dict[str, jax.Array]:
-        """Per-example metrics of every training example (and optionally gradient norms)."""
+    def _metrics(self, params, params0, x, y, with_el2n: bool):
         loss = self.cfg.loss
-        rec = _blockwise(
-            lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK
+        out = _blockwise(
+            lambda a, b: per_example_metrics(self._apply(params, params0, a), b, loss),
+            x,
+            y,
+            EVAL_BLOCK,
         )
+        if not with_el2n:
+            out.pop("el2n")
+        return out
+
+    def _record(self, params, params0, x, y) -> dict[str, jax.Array]:
+        """Per-example metrics of every training example (and optionally gradient norms)."""
+        rec = self._metrics(params, params0, x, y, with_el2n=True)
         if self.cfg.record_grad_norm:
 
             def grad_sq(xi, yi):
-                g = jax.grad(lambda p: self._example_losses(apply, p, xi[None], yi[None])[0])(
-                    params
-                )
-                return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g))
+                loss = lambda p: self._example_losses(p, params0, xi[None], yi[None])[0]  # noqa: E731
+                return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(jax.grad(loss)(params)))
 
             rec["grad_sq"] = _blockwise(lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128)["g"]
         return rec
 
-    def run(self, key, mask, x, y, xt, yt, n_steps: int):
-        """Whole run of one replica: returns final metrics (and trajectories if recorded)."""
+    def run(self, keys, masks, x, y, xt, yt, n_steps: int):
+        """Whole runs of a group of replicas: final metrics (and trajectories if recorded)."""
         cfg = self.cfg
-        init_key, data_key = jax.random.split(key)
-        params0 = self.init_fn(init_key)
-        apply = _linearized(self.apply_fn, params0) if cfg.linearize else self.apply_fn
-        size = jnp.sum(mask)
+        split = jax.vmap(jax.random.split)(keys)
+        init_keys, data_keys = split[:, 0], split[:, 1]
+        params0 = self.map(self.init_fn)(init_keys)
+        sizes = jnp.sum(masks, axis=1)
         if cfg.batch_size is None:
-            steps_r = 1
+            steps_r = jnp.ones_like(sizes)
         else:
-            steps_r = size // self.batch if cfg.drop_last else -(-size // self.batch)
+            steps_r = sizes // self.batch if cfg.drop_last else -(-sizes // self.batch)
         total_steps = cfg.epochs * steps_r
-        carry = (params0, self.tx.init(params0), jnp.zeros((), jnp.int32))
-        epoch_keys = jax.random.split(data_key, cfg.epochs)
+        carry = (params0, self.map(self.tx.init)(params0), jnp.zeros(len(keys), jnp.int32))
+        epoch_keys = jax.vmap(lambda k: jax.random.split(k, cfg.epochs))(data_keys).swapaxes(0, 1)
+        epoch = partial(
+            self._epoch,
+            params0=params0,
+            total_steps=total_steps,
+            x=x,
+            y=y,
+            masks=masks,
+            n_steps=n_steps,
+        )
 
-        def epochs(c, keys):
-            return lax.scan(
-                lambda cc, k: (self._epoch(apply, cc, x, y, k, mask, n_steps, total_steps), None),
-                c,
-                keys,
-            )[0]
+        def epochs(c, keys_e):
+            return lax.scan(lambda cc, k: (epoch(cc, epoch_keys=k), None), c, keys_e)[0]
 
         traj = None
         if cfg.record_every:
             t = cfg.epochs // cfg.record_every
-            head = epoch_keys[: t * cfg.record_every].reshape(t, cfg.record_every, -1)
+            head = epoch_keys[: t * cfg.record_every]
+            head = head.reshape(t, cfg.record_every, *head.shape[1:])
+            record = self.map(lambda p, p0: self._record(p, p0, x, y))
 
-            def block(c, keys):
-                c = epochs(c, keys)
-                return c, self._record(apply, c[0], x, y)
+            def block(c, keys_b):
+                c = epochs(c, keys_b)
+                return c, record(c[0], params0)
 
             carry, traj = lax.scan(block, carry, head)
+            traj = jax.tree.map(lambda v: v.swapaxes(0, 1), traj)  # (G, T, n)
             carry = epochs(carry, epoch_keys[t * cfg.record_every :])
         else:
             carry = epochs(carry, epoch_keys)
         params = carry[0]
-        evaluate = partial(self._evaluate, apply, params)
-        return evaluate(x, y), evaluate(xt, yt), traj
 
-    def _evaluate(self, apply, params, x, y):
-        loss = self.cfg.loss
-        out = _blockwise(
-            lambda a, b: per_example_metrics(apply(params, a), b, loss), x, y, EVAL_BLOCK
-        )
-        out.pop("el2n")
-        return out
+        def evaluate(a, b):
+            return self.map(lambda p, p0: self._metrics(p, p0, a, b, with_el2n=False))(
+                params, params0
+            )
+
+        return evaluate(x, y), evaluate(xt, yt), traj
 
 
 _PROGRAMS: dict = {}
 
 
-def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, devices):
+def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, strategy, devices):
     """The jitted chunk program, cached so successive chunks reuse one compilation."""
-    cache_key = (spec, cfg, tuple(input_shape), num_classes, n, n_steps, group, tuple(devices))
+    cache_key = (
+        spec,
+        cfg,
+        tuple(input_shape),
+        num_classes,
+        n,
+        n_steps,
+        group,
+        strategy,
+        tuple(devices),
+    )
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    prog = _ReplicaProgram(spec, cfg, input_shape, num_classes, n)
+    prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy)
     mesh = Mesh(np.array(devices), ("replica",))
     rep = PartitionSpec("replica")
 
     def local(keys, masks, x, y, xt, yt):
         g = keys.shape[0] // group
-        run_group = jax.vmap(
-            partial(prog.run, n_steps=n_steps), in_axes=(0, 0, None, None, None, None)
-        )
         out = lax.map(
-            lambda km: run_group(km[0], km[1], x, y, xt, yt),
+            lambda km: prog.run(km[0], km[1], x, y, xt, yt, n_steps=n_steps),
             (keys.reshape(g, group, *keys.shape[1:]), masks.reshape(g, group, n)),
         )
         return jax.tree.map(lambda v: v.reshape(g * group, *v.shape[2:]), out)
@@ -292,8 +341,8 @@ def train_replicas(
     _check_inputs(ds, masks, ids)
     devices = list(devices or jax.local_devices())
     n = ds.n_train
-    rows = max(len(masks), pad_to or 0)
-    group = cfg.group_size or auto_group_size(spec, ds, cfg, rows, len(devices))
+    group = cfg.group_size or auto_group_size(spec, ds, cfg)
+    strategy = replica_strategy(cfg)
     per_call = group * len(devices)
     n_pad = -(-max(len(masks), pad_to or 0) // per_call) * per_call
     pad_rows = np.concatenate([np.arange(len(masks)), np.zeros(n_pad - len(masks), np.int64)])
@@ -302,7 +351,7 @@ def train_replicas(
         raise ValueError(f"max_subset_size {max_subset_size} < largest subset {largest}")
     n_steps = int(steps_per_epoch(max_subset_size or largest, cfg, n))
     fn = _compiled_chunk_fn(
-        spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, devices
+        spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, strategy, devices
     )
     keys = replica_keys(seed, ids[pad_rows])
     train, test, traj = fn(

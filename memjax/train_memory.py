@@ -22,6 +22,7 @@ __all__ = [
     "replica_bytes",
     "output_bytes",
     "auto_group_size",
+    "replica_strategy",
     "available_memory_bytes",
     "choose_chunk_size",
 ]
@@ -29,7 +30,8 @@ __all__ = [
 # Working set per vectorized group that keeps parameters, gradients and optimizer state in
 # a CPU's last-level cache; on accelerators larger groups only add parallelism.
 CPU_GROUP_BYTES = 8 * 2**20
-ACCELERATOR_GROUP = 256
+CPU_MAX_GROUP = 4
+ACCELERATOR_GROUP = 128
 
 
 def parameter_count(spec: Spec, ds: Dataset) -> int:
@@ -58,13 +60,24 @@ def output_bytes(ds: Dataset, cfg: TrainConfig) -> int:
     return final + records * per_record
 
 
-def auto_group_size(spec: Spec, ds: Dataset, cfg: TrainConfig, replicas: int, devices: int) -> int:
-    """Replicas vectorized side by side per device: cache-sized on CPU, wide on accelerators."""
-    per_device = max(1, -(-replicas // devices))
+def auto_group_size(spec: Spec, ds: Dataset, cfg: TrainConfig) -> int:
+    """Replicas per vectorized group: cache-sized on CPU, wide on accelerators.
+
+    It depends on the model and data only, never on how many replicas a call trains: XLA
+    picks kernels by batch size, so a group size that followed the chunk would make a
+    replica's floating-point result depend on its chunk.
+    """
     if jax.default_backend() != "cpu":
-        return min(per_device, ACCELERATOR_GROUP)
+        return ACCELERATOR_GROUP
     fit = max(1, CPU_GROUP_BYTES // replica_bytes(spec, ds, cfg))
-    return int(min(per_device, 2 ** int(math.log2(fit))))
+    return int(min(CPU_MAX_GROUP, 2 ** int(math.log2(fit))))
+
+
+def replica_strategy(cfg: TrainConfig) -> str:
+    """How a group's replicas are mapped: cfg.vectorize, or by backend when "auto"."""
+    if cfg.vectorize != "auto":
+        return cfg.vectorize
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
 
 
 def available_memory_bytes() -> int:
@@ -82,7 +95,7 @@ def choose_chunk_size(
     """Largest chunk (<= replicas, <= 1024) whose outputs and groups fit the memory budget."""
     budget = available_memory_bytes() * budget_fraction
     devices = len(jax.local_devices())
-    group = auto_group_size(spec, ds, cfg, replicas, devices)
+    group = cfg.group_size or auto_group_size(spec, ds, cfg)
     fixed = group * devices * replica_bytes(spec, ds, cfg) + 4 * ds.x_train.nbytes
     per = output_bytes(ds, cfg) * 2  # device result + host copy
     fit = int(max(budget - fixed, per) // per)
