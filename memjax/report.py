@@ -1,5 +1,10 @@
 """`memjax estimate`: the per-example table, the summary and a histogram from a finished store.
 
+The table holds memorization and every other per-example score of memjax.relations
+(counterfactual memorization, C-score, attack vulnerabilities, proxies), each with its
+standard error; the summary adds their Spearman correlations with memorization and, for a
+study with label noise, each score's ROC AUC for finding the flipped labels.
+
 Pure functions of stored arrays: nothing here trains. Files are written atomically, so an
 interrupted estimate never leaves a table that looks complete.
 """
@@ -15,43 +20,56 @@ from typing import Any
 import numpy as np
 
 from memjax import estimators
+from memjax.relations import Relations, relations
 from memjax.store import Store, atomic_write_text
 from memjax.study import build_dataset
 
-__all__ = ["estimate_study", "summary", "per_example_columns"]
+__all__ = ["estimate_study", "summary", "study_relations"]
 
 TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
 
 
-def per_example_columns(store: Store, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Column name -> (n,) array of the per-example table."""
+def _n_targets(replicas: int) -> int:
+    """Membership-inference victims: 16 as in the LiRA paper, fewer for small studies."""
+    return max(1, min(16, replicas // 4))
+
+
+def study_relations(store: Store, rows: np.ndarray) -> tuple[dict[str, np.ndarray], Relations]:
+    """Per-example table columns (name -> (n,) array) and the relations behind them."""
     out = store.load_outputs(rows)
     masks = store.masks(rows)
-    mem = estimators.memorization(masks, out.train_correct)
     ds = build_dataset(store.meta["config"]["dataset"])
+    flipped = ds.train_info.get("flipped")
+    rel = relations(masks, out, flipped, n_targets=_n_targets(len(rows)))
+    mem = estimators.memorization(masks, out.train_correct)
     cols: dict[str, np.ndarray] = {
         "index": np.arange(ds.n_train),
         "label": ds.y_train,
-        "memorization": mem.value,
-        "memorization_stderr": mem.stderr,
         "n_in": mem.n_in,
         "n_out": mem.n_out,
     }
+    for name, (value, stderr) in rel.columns.items():
+        cols[name] = value
+        cols[f"{name}_stderr"] = stderr
     for key, value in ds.train_info.items():
         cols[key] = value
-    return cols
+    return cols, rel
 
 
-def summary(store: Store, rows: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized."""
+def summary(
+    store: Store, rows: np.ndarray, cols: dict[str, np.ndarray], rel: Relations
+) -> dict[str, Any]:
+    """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized,
+    and how every proxy and attack score relates to memorization."""
     out = store.load_outputs(rows)
+    masks = store.masks(rows)
     acc = out.test_correct.mean(axis=1)
     mem = cols["memorization"]
     finite = np.isfinite(mem)
     counts, _ = np.histogram(mem[finite], bins=HIST_BINS)
     order = np.argsort(np.where(finite, -mem, np.inf))[:TOP_K]
-    result: dict[str, Any] = {
+    return {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
         "replicas_finished": int(len(rows)),
@@ -59,8 +77,8 @@ def summary(store: Store, rows: np.ndarray, cols: dict[str, np.ndarray]) -> dict
         "complete": bool(len(rows) == store.replicas),
         "test_accuracy_mean": float(acc.mean()),
         "test_accuracy_stderr": float(acc.std(ddof=1) / np.sqrt(len(acc))),
-        "train_accuracy_in_subset": float(out.train_correct[store.masks(rows)].mean()),
-        "train_accuracy_out_of_subset": float(out.train_correct[~store.masks(rows)].mean()),
+        "train_accuracy_in_subset": float(out.train_correct[masks].mean()),
+        "train_accuracy_out_of_subset": float(out.train_correct[~masks].mean()),
         "memorization_mean": float(np.nanmean(mem)),
         "examples_without_estimate": int((~finite).sum()),
         "histogram": {"bin_edges": HIST_BINS.tolist(), "counts": counts.tolist()},
@@ -73,13 +91,8 @@ def summary(store: Store, rows: np.ndarray, cols: dict[str, np.ndarray]) -> dict
             }
             for i in order
         ],
+        **rel.summary(),
     }
-    if "flipped" in cols:
-        from sklearn.metrics import roc_auc_score
-
-        flipped = cols["flipped"].astype(bool)
-        result["flipped_label_auc"] = float(roc_auc_score(flipped[finite], mem[finite]))
-    return result
 
 
 def _csv_text(cols: dict[str, np.ndarray]) -> str:
@@ -132,8 +145,8 @@ def estimate_study(
         )
     out_dir = out_dir or store.path
     os.makedirs(out_dir, exist_ok=True)
-    cols = per_example_columns(store, rows)
-    result = summary(store, rows, cols)
+    cols, rel = study_relations(store, rows)
+    result = summary(store, rows, cols, rel)
     atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
     _histogram_png(
         os.path.join(out_dir, "memorization_hist.png"),
