@@ -6,7 +6,7 @@ trainer, the kernel-regression models of memjax.theory, the store and the estima
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -61,27 +61,6 @@ class ReplicaOutputs:
         """All non-None replica-indexed arrays by name (replica axis first)."""
         names = ("replica_ids", *FINAL_FIELDS, *TRAJECTORY_FIELDS)
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
-
-    def take(self, rows: np.ndarray) -> ReplicaOutputs:
-        """The outputs of a subset of rows (e.g. one chunk, or the replicas of a target)."""
-        kw = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kw[f.name] = v if v is None or f.name in ("record_epochs", "record_lr") else v[rows]
-        return ReplicaOutputs(**kw)
-
-    @staticmethod
-    def concatenate(parts: list[ReplicaOutputs]) -> ReplicaOutputs:
-        kw = {}
-        for f in fields(ReplicaOutputs):
-            vals = [getattr(p, f.name) for p in parts]
-            if vals[0] is None:
-                kw[f.name] = None
-            elif f.name in ("record_epochs", "record_lr"):
-                kw[f.name] = vals[0]
-            else:
-                kw[f.name] = np.concatenate(vals)
-        return ReplicaOutputs(**kw)
 
 
 def margin_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
