@@ -142,6 +142,8 @@ def top_influence_pairs(
             flat = np.where(np.isnan(val), -np.inf, val).ravel()
             top = np.argpartition(flat, -min(k, flat.size))[-k:]
             for t in top:
+                if not np.isfinite(flat[t]):
+                    continue  # a NaN on the heap would compare False with everything, stick
                 i, j = divmod(int(t), val.shape[1])
                 item = (float(val[i, j]), rows.start + i, cols.start + j, float(se[i, j]))
                 if len(heap) < k:
