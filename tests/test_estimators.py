@@ -1,0 +1,231 @@
+"""memjax.estimators against a direct per-example loop, and their standard errors' coverage.
+
+The library computes IN-minus-OUT differences with vectorized sums and matrix products; the
+reference here is the definition, one example (or pair) at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from memjax import estimators as est
+from memjax.subsets import sample
+
+# ------------------------------------------------------------------ direct reference versions
+
+
+def _diff(v_in: np.ndarray, v_out: np.ndarray) -> tuple[float, float]:
+    """Mean(IN) - mean(OUT) and Welch's standard error, NaN where undefined."""
+    value = v_in.mean() - v_out.mean() if len(v_in) and len(v_out) else np.nan
+    if len(v_in) > 1 and len(v_out) > 1:
+        se = np.sqrt(v_in.var(ddof=1) / len(v_in) + v_out.var(ddof=1) / len(v_out))
+    else:
+        se = np.nan
+    return value, se
+
+
+def loop_memorization(masks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = values.astype(np.float64)
+    out = [_diff(values[masks[:, i], i], values[~masks[:, i], i]) for i in range(masks.shape[1])]
+    return np.array(out).T
+
+
+def loop_influence(masks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = values.astype(np.float64)
+    n, m = masks.shape[1], values.shape[1]
+    value, se = np.empty((n, m)), np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            value[i, j], se[i, j] = _diff(values[masks[:, i], j], values[~masks[:, i], j])
+    return value, se
+
+
+def loop_consistency(masks: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    value, se = [], []
+    for i in range(masks.shape[1]):
+        c = correct[~masks[:, i], i].astype(np.float64)
+        value.append(c.mean() if len(c) else np.nan)
+        se.append(c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1 else np.nan)
+    return np.array(value), np.array(se)
+
+
+def random_case(seed: int, R: int = 30, n: int = 11, m: int = 7, binary: bool = False):
+    """Random masks with the edge cases forced in: an example never IN, one never OUT, one IN
+    exactly once (value defined, stderr not), and one OUT exactly once."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((R, n)) < 0.5
+    masks[:, 0] = False
+    masks[:, 1] = True
+    masks[:, 2] = False
+    masks[3, 2] = True
+    masks[:, 3] = True
+    masks[5, 3] = False
+    if binary:
+        train, test = rng.random((R, n)) < 0.6, rng.random((R, m)) < 0.6
+    else:
+        train, test = rng.standard_normal((R, n)) * 3 + 10, rng.standard_normal((R, m)) + 50
+    return masks, train, test
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["float", "bool"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_memorization_matches_loop(seed, binary):
+    masks, train, _ = random_case(seed, binary=binary)
+    e = est.memorization(masks, train)
+    value, se = loop_memorization(masks, train)
+    np.testing.assert_allclose(e.value, value, rtol=1e-10, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(e.stderr, se, rtol=1e-8, atol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(e.n_in, masks.sum(0))
+    np.testing.assert_array_equal(e.n_out, (~masks).sum(0))
+    assert np.isnan(e.value[[0, 1]]).all() and np.isnan(e.stderr[[0, 1, 2, 3]]).all()
+    assert np.isfinite(e.value[[2, 3]]).all() and np.isfinite(e.value[4:]).all()
+    assert (e.n_in[0], e.n_out[1], e.n_in[2], e.n_out[3]) == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["float", "bool"])
+def test_influence_matches_loop_and_blocking(binary):
+    masks, _, test = random_case(2, binary=binary)
+    e = est.influence(masks, test)
+    value, se = loop_influence(masks, test)
+    # the result is stored as float32
+    np.testing.assert_allclose(e.value, value, rtol=1e-5, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(e.stderr, se, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert e.value.dtype == np.float32 and e.value.shape == (11, 7)
+    np.testing.assert_array_equal(e.n_in, masks.sum(0))
+    for block_size in (1, 2, 3, 5, 100):
+        b = est.influence(masks, test, block_size=block_size)
+        np.testing.assert_array_equal(b.value, e.value)
+        np.testing.assert_array_equal(b.stderr, e.stderr)
+
+
+@pytest.mark.parametrize("block_size", [2, 3, 4, 1000])
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_top_influence_pairs_equal_full_argsort(k, block_size):
+    masks, _, test = random_case(3)
+    full = est.influence(masks, test).value.astype(np.float64)
+    order = np.argsort(np.where(np.isnan(full), -np.inf, full), axis=None)[::-1][:k]
+    expected = [divmod(int(t), full.shape[1]) for t in order]
+    pairs = est.top_influence_pairs(masks, test, k=k, block_size=block_size)
+    assert [(i, j) for i, j, _, _ in pairs] == expected
+    se = est.influence(masks, test).stderr
+    for i, j, value, stderr in pairs:
+        assert value == pytest.approx(full[i, j], rel=1e-5)
+        np.testing.assert_allclose(stderr, se[i, j], rtol=1e-5, equal_nan=True)
+
+
+def test_consistency_matches_loop():
+    masks, correct, _ = random_case(4, binary=True)
+    e = est.consistency(masks, correct)
+    value, se = loop_consistency(masks, correct)
+    np.testing.assert_allclose(e.value, value, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(e.stderr, se, rtol=1e-8, equal_nan=True)
+    np.testing.assert_array_equal(e.n_out, (~masks).sum(0))
+    assert np.isnan(e.value[1]) and np.isfinite(e.value[0])
+
+
+def test_memorization_invariant_to_large_offsets():
+    """Values near 1e6 with O(1) spread: naive sums of squares would lose the variance."""
+    masks, train, _ = random_case(5, R=40)
+    shifted = est.memorization(masks, train + 1e6)
+    base = est.memorization(masks, train)
+    np.testing.assert_allclose(shifted.value, base.value, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(shifted.stderr, base.stderr, rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("fn", "masks", "values", "message"),
+    [
+        (est.memorization, np.ones((4, 3), int), np.zeros((4, 3)), r"masks must be a boolean"),
+        (est.memorization, np.ones(4, bool), np.zeros(4), r"masks must be a boolean \(replicas"),
+        (est.memorization, np.ones((4, 3), bool), np.zeros((5, 3)), r"4 replicas like the masks"),
+        (est.memorization, np.ones((4, 3), bool), np.zeros((4, 2)), r"differs from masks shape"),
+        (est.memorization, np.ones((1, 3), bool), np.zeros((1, 3)), r"at least 2 replicas"),
+        (est.memorization, np.ones((4, 3), bool), np.full((4, 3), np.nan), r"contains NaN"),
+        (est.influence, np.ones((4, 3), bool), np.zeros((3, 9)), r"test_values must be"),
+        (est.influence, np.ones((4, 3), bool), np.full((4, 9), np.nan), r"contains NaN"),
+        (est.consistency, np.ones((4, 3), bool), np.zeros((4, 5), bool), r"differs from masks"),
+    ],
+)
+def test_estimator_input_errors(fn, masks, values, message):
+    with pytest.raises(ValueError, match=message):
+        fn(masks, values)
+
+
+# ------------------------------------------------------------------------ standard-error coverage
+
+
+def _assert_coverage(value: np.ndarray, stderr: np.ndarray, truth: np.ndarray) -> None:
+    """The 95% normal interval covers the truth at a rate consistent with 95%.
+
+    The tolerance is 4 binomial standard deviations of the coverage fraction (plus 1% for
+    the t-vs-normal quantile at ~100 replicas per group), so a correct estimator fails this
+    with probability ~1e-4 while a stderr that is off by 20% fails it with certainty.
+    """
+    covered = np.abs(value - truth) <= 1.96 * stderr
+    k = covered.size
+    tol = 4 * np.sqrt(0.95 * 0.05 / k) + 0.01
+    assert abs(covered.mean() - 0.95) < tol, (covered.mean(), k)
+
+
+@pytest.mark.parametrize("design", ["balanced", "bernoulli"])
+def test_memorization_stderr_coverage_bernoulli(design):
+    """Correctness ~ Bernoulli(p_in) when IN, Bernoulli(p_out) when OUT; truth p_in - p_out."""
+    R, n = 200, 4000
+    rng = np.random.default_rng(10)
+    p_in, p_out = rng.uniform(0.3, 0.95, n), rng.uniform(0.1, 0.7, n)
+    masks = sample(n, R, 0.5, seed=11, design=design)
+    correct = rng.random((R, n)) < np.where(masks, p_in, p_out)
+    e = est.memorization(masks, correct)
+    _assert_coverage(e.value, e.stderr, p_in - p_out)
+
+
+def test_memorization_stderr_coverage_gaussian():
+    """Margins ~ N(mu_in, s_in^2) / N(mu_out, s_out^2) with unequal spreads (Welch)."""
+    R, n = 160, 4000
+    rng = np.random.default_rng(12)
+    mu_in, mu_out = rng.normal(2, 1, n), rng.normal(0, 1, n)
+    s_in, s_out = rng.uniform(0.2, 1, n), rng.uniform(1, 4, n)
+    masks = sample(n, R, 0.25, seed=13, design="balanced")  # 40 IN vs 120 OUT per example
+    v = np.where(masks, mu_in + s_in * rng.standard_normal((R, n)), 0.0)
+    v = np.where(masks, v, mu_out + s_out * rng.standard_normal((R, n)))
+    e = est.memorization(masks, v)
+    _assert_coverage(e.value, e.stderr, mu_in - mu_out)
+
+
+def test_influence_stderr_coverage():
+    """Test value j = base_j + sum_i beta_ij [i in S] + noise: infl_ij estimates beta_ij.
+
+    With independent (bernoulli) masks the other train examples only add variance, which the
+    standard error must account for.
+    """
+    R, n, m = 240, 60, 50
+    rng = np.random.default_rng(14)
+    beta = np.where(rng.random((n, m)) < 0.2, rng.normal(0, 1, (n, m)), 0.0)
+    masks = sample(n, R, 0.5, seed=15, design="bernoulli")
+    v = rng.normal(0, 1, m) + masks.astype(float) @ beta + rng.normal(0, 0.5, (R, m))
+    e = est.influence(masks, v, block_size=16)
+    _assert_coverage(e.value, e.stderr, beta)
+
+
+def test_consistency_stderr_coverage():
+    R, n = 200, 4000
+    rng = np.random.default_rng(16)
+    p_out = rng.uniform(0.2, 0.8, n)
+    masks = sample(n, R, 0.5, seed=17)
+    correct = np.where(masks, True, rng.random((R, n)) < p_out)
+    e = est.consistency(masks, correct)
+    _assert_coverage(e.value, e.stderr, p_out)
+
+
+def test_coverage_check_detects_wrong_stderr():
+    """The coverage assertion itself has power: a stderr 25% too small must fail it."""
+    rng = np.random.default_rng(18)
+    truth = rng.normal(size=4000)
+    se = np.full(4000, 0.1)
+    value = truth + se * rng.standard_normal(4000)
+    _assert_coverage(value, se, truth)
+    with pytest.raises(AssertionError):
+        _assert_coverage(value, 0.75 * se, truth)
+    assert stats.norm.cdf(1.96 * 0.75) < 0.93  # i.e. the check's margin is meaningful
