@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,20 +59,27 @@ def float_dtype() -> np.dtype:
 
 
 def activation_dual(
-    activation: str, negative_slope: float, q1: jax.Array, c: jax.Array, q2: jax.Array
+    activation: str,
+    negative_slope: float | jax.Array,
+    q1: jax.Array,
+    c: jax.Array,
+    q2: jax.Array,
+    same: jax.Array | bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(E[phi(u) phi(v)], E[phi'(u) phi'(v)]) for (u, v) ~ N(0, [[q1, c], [c, q2]]).
 
     Arguments broadcast against each other, so the same code gives matrices and diagonals.
+    ``same`` marks entries where u and v are one variable (a Gram matrix's diagonal): there
+    the (leaky) ReLU angle is exactly 0 rather than sqrt(round-off), which would cost ~1e-4
+    relative accuracy in float32.
     """
     pi = math.pi
     if activation in ("relu", "leaky_relu"):
         a = negative_slope if activation == "leaky_relu" else 0.0
-        prod = q1 * q2
-        s = jnp.sqrt(prod)
-        cos = jnp.clip(c / jnp.where(s > 0, s, 1.0), -1.0, 1.0)
-        theta = jnp.arccos(cos)
-        sin_part = jnp.sqrt(jnp.maximum(prod - c**2, 0.0))
+        # theta = arccos(rho) as atan2(sqrt(q1 q2 - c^2), c): exact 0 when c**2 = q1 q2
+        sin_part = jnp.sqrt(jnp.maximum(q1 * q2 - c**2, 0.0))
+        theta = jnp.where(same, 0.0, jnp.arctan2(sin_part, c))
+        sin_part = jnp.where(same, 0.0, sin_part)
         k = a * c + (1 - a) ** 2 / (2 * pi) * (sin_part + (pi - theta) * c)
         kdot = a + (1 - a) ** 2 * (pi - theta) / (2 * pi)
         return k, kdot
@@ -91,47 +99,87 @@ def activation_dual(
     raise ValueError(f"no closed-form kernel for activation {activation!r}")
 
 
-def _affine(spec: MLP, nngp: jax.Array) -> jax.Array:
-    return spec.W_std**2 * nngp + (0.0 if spec.b_std is None else spec.b_std**2)
+class _Numbers(NamedTuple):
+    """A spec's numbers, passed traced so that one compilation serves every spec of the same
+    structure (activation, parameterization, depth)."""
+
+    w2: jax.Array
+    b2: jax.Array
+    bias_grad: jax.Array  # 1 if the layers have a bias parameter (its gradient is 1), else 0
+    slope: jax.Array
+    fan_in: jax.Array  # (depth + 1,): fan-in of each Dense layer, input features first
 
 
-def _dense(spec: MLP, fan_in: int, nngp: jax.Array, ntk: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """NNGP and NTK after one NTDense layer (see module docstring)."""
-    w2 = spec.W_std**2
-    out = _affine(spec, nngp)
-    if spec.parameterization == "ntk":
-        return out, out + w2 * ntk
-    bias_grad = 0.0 if spec.b_std is None else 1.0
-    return out, fan_in * nngp + bias_grad + w2 * ntk
+def _structure(spec: MLP) -> tuple[str, str, int]:
+    return spec.activation, spec.parameterization, len(spec.widths)
 
 
-def _preactivation_variances(spec: MLP, sq_norms: jax.Array, d: int) -> list[jax.Array]:
-    """Variance of each hidden layer's pre-activation for each input (length-n vectors)."""
-    q = sq_norms / d
-    out = []
-    for _ in spec.widths:
-        q = _affine(spec, q)
-        out.append(q)
-        q, _ = activation_dual(spec.activation, spec.negative_slope, q, q, q)
-    return out
+def _numbers(spec: MLP, d: int, dtype: np.dtype) -> _Numbers:
+    b = spec.b_std
+    return _Numbers(
+        *(np.asarray(v, dtype) for v in (spec.W_std**2, 0 if b is None else b**2, b is not None)),
+        np.asarray(spec.negative_slope, dtype),
+        np.asarray((d, *spec.widths), dtype),
+    )
+
+
+def _dense(
+    parameterization: str, h: _Numbers, layer: int, nngp: jax.Array, ntk: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """NNGP and NTK after Dense layer ``layer`` (see module docstring)."""
+    out = h.w2 * nngp + h.b2
+    if parameterization == "ntk":
+        return out, out + h.w2 * ntk
+    return out, h.fan_in[layer] * nngp + h.bias_grad + h.w2 * ntk
 
 
 @partial(jax.jit, static_argnums=0)
+def _variances(structure: tuple[str, str, int], h: _Numbers, sq_norms: jax.Array) -> list:
+    """Variance of each hidden layer's pre-activation for each input (length-n vectors)."""
+    activation, _, depth = structure
+    q = sq_norms / h.fan_in[0]
+    out = []
+    for _ in range(depth):
+        q = h.w2 * q + h.b2
+        out.append(q)
+        q, _ = activation_dual(activation, h.slope, q, q, q, same=True)
+    return out
+
+
+@partial(jax.jit, static_argnums=(0, 1))
 def _block(
-    spec: MLP, x1: jax.Array, x2: jax.Array, q1: list[jax.Array], q2: list[jax.Array]
+    structure: tuple[str, str, int],
+    symmetric: bool,
+    h: _Numbers,
+    x1: jax.Array,
+    x2: jax.Array,
+    q1: list[jax.Array],
+    q2: list[jax.Array],
+    row0: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    d = x1.shape[1]
-    nngp = x1 @ x2.T / d
+    """Kernels of a block of rows of x1 (starting at row ``row0``) against all of x2.
+
+    For a Gram matrix (``symmetric``) the diagonal entries are computed as variances (exact
+    q and angle 0), not as covariances of two inputs that happen to coincide.
+    """
+    activation, parameterization, depth = structure
+    nngp = x1 @ x2.T / h.fan_in[0]
     ntk = jnp.zeros_like(nngp)
-    fan_in = d
-    for layer, width in enumerate(spec.widths):
-        nngp, ntk = _dense(spec, fan_in, nngp, ntk)
+    on_diag = (row0 + jnp.arange(x1.shape[0]))[:, None] == jnp.arange(x2.shape[0])[None, :]
+    for layer in range(depth):
+        nngp, ntk = _dense(parameterization, h, layer, nngp, ntk)
+        if symmetric:
+            nngp = jnp.where(on_diag, q1[layer][:, None], nngp)
         nngp, kdot = activation_dual(
-            spec.activation, spec.negative_slope, q1[layer][:, None], nngp, q2[layer][None, :]
+            activation,
+            h.slope,
+            q1[layer][:, None],
+            nngp,
+            q2[layer][None, :],
+            same=on_diag if symmetric else False,
         )
         ntk = ntk * kdot
-        fan_in = width
-    return _dense(spec, fan_in, nngp, ntk)
+    return _dense(parameterization, h, depth, nngp, ntk)
 
 
 def _flat(x: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -163,11 +211,9 @@ def kernel(spec: MLP) -> KernelFn:
         b = a if x2 is None else _flat(x2, dtype, "x2")
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"x1 and x2 differ in features: {a.shape[1]} vs {b.shape[1]}")
-        d = a.shape[1]
-        qa = _preactivation_variances(spec, jnp.sum(jnp.asarray(a) ** 2, axis=1), d)
-        qb = (
-            qa if x2 is None else _preactivation_variances(spec, jnp.sum(jnp.asarray(b) ** 2, 1), d)
-        )
+        structure, h = _structure(spec), _numbers(spec, a.shape[1], dtype)
+        qa = _variances(structure, h, np.sum(a**2, axis=1))
+        qb = qa if x2 is None else _variances(structure, h, np.sum(b**2, axis=1))
         rows = max(1, min(len(a), BLOCK_ENTRIES // len(b)))
         nngp = np.empty((len(a), len(b)), dtype)
         ntk = np.empty((len(a), len(b)), dtype)
@@ -177,7 +223,7 @@ def kernel(spec: MLP) -> KernelFn:
             sl = slice(start, stop)
             xa = np.pad(a[sl], ((0, pad), (0, 0)))
             qa_blk = [jnp.pad(q[sl], (0, pad), constant_values=1.0) for q in qa]
-            k, t = _block(spec, jnp.asarray(xa), jnp.asarray(b), qa_blk, qb)
+            k, t = _block(structure, x2 is None, h, xa, b, qa_blk, qb, start)
             nngp[sl], ntk[sl] = np.asarray(k)[: stop - start], np.asarray(t)[: stop - start]
         return nngp, ntk
 

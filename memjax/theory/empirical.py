@@ -28,7 +28,7 @@ import numpy as np
 
 from memjax.theory.analytic import float_dtype
 
-__all__ = ["empirical_ntk", "choose_method"]
+__all__ = ["empirical_ntk", "choose_method", "forward_flops"]
 
 METHODS = ("auto", "jacobian", "ntvp")
 BLOCK_ELEMENTS = 2**25  # parameter-space floats held per block (b * C * P)
@@ -41,7 +41,7 @@ def _outputs(apply_fn: ApplyFn, params: Any, x: jax.Array) -> jax.Array:
     return out[:, None] if out.ndim == 1 else out
 
 
-def _forward_flops(apply_fn: ApplyFn, params: Any, x: jax.Array) -> float | None:
+def forward_flops(apply_fn: ApplyFn, params: Any, x: jax.Array) -> float | None:
     """XLA's FLOP count of the forward pass on one example (None if unavailable)."""
     try:
         cost = jax.jit(apply_fn).lower(params, x[:1]).cost_analysis()
@@ -129,7 +129,7 @@ def empirical_ntk(
     if block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size}")
     if method == "auto":
-        flops = _forward_flops(apply_fn, params, jnp.asarray(a)) or 2.0 * n_params
+        flops = forward_flops(apply_fn, params, jnp.asarray(a)) or 2.0 * n_params
         method = choose_method(n_params, C, flops, trace)
     compute = _compiled_block(apply_fn, method, trace)
 
