@@ -89,3 +89,24 @@ def test_bad_flipped_mask_fails_early():
         relations(masks, out, flipped[:-1])
     with pytest.raises(ValueError, match="flipped"):
         relations(masks, out, flipped.astype(int))
+
+
+@pytest.mark.slow
+def test_mnist1d_label_noise_found_by_memorization():
+    """64 replicas on MNIST-1D with 10% flipped labels (the experiment's quick mode uses 128)."""
+    ds, flipped = mj.data.with_label_noise(mj.data.load("mnist1d"), 0.1, seed=0)
+    masks = mj.subsets.sample(ds.n_train, 64, 0.5, seed=0)
+    cfg = mj.TrainConfig(
+        epochs=20,
+        batch_size=128,
+        optimizer="adam",
+        learning_rate=1e-2,
+        record_every=10,
+        record_grad_norm=True,
+    )
+    spec = mj.models.MLP(widths=(128, 128), parameterization="standard")
+    out = mj.train_replicas(spec, ds, masks, cfg, seed=0)
+    rel = relations(masks, out, flipped, n_targets=16)
+    assert list(rel.flipped_auc) == FINAL + ATTACKS + PROXIES + TRAJ
+    assert all(np.isfinite(v) for v in rel.flipped_auc.values())
+    assert rel.flipped_auc["memorization"] >= 0.9, rel.flipped_auc

@@ -1,0 +1,1 @@
+"""Experiment scripts: each answers one question from a study (see DESIGN.md)."""
