@@ -184,7 +184,7 @@ def blocked_kernels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(nngp, ntk) of shape (n1, n2) computed block by block to bound memory: a conv kernel
     holds a (b1, b2, L, L) covariance per layer. With x2=None only the upper block triangle
-    is computed and mirrored. At most 4 block shapes, so at most 4 compilations."""
+    is computed and mirrored. A few block shapes, so a few compilations."""
     import jax
 
     fn = jax.jit(kernel_fn, static_argnames="get")
@@ -194,12 +194,19 @@ def blocked_kernels(
     nngp, ntk = np.zeros((n1, n2)), np.zeros((n1, n2))
     for i in range(0, n1, block):
         for j in range(i if sym else 0, n2, block):
-            k = fn(x1[i : i + block], x2[j : j + block], get=("nngp", "ntk"))
+            # Diagonal tiles pass x2=None, as kernel_fn(x_train, None) would. (Their diagonal
+            # entries carry ~1e-10 relative round-off from NT's arccos at identical inputs,
+            # which varies with the tile shape; all other entries agree with an unblocked
+            # call to ~1e-15.)
+            right = None if sym and i == j else x2[j : j + block]
+            k = fn(x1[i : i + block], right, get=("nngp", "ntk"))
             nngp[i : i + block, j : j + block] = np.asarray(k.nngp)
             ntk[i : i + block, j : j + block] = np.asarray(k.ntk)
             if sym and j > i:
                 nngp[j : j + block, i : i + block] = np.asarray(k.nngp).T
                 ntk[j : j + block, i : i + block] = np.asarray(k.ntk).T
+    if sym:  # diagonal tiles are symmetric only up to round-off; make it exact for Cholesky
+        nngp, ntk = (nngp + nngp.T) / 2, (ntk + ntk.T) / 2
     return nngp, ntk
 
 
