@@ -1,0 +1,238 @@
+"""memjax.train_replicas: outputs, invariances (slicing, grouping, devices), and its semantics
+checked against hand-written training loops. Fast: a tiny MLP on a 48-example problem.
+
+Compiled programs are cached on (spec, cfg, shapes, group, steps), so tests share SPEC/CFG and
+module fixtures to pay for each compilation once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import memjax as mj
+from memjax.outputs import FINAL_FIELDS
+from memjax.train import replica_keys
+
+SPEC = mj.models.MLP(widths=(16,), parameterization="standard")
+CFG = mj.TrainConfig(epochs=3, batch_size=8, optimizer="adam", learning_rate=1e-2)
+R = 8
+SEED = 5
+
+
+def one_device() -> list:
+    return jax.local_devices()[:1]
+
+
+def assert_same_rows(a: mj.ReplicaOutputs, b: mj.ReplicaOutputs, rows_a, rows_b=None) -> None:
+    """Replica rows of two runs agree: exactly for correctness, to float32 roundoff otherwise
+    (a different vectorization width may change XLA's reduction order)."""
+    rows_b = slice(None) if rows_b is None else rows_b
+    for name in FINAL_FIELDS:
+        x, y = getattr(a, name)[rows_a], getattr(b, name)[rows_b]
+        if x.dtype == bool:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def masks(tiny) -> np.ndarray:
+    """Balanced half subsets of unequal sizes plus one full-data replica (the last): every
+    other replica idles through padding steps while the full-data one trains."""
+    m = mj.subsets.sample(tiny.n_train, R, 0.5, seed=1)
+    m[-1] = True
+    assert len(np.unique(m[:-1].sum(1))) > 1
+    return m
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny, masks) -> mj.ReplicaOutputs:
+    return mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+
+
+def test_output_shapes_and_dtypes(tiny, full_run):
+    out = full_run
+    np.testing.assert_array_equal(out.replica_ids, np.arange(R))
+    for split, n in (("train", tiny.n_train), ("test", tiny.n_test)):
+        assert getattr(out, f"{split}_correct").shape == (R, n)
+        assert getattr(out, f"{split}_correct").dtype == bool
+        for kind in ("margin", "loss"):
+            v = getattr(out, f"{split}_{kind}")
+            assert v.shape == (R, n) and v.dtype == np.float32 and np.isfinite(v).all()
+    assert out.traj_correct is None and out.record_epochs is None
+    assert (out.train_loss >= 0).all()
+
+
+def test_training_learns_and_prefers_seen_examples(tiny, masks, full_run):
+    """Three epochs on separable blobs: well above chance, and better on IN than on OUT."""
+    assert full_run.test_correct.mean() > 0.6  # chance is 1/3
+    half = masks[:-1]
+    loss_in = full_run.train_loss[:-1][half].mean()
+    loss_out = full_run.train_loss[:-1][~half].mean()
+    assert loss_in < loss_out
+
+
+def test_margin_and_xent_loss_are_consistent(full_run):
+    """margin = log(p_y / (1 - p_y)) and loss = -log p_y, hence loss = log(1 + exp(-margin))."""
+    for split in ("train", "test"):
+        margin = getattr(full_run, f"{split}_margin").astype(np.float64)
+        loss = getattr(full_run, f"{split}_loss").astype(np.float64)
+        np.testing.assert_allclose(loss, np.logaddexp(0.0, -margin), rtol=1e-4, atol=1e-6)
+        correct = getattr(full_run, f"{split}_correct")
+        assert correct[margin > 0].all()  # p_y > 1/2 means y is the argmax
+
+
+def test_rerun_is_identical_and_seed_matters(tiny, masks, full_run):
+    again = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+    for name in FINAL_FIELDS:
+        np.testing.assert_array_equal(getattr(again, name), getattr(full_run, name))
+    other = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED + 1, devices=one_device())
+    assert not np.allclose(other.train_loss, full_run.train_loss)
+
+
+@pytest.mark.parametrize(
+    ("ids", "group_size", "vectorize"),
+    [
+        ([5, 2, 7], 0, "auto"),  # unsorted, non-contiguous, including the full-data replica
+        ([R - 1], 1, "auto"),  # the full-data replica alone
+        ([2], 1, "auto"),  # a half-data replica alone: fewer steps, no padding
+        (list(range(R)), 3, "vmap"),  # another group size (with padding replicas), vmapped
+    ],
+    ids=["slice", "full-alone", "half-alone", "group3-vmap"],
+)
+def test_slice_and_group_size_invariance(tiny, masks, full_run, ids, group_size, vectorize):
+    """Replica r's result depends on (seed, r, its mask) only: not on the other replicas of
+    the call, how they are grouped and vectorized, or how many padding steps it idles."""
+    ids = np.array(ids)
+    cfg = mj.TrainConfig(**{**CFG.to_dict(), "group_size": group_size, "vectorize": vectorize})
+    part = mj.train_replicas(
+        SPEC, tiny, masks[ids], cfg, seed=SEED, replica_ids=ids, devices=one_device()
+    )
+    np.testing.assert_array_equal(part.replica_ids, ids)
+    assert_same_rows(full_run, part, ids)
+
+
+_SUBPROCESS = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    import memjax as mj
+
+    assert jax.device_count() == 4, jax.devices()
+    d = np.load(sys.argv[1])
+    ds = mj.data.from_arrays(d["xtr"], d["ytr"], d["xte"], d["yte"], int(d["c"]))
+    spec = mj.models.spec_from_dict(__import__("json").loads(sys.argv[3]))
+    cfg = mj.TrainConfig.from_dict(__import__("json").loads(sys.argv[4]))
+    out = mj.train_replicas(spec, ds, d["masks"], cfg, seed=int(d["seed"]))
+    np.savez(sys.argv[2], **out.arrays())
+    """
+)
+
+
+def test_device_count_invariance(tmp_path: Path, tiny, masks, full_run):
+    """The same chunk sharded over 4 forced host devices (2 replicas each) in a subprocess."""
+    inputs, result = tmp_path / "in.npz", tmp_path / "out.npz"
+    np.savez(
+        inputs, xtr=tiny.x_train, ytr=tiny.y_train, xte=tiny.x_test, yte=tiny.y_test,
+        c=tiny.num_classes, masks=masks, seed=SEED,
+    )  # fmt: skip
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [
+            sys.executable, "-c", _SUBPROCESS, str(inputs), str(result),
+            json.dumps(mj.models.spec_to_dict(SPEC)), json.dumps(CFG.to_dict()),
+        ],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(result) as sharded:
+        np.testing.assert_array_equal(sharded["replica_ids"], np.arange(R))
+        for name in FINAL_FIELDS:
+            got = sharded[name]
+            want = getattr(full_run, name)
+            if got.dtype == bool:
+                np.testing.assert_array_equal(got, want, err_msg=name)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_full_batch_sgd_mse_equals_hand_written_gradient_descent(tiny, masks):
+    """batch_size=None + plain sgd + mse is gradient descent on the subset's mean loss, from
+    the init that replica_keys prescribes for the replica id."""
+    epochs, lr, ids = 6, 0.05, np.array([2, 3])
+    cfg = mj.TrainConfig(
+        epochs=epochs, batch_size=None, optimizer="sgd", learning_rate=lr, loss="mse"
+    )
+    out = mj.train_replicas(
+        SPEC, tiny, masks[ids], cfg, seed=SEED, replica_ids=ids, devices=one_device()
+    )
+    init, apply = mj.models.build(SPEC, tiny.input_shape, tiny.num_classes)
+    onehot = jax.nn.one_hot(tiny.y_train, tiny.num_classes)
+
+    def per_example(params, x, t):
+        return 0.5 * jnp.sum((apply(params, x) - t) ** 2, axis=-1)
+
+    for row, r in enumerate(ids):
+        params = init(jax.random.split(replica_keys(SEED, np.array([r]))[0])[0])
+        x, t = jnp.asarray(tiny.x_train[masks[r]]), onehot[masks[r]]
+        grad = jax.jit(jax.grad(lambda p, x=x, t=t: per_example(p, x, t).mean()))
+        for _ in range(epochs):
+            params = jax.tree.map(lambda p, g: p - lr * g, params, grad(params))
+        want = per_example(params, jnp.asarray(tiny.x_train), onehot)
+        np.testing.assert_allclose(out.train_loss[row], want, rtol=1e-4, atol=1e-6)
+        logits = apply(params, jnp.asarray(tiny.x_test))
+        np.testing.assert_array_equal(
+            out.test_correct[row], np.asarray(jnp.argmax(logits, -1)) == tiny.y_test
+        )
+
+
+def test_recorded_trajectory_ends_at_final_metrics(tiny, masks):
+    cfg = mj.TrainConfig(**{**CFG.to_dict(), "epochs": 4, "record_every": 2})
+    out = mj.train_replicas(SPEC, tiny, masks[:2], cfg, seed=SEED, devices=one_device())
+    np.testing.assert_array_equal(out.record_epochs, [2, 4])
+    for name in ("correct", "margin", "loss"):
+        traj = getattr(out, f"traj_{name}")
+        assert traj.shape == (2, 2, tiny.n_train)
+        np.testing.assert_allclose(traj[:, -1], getattr(out, f"train_{name}"), rtol=1e-6)
+    np.testing.assert_allclose(out.record_lr, [CFG.learning_rate] * 2, rtol=1e-6)
+    assert out.traj_el2n.shape == (2, 2, tiny.n_train) and (out.traj_el2n >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda m: m[:, :-1], ValueError, r"masks must have shape \(replicas, 48\)"),
+        (lambda m: m[0], ValueError, r"masks must have shape \(replicas, 48\)"),
+        (lambda m: m.astype(np.int8), TypeError, r"masks must be boolean"),
+        (lambda m: np.vstack([m[:2], np.zeros((1, 48), bool)]), ValueError, r"\[2\].*empty"),
+    ],
+    ids=["columns", "1-d", "int", "empty-subset"],
+)
+def test_mask_errors(tiny, masks, make, error, message):
+    with pytest.raises(error, match=message):
+        mj.train_replicas(SPEC, tiny, make(masks), CFG)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([0, 1, 1], r"replica_ids must be distinct non-negative"),
+        ([0, -1, 2], r"replica_ids must be distinct non-negative"),
+        ([0, 1], r"one id per mask row \(3\)"),
+    ],
+)
+def test_replica_id_errors(tiny, masks, ids, message):
+    with pytest.raises(ValueError, match=message):
+        mj.train_replicas(SPEC, tiny, masks[:3], CFG, replica_ids=np.array(ids))
