@@ -7,9 +7,9 @@ replicas in turn is the victim and *all other* replicas are its shadow models; t
 (target, example) pairs of all targets are pooled into one ROC curve, from which we report
 AUC, TPR at FPR 1e-5 / 1e-3 / 1e-2 and log-spaced points for plotting.
 
-Shadow statistics are kept as per-example sums over all replicas; a target's shadow fit
-subtracts its own contribution, so each target costs O(n) after one O(R n) pass (no
-(R, R, n) tensor) and any number of replicas works.
+Shadow statistics are per-example sums over all replicas; a target's shadow fit subtracts
+its own contribution, so all targets together cost one O(R n) pass (no (R, R, n) tensor),
+done over blocks of examples so memory stays bounded for any number of replicas.
 
 Where the reference implementation (github.com/tensorflow/privacy, ``lira``) differs from
 the paper's equations we follow the paper:
@@ -43,6 +43,7 @@ __all__ = [
 FPRS = (1e-5, 1e-3, 1e-2)
 FPR_GRID = np.logspace(-5, 0, 51)
 STD_FLOOR = 1e-6  # guards identical shadow scores (zero variance)
+BLOCK = 4096  # examples per block of the shadow fits
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _check(masks: np.ndarray, values: np.ndarray, what: str, n_targets: int) -> 
             "per-example vulnerability compares targets where an example is IN with targets "
             "where it is OUT"
         )
-    return values.astype(np.float64)
+    return values
 
 
 def _evaluate(
@@ -168,34 +169,45 @@ def _evaluate(
     )
 
 
-class _ShadowSums:
-    """Per-example count, sum and sum of squares of one side (IN or OUT) over all replicas."""
+def _shadow_fits(
+    masks: np.ndarray, scores: np.ndarray, n_targets: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Leave-one-out Gaussian fits for the first ``n_targets`` replicas.
 
-    def __init__(self, side: np.ndarray, c: np.ndarray):
-        m = side.astype(np.float64)
-        self.side = side
-        self.n = m.sum(0)
-        self.s1 = (m * c).sum(0)
-        self.s2 = (m * c * c).sum(0)
+    Returns, per side ("in", "out"), an array (3, n_targets, n) of the shadow count, mean and
+    MLE variance of each example when that target is removed, and the targets' own scores,
+    all shifted per example by the mean over replicas (which leaves every Gaussian test
+    unchanged and keeps the sums well conditioned). Works on blocks of examples so memory
+    stays O(R x BLOCK) however many replicas and examples there are.
+    """
+    t, n = n_targets, masks.shape[1]
+    fits = {side: np.empty((3, t, n)) for side in ("in", "out")}
+    own = np.empty((t, n))
+    for start in range(0, n, BLOCK):
+        cols = slice(start, min(start + BLOCK, n))
+        c = scores[:, cols].astype(np.float64)
+        c -= c.mean(axis=0)
+        own[:, cols] = c[:t]
+        for side, m in (("in", masks[:, cols]), ("out", ~masks[:, cols])):
+            w = m.astype(np.float64)
+            mine = w[:t]
+            count = w.sum(0) - mine
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = ((w * c).sum(0) - mine * c[:t]) / count
+                var = ((w * c * c).sum(0) - mine * c[:t] ** 2) / count - mean**2
+            fits[side][:, :, cols] = count, mean, np.maximum(var, 0.0)
+    return fits, own
 
-    def without(self, t: int, c_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(count, mean, MLE variance) per example with replica t's own score removed."""
-        own = self.side[t].astype(np.float64)
-        n = self.n - own
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (self.s1 - own * c_t) / n
-            var = np.maximum((self.s2 - own * c_t * c_t) / n - mean**2, 0.0)
-        return n, mean, var
 
-
-def _std(n: np.ndarray, var: np.ndarray, fixed: bool) -> np.ndarray:
-    """Per-example std (needs >= 2 shadows) or the pooled global std (needs >= 1)."""
+def _std(count: np.ndarray, var: np.ndarray, fixed: bool) -> np.ndarray:
+    """Per-example std (needs >= 2 shadows), or per target the pooled std over examples
+    (mean of the per-example variances where defined; needs >= 1 shadow)."""
     if not fixed:
-        return np.where(n >= 2, np.sqrt(np.maximum(var, STD_FLOOR**2)), np.nan)
-    pooled = var[n >= 2]
-    if not len(pooled):
-        return np.full_like(var, np.nan)
-    return np.where(n >= 1, max(np.sqrt(pooled.mean()), STD_FLOOR), np.nan)
+        return np.where(count >= 2, np.sqrt(np.maximum(var, STD_FLOOR**2)), np.nan)
+    ok = count >= 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.sqrt(np.where(ok, var, 0.0).sum(1, keepdims=True) / ok.sum(1, keepdims=True))
+    return np.where(count >= 1, np.maximum(pooled, STD_FLOOR), np.nan)
 
 
 def _log_normal_pdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -226,25 +238,22 @@ def lira_eval(
     if mode not in ("online", "offline"):
         raise ValueError(f"unknown LiRA mode {mode!r}: use 'online' or 'offline'")
     scores = _check(masks, scores, "scores", n_targets)
-    c = scores - scores.mean(axis=0)  # per-example shift: leaves every Gaussian test unchanged
-    sides = {"in": _ShadowSums(masks, c), "out": _ShadowSums(~masks, c)}
-    used = ("in", "out") if mode == "online" else ("out",)
-    attack = np.empty((n_targets, masks.shape[1]))
-    for t in range(n_targets):
-        fit = {k: sides[k].without(t, c[t]) for k in used}
-        std = {k: _std(fit[k][0], fit[k][2], fixed_variance) for k in used}
-        mean = {k: fit[k][1] for k in used}
+    fits, own = _shadow_fits(masks, scores, n_targets)
+    count_out, mean_out, var_out = fits["out"]
+    std_out = _std(count_out, var_out, fixed_variance)
+    with np.errstate(invalid="ignore"):
         if mode == "online":
-            attack[t] = _log_normal_pdf(c[t], mean["in"], std["in"]) - _log_normal_pdf(
-                c[t], mean["out"], std["out"]
-            )
+            count_in, mean_in, var_in = fits["in"]
+            std_in = _std(count_in, var_in, fixed_variance)
+            attack = _log_normal_pdf(own, mean_in, std_in) - _log_normal_pdf(own, mean_out, std_out)
         else:
-            attack[t] = (c[t] - mean["out"]) / std["out"]
+            attack = (own - mean_out) / std_out
     if not np.isfinite(attack).any():
         need = "1" if fixed_variance else "2"
+        sides = "IN and OUT" if mode == "online" else "OUT"
         raise ValueError(
             f"too few shadow models: LiRA {mode} needs >= {need} shadow replicas on each side "
-            f"it fits ({'/'.join(used).upper()}) per example; {len(masks)} replicas give none"
+            f"it fits ({sides}) per example; {len(masks)} replicas give no such example"
         )
     name = f"lira_{mode}" + ("_fixed_variance" if fixed_variance else "")
     return _evaluate(name, masks, attack)
@@ -259,7 +268,7 @@ def loss_attack_eval(masks: np.ndarray, losses: np.ndarray, n_targets: int = 16)
     function of the margin, so a global margin threshold gives the identical ROC.
     """
     losses = _check(masks, losses, "losses", n_targets)
-    in_sum = np.where(masks, losses, 0.0).sum(axis=1)
+    in_sum = np.array([row[m].sum(dtype=np.float64) for row, m in zip(losses, masks, strict=True)])
     in_count = masks.sum(axis=1)
     flagged = np.empty((n_targets, masks.shape[1]), bool)
     for t in range(n_targets):
@@ -270,4 +279,6 @@ def loss_attack_eval(masks: np.ndarray, losses: np.ndarray, n_targets: int = 16)
         float(flagged[~members].sum() / max((~members).sum(), 1)),
         float(flagged[members].sum() / max(members.sum(), 1)),
     )
-    return _evaluate("loss_attack", masks, -losses[:n_targets], operating_point=point)
+    return _evaluate(
+        "loss_attack", masks, -losses[:n_targets].astype(np.float64), operating_point=point
+    )

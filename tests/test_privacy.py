@@ -12,6 +12,7 @@ from memjax import privacy
 from memjax.estimators import memorization
 
 FPRS = (1e-5, 1e-3, 1e-2)
+MODES = [("online", False), ("online", True), ("offline", False), ("offline", True)]
 
 
 def reference_lira(masks, scores, n_targets, mode, fixed_variance):
@@ -55,22 +56,29 @@ def simulated(R=48, n=600, n_outliers=0, seed=0):
 
 
 def check_against_reference(masks, scores, n_targets):
-    for mode in ("online", "offline"):
-        for fixed in (False, True):
-            res = privacy.lira_eval(masks, scores, n_targets, mode, fixed_variance=fixed)
-            ref = reference_lira(masks, scores, n_targets, mode, fixed)
-            mine = res.scores if mode == "online" else -norm.logsf(res.scores)
-            np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-6)
-            labels = masks[:n_targets].ravel()
-            auc, tprs = reference_roc(labels, ref.ravel())
-            assert abs(res.auc - auc) < 0.005, (mode, fixed, res.auc, auc)
-            for a in FPRS:
-                assert res.tpr_at_fpr[a] == pytest.approx(tprs[a], rel=0.1, abs=1e-9), (mode, a)
+    for mode, fixed in MODES:
+        res = privacy.lira_eval(masks, scores, n_targets, mode, fixed_variance=fixed)
+        ref = reference_lira(masks, scores, n_targets, mode, fixed)
+        mine = res.scores if mode == "online" else -norm.logsf(res.scores)
+        np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-6)
+        labels = masks[:n_targets].ravel()
+        auc, tprs = reference_roc(labels, ref.ravel())
+        assert abs(res.auc - auc) < 0.005, (mode, fixed, res.auc, auc)
+        for a in FPRS:
+            assert res.tpr_at_fpr[a] == pytest.approx(tprs[a], rel=0.1, abs=1e-9), (mode, a)
 
 
 def test_lira_matches_paper_equations_on_simulated_scores():
     masks, scores, _ = simulated()
     check_against_reference(masks, scores, n_targets=8)
+
+
+def test_blocks_of_examples_change_nothing(monkeypatch):
+    masks, scores, _ = simulated(R=20, n=100)
+    whole = [privacy.lira_eval(masks, scores, 6, m, f).scores for m, f in MODES]
+    monkeypatch.setattr(privacy, "BLOCK", 7)
+    for (m, f), expected in zip(MODES, whole, strict=True):
+        np.testing.assert_allclose(privacy.lira_eval(masks, scores, 6, m, f).scores, expected)
 
 
 def test_roc_matches_sklearn_with_ties():
