@@ -17,7 +17,11 @@ from memjax.outputs import ReplicaOutputs
 from memjax.privacy import AttackResult, lira_eval, loss_attack_eval, roc_curve
 from memjax.proxies import all_proxies
 
-__all__ = ["Relations", "relations", "SUSPICIOUS_WHEN_HIGH"]
+__all__ = ["Relations", "relations", "SUSPICIOUS_WHEN_HIGH", "MIN_ATTACK_REPLICAS"]
+
+# Below this many replicas, LiRA's per-example Gaussians lack shadow models (a target's
+# shadows must hold >= 2 IN and >= 2 OUT replicas per example), so attacks are skipped.
+MIN_ATTACK_REPLICAS = 8
 
 # Orientation of each score for finding memorized / mislabeled examples: True if a higher
 # value is more suspicious. Every column of ``relations`` has an entry.
@@ -60,7 +64,9 @@ class Relations:
       oriented score (value if ``SUSPICIOUS_WHEN_HIGH[name]``, else -value) for finding
       flipped labels, over examples with a finite value.
     ``attacks``: name -> AttackResult of lira_online, lira_offline,
-      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack.
+      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack; empty (and
+      the three vulnerability columns absent) for studies of fewer than
+      ``MIN_ATTACK_REPLICAS`` replicas.
     """
 
     columns: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -94,6 +100,21 @@ def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> float:
     return roc_curve(flipped[ok], score[ok])[2]
 
 
+VULNERABILITY = ("lira_online", "lira_offline", "loss_attack")
+
+
+def _attacks(masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int) -> dict:
+    margins = outputs.train_margin
+    results = (
+        lira_eval(masks, margins, n_targets, "online"),
+        lira_eval(masks, margins, n_targets, "offline"),
+        lira_eval(masks, margins, n_targets, "online", fixed_variance=True),
+        lira_eval(masks, margins, n_targets, "offline", fixed_variance=True),
+        loss_attack_eval(masks, outputs.train_loss, n_targets),
+    )
+    return {a.name: a for a in results}
+
+
 def relations(
     masks: np.ndarray,
     outputs: ReplicaOutputs,
@@ -114,22 +135,13 @@ def relations(
                 f"flipped must be a boolean ({masks.shape[1]},) array, got "
                 f"{flipped.dtype} {flipped.shape}"
             )
-    attacks = {
-        a.name: a
-        for a in (
-            lira_eval(masks, outputs.train_margin, n_targets, "online"),
-            lira_eval(masks, outputs.train_margin, n_targets, "offline"),
-            lira_eval(masks, outputs.train_margin, n_targets, "online", fixed_variance=True),
-            lira_eval(masks, outputs.train_margin, n_targets, "offline", fixed_variance=True),
-            loss_attack_eval(masks, outputs.train_loss, n_targets),
-        )
-    }
+    attacks = _attacks(masks, outputs, n_targets) if len(masks) >= MIN_ATTACK_REPLICAS else {}
     estimates: dict[str, Estimate] = {
         "memorization": memorization(masks, outputs.train_correct),
         "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin"),
         "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss"),
         "consistency": consistency(masks, outputs.train_correct),
-        **{k: attacks[k].per_example for k in ("lira_online", "lira_offline", "loss_attack")},
+        **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
         **all_proxies(masks, outputs),
     }
     columns = {

@@ -83,6 +83,13 @@ def test_without_trajectories_or_flips():
     assert rel.summary()["flipped_label_auc"] is None
 
 
+def test_small_studies_skip_the_attacks():
+    masks, out, flipped = simulated_study(R=4, trajectories=False)
+    rel = relations(masks, out, flipped, n_targets=2)
+    assert list(rel.columns) == FINAL + PROXIES
+    assert rel.attacks == {} and rel.summary()["attacks"] == {}
+
+
 def test_bad_flipped_mask_fails_early():
     masks, out, flipped = simulated_study(trajectories=False)
     with pytest.raises(ValueError, match="flipped"):
