@@ -18,6 +18,7 @@ import numpy as np
 from memjax import data, models, subsets
 from memjax.config import TrainConfig
 from memjax.train import train_replicas
+from memjax.train_memory import auto_group_size, replica_strategy
 
 __all__ = ["run_bench", "STANDARD_SPEC", "standard_config"]
 
@@ -26,7 +27,7 @@ STANDARD_SPEC = models.MLP(
 )
 
 
-def standard_config(epochs: int, group_size: int = 0) -> TrainConfig:
+def standard_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -> TrainConfig:
     return TrainConfig(
         epochs=epochs,
         batch_size=128,
@@ -35,6 +36,7 @@ def standard_config(epochs: int, group_size: int = 0) -> TrainConfig:
         momentum=0.9,
         drop_last=True,
         group_size=group_size,
+        vectorize=vectorize,
     )
 
 
@@ -46,11 +48,13 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_bench(replicas: int, epochs: int, group_size: int = 0, seed: int = 0) -> dict[str, Any]:
+def run_bench(
+    replicas: int, epochs: int, group_size: int = 0, seed: int = 0, vectorize: str = "auto"
+) -> dict[str, Any]:
     """Compile once, then time one steady-state run (training plus the final evaluation)."""
     ds = data.load("mnist1d")
     masks = subsets.sample(ds.n_train, replicas, 0.5, seed, design="fixed")
-    cfg = standard_config(epochs, group_size)
+    cfg = standard_config(epochs, group_size, vectorize)
     t0 = time.perf_counter()
     first = train_replicas(STANDARD_SPEC, ds, masks, cfg, seed=seed)
     first_s = time.perf_counter() - t0
@@ -73,6 +77,8 @@ def run_bench(replicas: int, epochs: int, group_size: int = 0, seed: int = 0) ->
         "gflop_per_replica_epoch": round(gflop, 4),
         "test_accuracy_mean": round(float(out.test_correct.mean()), 4),
         "deterministic": bool(np.array_equal(first.train_margin, out.train_margin)),
+        "group_size": group_size or auto_group_size(STANDARD_SPEC, ds, cfg),
+        "vectorize": replica_strategy(cfg),
         "devices": len(jax.local_devices()),
         "backend": jax.default_backend(),
         "jax": jax.__version__,
