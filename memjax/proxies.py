@@ -139,6 +139,7 @@ def self_influence(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
     return masked_mean(masks, np.einsum("t,rtn->rn", lr, traj.astype(np.float64)))
 
 
+EARLY_PROXIES = ("el2n", "grand")
 FINAL_PROXIES: dict[str, Callable[[np.ndarray, ReplicaOutputs], Estimate]] = {
     "loss": final_loss,
     "confidence": confidence,
@@ -153,10 +154,13 @@ TRAJECTORY_PROXIES = {
 }
 
 
-def all_proxies(masks: np.ndarray, outputs: ReplicaOutputs) -> dict[str, Estimate]:
-    """Every proxy the outputs allow (trajectory proxies only if they were recorded)."""
+def all_proxies(
+    masks: np.ndarray, outputs: ReplicaOutputs, epoch: int | None = None
+) -> dict[str, Estimate]:
+    """Every proxy the outputs allow (trajectory proxies only if they were recorded);
+    ``epoch`` is the early epoch of EL2N and GraNd (see ``early_epoch_index``)."""
     out = {name: fn(masks, outputs) for name, fn in FINAL_PROXIES.items()}
     for name, (needs, fn) in TRAJECTORY_PROXIES.items():
         if getattr(outputs, needs) is not None and outputs.record_epochs is not None:
-            out[name] = fn(masks, outputs)
+            out[name] = fn(masks, outputs, epoch) if name in EARLY_PROXIES else fn(masks, outputs)
     return out

@@ -120,12 +120,14 @@ def relations(
     outputs: ReplicaOutputs,
     flipped: np.ndarray | None = None,
     n_targets: int = 16,
+    early_epoch: int | None = None,
 ) -> Relations:
     """Every per-example score of a study, correlated with memorization (see ``Relations``).
 
     ``masks`` (R, n) and ``outputs`` (R replicas, same row order) come from one study;
     ``flipped`` (n,) bool marks training labels flipped by label noise; the first
-    ``n_targets`` replicas are the membership-inference victims.
+    ``n_targets`` replicas are the membership-inference victims; ``early_epoch`` is the
+    recorded epoch of EL2N and GraNd (default: see ``proxies.early_epoch_index``).
     """
     masks = np.asarray(masks)
     if flipped is not None:
@@ -142,7 +144,7 @@ def relations(
         "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss"),
         "consistency": consistency(masks, outputs.train_correct),
         **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
-        **all_proxies(masks, outputs),
+        **all_proxies(masks, outputs, early_epoch),
     }
     columns = {
         k: (e.value.astype(np.float64), e.stderr.astype(np.float64)) for k, e in estimates.items()

@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 import memjax as mj
 from memjax.estimators import memorization
 from memjax.outputs import ReplicaOutputs
+from memjax.privacy import FPR_GRID
 from memjax.relations import SUSPICIOUS_WHEN_HIGH, relations
 
 FINAL = ["memorization", "cf_memorization_margin", "cf_memorization_neg_loss", "consistency"]
@@ -81,6 +82,29 @@ def test_without_trajectories_or_flips():
     assert list(rel.columns) == FINAL + ATTACKS + PROXIES
     assert rel.flipped_auc is None
     assert rel.summary()["flipped_label_auc"] is None
+
+
+def test_early_epoch_selects_the_recording_of_el2n_and_grand():
+    masks, out, _ = simulated_study()
+    rel = relations(masks, out, n_targets=4, early_epoch=10)  # recordings at 5, 10, 15, 20
+    for name, traj in (("el2n", out.traj_el2n), ("grand", np.sqrt(out.traj_grad_sq))):
+        expected = [traj[masks[:, i], 1, i].mean() for i in range(300)]
+        np.testing.assert_allclose(rel.columns[name][0], expected)
+
+
+def test_experiment_writes_its_tables(tmp_path):
+    from experiments.privacy_and_proxies.__main__ import tables, write
+
+    masks, out, flipped = simulated_study()
+    rel = relations(masks, out, flipped, n_targets=8)
+    write(str(tmp_path), rel, flipped, {"note": "simulated"})
+    text = (tmp_path / "tables.md").read_text()
+    assert text == tables(rel)
+    for name in rel.columns:
+        assert f"| {name} |" in text
+    header = (tmp_path / "per_example.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["index", "flipped", "memorization", "memorization_stderr"]
+    assert (tmp_path / "roc.csv").read_text().count("\n") == 1 + len(FPR_GRID)
 
 
 def test_small_studies_skip_the_attacks():
