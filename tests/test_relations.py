@@ -2,6 +2,8 @@
 computations (rank correlations, sklearn AUCs) on simulated outputs, and on a real
 MNIST-1D study with 10% label noise."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import rankdata
@@ -92,7 +94,8 @@ def test_early_epoch_selects_the_recording_of_el2n_and_grand():
         np.testing.assert_allclose(rel.columns[name][0], expected)
 
 
-def test_experiment_writes_its_tables(tmp_path):
+def test_experiment_writes_its_tables(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
     from experiments.privacy_and_proxies.__main__ import tables, write
 
     masks, out, flipped = simulated_study()
