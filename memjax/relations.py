@@ -75,10 +75,13 @@ class Relations:
     attacks: dict[str, AttackResult]
 
     def summary(self) -> dict:
-        """JSON-ready: correlations, flipped-label AUCs, orientation and attack numbers."""
+        """JSON-ready (undefined numbers are None, not NaN): correlations, flipped-label AUCs,
+        orientation and attack numbers."""
         return {
-            "spearman_with_memorization": self.spearman,
-            "flipped_label_auc": self.flipped_auc,
+            "spearman_with_memorization": _json_numbers(self.spearman),
+            "flipped_label_auc": None
+            if self.flipped_auc is None
+            else _json_numbers(self.flipped_auc),
             "suspicious_when": {
                 k: "high" if SUSPICIOUS_WHEN_HIGH[k] else "low" for k in self.columns
             },
@@ -86,10 +89,14 @@ class Relations:
         }
 
 
+def _json_numbers(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: v if np.isfinite(v) else None for k, v in d.items()}
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")  # undefined: too few examples or a constant column
     return float(spearmanr(x[ok], y[ok]).statistic)
 
 

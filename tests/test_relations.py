@@ -2,6 +2,7 @@
 computations (rank correlations, sklearn AUCs) on simulated outputs, and on a real
 MNIST-1D study with 10% label noise."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,17 @@ def test_experiment_writes_its_tables(tmp_path, monkeypatch):
     header = (tmp_path / "per_example.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["index", "flipped", "memorization", "memorization_stderr"]
     assert (tmp_path / "roc.csv").read_text().count("\n") == 1 + len(FPR_GRID)
+
+
+def test_summary_has_no_nan():
+    masks, out, flipped = simulated_study()
+    out.traj_correct[:] = True  # no forgetting anywhere: a constant column
+    rel = relations(masks, out, flipped, n_targets=4)
+    assert np.isnan(rel.spearman["forgetting_events"])
+    summary = rel.summary()
+    assert summary["spearman_with_memorization"]["forgetting_events"] is None
+    assert summary["flipped_label_auc"]["forgetting_events"] == 0.5  # all ties
+    json.dumps(summary, allow_nan=False)
 
 
 def test_small_studies_skip_the_attacks():
