@@ -8,6 +8,7 @@ import pytest
 
 import memjax as mj
 from memjax import proxies
+from memjax.estimators import masked_mean
 from memjax.models import build
 from memjax.outputs import ReplicaOutputs
 from memjax.train import replica_keys
@@ -50,6 +51,22 @@ def test_trajectory_proxies_average_over_in_replicas_only():
     np.testing.assert_allclose(fe.value, [0.0, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(fe.stderr, [0.0, 0.5, 0.5, 1.0])  # s / sqrt(2) with s = |a-b|/sqrt2
     np.testing.assert_array_equal(fe.n_in, [2, 2, 2, 2])
+
+
+def test_masked_mean_against_a_loop():
+    rng = np.random.default_rng(2)
+    masks = rng.random((9, 30)) < 0.4
+    values = rng.normal(size=(9, 30))
+    est = masked_mean(masks, values)
+    for i in range(30):
+        v = values[masks[:, i], i]
+        if len(v) == 0:
+            assert np.isnan(est.value[i]) and np.isnan(est.stderr[i])
+            continue
+        assert est.value[i] == pytest.approx(v.mean())
+        if len(v) > 1:
+            assert est.stderr[i] == pytest.approx(v.std(ddof=1) / np.sqrt(len(v)))
+    np.testing.assert_array_equal(est.n_in + est.n_out, 9)
 
 
 def test_final_proxies_and_confidence_from_margin():

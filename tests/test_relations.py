@@ -11,7 +11,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 import memjax as mj
-from memjax.estimators import memorization
+from memjax.estimators import counterfactual_memorization, memorization
 from memjax.outputs import ReplicaOutputs
 from memjax.privacy import FPR_GRID
 from memjax.relations import SUSPICIOUS_WHEN_HIGH, relations
@@ -85,6 +85,25 @@ def test_without_trajectories_or_flips():
     assert list(rel.columns) == FINAL + ATTACKS + PROXIES
     assert rel.flipped_auc is None
     assert rel.summary()["flipped_label_auc"] is None
+
+
+def test_counterfactual_memorization_is_in_minus_out_of_the_measure():
+    masks, out, _ = simulated_study(R=12, n=40, trajectories=False)
+    for measure, values in (
+        ("accuracy", out.train_correct.astype(float)),
+        ("margin", out.train_margin),
+        ("neg_loss", -out.train_loss),
+    ):
+        est = counterfactual_memorization(masks, out, measure)
+        for i in range(40):
+            a, b = values[masks[:, i], i], values[~masks[:, i], i]
+            assert est.value[i] == pytest.approx(a.mean() - b.mean())
+            se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+            assert est.stderr[i] == pytest.approx(se)
+    from_array = counterfactual_memorization(masks, out.train_loss, "neg_loss")
+    np.testing.assert_allclose(from_array.value, est.value)
+    with pytest.raises(ValueError, match="measure"):
+        counterfactual_memorization(masks, out, "probability")
 
 
 def test_early_epoch_selects_the_recording_of_el2n_and_grand():
