@@ -1,4 +1,4 @@
-"""The `memjax` command line: run | status | estimate | merge | bench."""
+"""The `memjax` command line: run | status | estimate | merge | bench | figures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -75,6 +76,28 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
 
 
+def _paper_figures():
+    """paper_figures lives in the source checkout beside memjax/, not in the installed package."""
+    try:
+        import paper_figures
+    except ModuleNotFoundError as err:
+        if err.name != "paper_figures":
+            raise
+        checkout = Path(__file__).resolve().parent.parent
+        if not (checkout / "paper_figures" / "__init__.py").is_file():
+            raise FileNotFoundError(
+                "memjax figures needs a source checkout of memjax (paper_figures/ beside "
+                "memjax/); this installation has none"
+            ) from err
+        sys.path.insert(0, str(checkout))
+        import paper_figures
+    return paper_figures
+
+
+def _cmd_figures(args: argparse.Namespace) -> None:
+    _paper_figures().make_figures(args.names, quick=args.quick, out=args.out)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memjax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--group-size", type=int, default=0, help="0: automatic")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(fn=_cmd_bench)
+
+    figures = sub.add_parser(
+        "figures", help="the paper's figures (PNG, PDF, JSON, index) from cached studies"
+    )
+    figures.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all)")
+    figures.add_argument(
+        "--quick", action="store_true", help="quick configs (CPU, minutes) instead of full ones"
+    )
+    figures.add_argument("--out", help="output directory (default: results/figures/<mode>)")
+    figures.set_defaults(fn=_cmd_figures)
     return p
 
 

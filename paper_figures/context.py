@@ -1,0 +1,85 @@
+"""Context: what a figure's ``compute`` may read (studies, settings, derived results).
+
+It runs or reuses each study the first time a figure asks for it, shares the loaded arrays
+and estimates between figures, and records which studies and derived results each figure
+used, for the provenance written into the figure's JSON and the index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paper_figures.studies import StudyData, StudyRef, display_path, ensure_study, load_refs
+
+__all__ = ["Context", "CONFIG_ROOT", "MODES"]
+
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+MODES = ("quick", "full")
+
+
+class Context:
+    """Studies and settings of one mode, rooted at an output directory."""
+
+    def __init__(
+        self, mode: str, out: Path, config_dir: Path | None = None, progress: bool = True
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
+        self.mode = mode
+        self.out = Path(out)
+        self.config_dir = Path(config_dir) if config_dir else CONFIG_ROOT / mode
+        self.progress = progress
+        self.refs: dict[str, StudyRef] = load_refs(self.config_dir)
+        settings_path = self.config_dir / "figures.yaml"
+        self.settings: dict[str, Any] = (
+            yaml.safe_load(settings_path.read_text()) if settings_path.exists() else {}
+        ) or {}
+        self._studies: dict[str, StudyData] = {}
+        self.used: list[dict[str, Any]] = []
+
+    @property
+    def study_root(self) -> Path:
+        return self.out / "studies"
+
+    @property
+    def derived_root(self) -> Path:
+        """Where figures cache results they compute beyond the studies (e.g. retraining)."""
+        return self.out / "derived"
+
+    def check_studies(self, names: set[str]) -> None:
+        """Fail before any training if a figure needs a study this mode has no config for."""
+        missing = sorted(names - set(self.refs))
+        if missing:
+            raise ValueError(
+                f"no study config for {missing} in {display_path(self.config_dir)}/studies: "
+                f"have {sorted(self.refs)}"
+            )
+
+    def figure_settings(self, figure: str) -> dict[str, Any]:
+        """The ``figure:`` section of ``figures.yaml`` (empty if absent)."""
+        return dict(self.settings.get(figure) or {})
+
+    def begin_figure(self) -> None:
+        self.used = []
+
+    def study(self, name: str) -> StudyData:
+        """A finished study by config name, trained or resumed on first use."""
+        self.check_studies({name})
+        if name not in self._studies:
+            ref = self.refs[name]
+            store = ensure_study(ref, self.study_root / name, self.progress)
+            n_targets = int(self.settings.get("n_targets", 16))
+            self._studies[name] = StudyData(ref, store, n_targets)
+        data = self._studies[name]
+        record = data.provenance(self.out)
+        if record not in self.used:
+            self.used.append(record)
+        return data
+
+    def note(self, record: dict[str, Any]) -> None:
+        """Record a non-study input (a derived result, an experiment's output)."""
+        if record not in self.used:
+            self.used.append(record)

@@ -1,0 +1,108 @@
+"""Figure 8: finding mislabeled examples with memorization and with its cheap proxies.
+
+ROC curves for recovering the injected label flips of MNIST-1D from each per-example score
+(oriented so that "suspicious" is high), and the AUCs side by side: memorization, which
+needs many replicas, against proxies computed from single training runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from memjax.proxies import FINAL_PROXIES, TRAJECTORY_PROXIES
+from memjax.relations import SUSPICIOUS_WHEN_HIGH
+from paper_figures.context import Context
+from paper_figures.spec import Data, FigureSpec
+from paper_figures.stats import roc_points
+from paper_figures.style import DOUBLE, floats, new_figure, panel_label, roc_line
+
+STUDY = "mnist1d_noise"
+SCORES = ("memorization", "consistency", *FINAL_PROXIES, *TRAJECTORY_PROXIES)
+FPR_GRID = np.unique(np.r_[np.linspace(0, 1, 201), np.logspace(-3, 0, 31)])
+LABELS = {
+    "memorization": "memorization",
+    "consistency": "C-score (low)",
+    "loss": "final loss",
+    "confidence": "confidence (low)",
+    "margin": "margin (low)",
+    "learning_time": "learning time",
+    "forgetting_events": "forgetting events",
+    "el2n": "EL2N",
+    "grand": "GraNd",
+    "self_influence": "self-influence",
+}
+
+
+def compute(ctx: Context) -> Data:
+    study = ctx.study(STUDY)
+    if study.flipped is None:
+        raise ValueError(f"figure 8 needs label noise in study {STUDY!r}")
+    columns = study.relations.columns
+    curves = {}
+    for name in SCORES:
+        if name not in columns:
+            continue  # trajectory proxies exist only if the study recorded them
+        value = columns[name][0]
+        oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
+        curves[name] = {"label": LABELS[name], **roc_points(study.flipped, oriented, FPR_GRID)}
+    return {
+        "study": STUDY,
+        "dataset": study.label,
+        "replicas": study.store.replicas,
+        "n_flipped": int(study.flipped.sum()),
+        "n_examples": len(study.flipped),
+        "curves": curves,
+    }
+
+
+def draw(data: Data) -> Figure:
+    fig, axes = new_figure(DOUBLE, 2.4, 1, 2, width_ratios=[1.2, 1])
+    roc_ax, bar_ax = axes[0]
+    order = sorted(data["curves"], key=lambda k: -data["curves"][k]["auc"])
+    colors = {name: f"C{i % 10}" for i, name in enumerate(order)}
+    for name in order:
+        c = data["curves"][name]
+        style = {"color": "k", "lw": 1.6, "zorder": 3} if name == "memorization" else {}
+        roc_line(roc_ax, c["fpr"], c["tpr"], c["label"], **{"color": colors[name], **style})
+    roc_ax.plot([0, 1], [0, 1], ":", color="0.6", lw=0.8)
+    roc_ax.set_xlabel("false-positive rate (clean labels flagged)")
+    roc_ax.set_ylabel("true-positive rate (flipped labels found)")
+    roc_ax.legend(loc="lower right", ncol=2, fontsize=5.5)
+    panel_label(roc_ax, "a", f"{data['dataset']}: ROC")
+    aucs = floats([data["curves"][k]["auc"] for k in order])
+    y = np.arange(len(order))[::-1]
+    point_colors = ["k" if k == "memorization" else colors[k] for k in order]
+    bar_ax.hlines(y, 0.5, aucs, color=point_colors, lw=1.2)
+    bar_ax.scatter(aucs, y, color=point_colors, s=12, zorder=3)
+    for yi, a in zip(y, aucs, strict=True):
+        bar_ax.text(a + 0.015, yi, f"{a:.3f}", va="center", fontsize=6)
+    bar_ax.set_yticks(y, [data["curves"][k]["label"] for k in order])
+    bar_ax.set_xlim(0.5, 1.06)
+    bar_ax.set_xlabel("ROC AUC for flipped labels (axis starts at chance, 0.5)")
+    panel_label(bar_ax, "b", "AUC by score")
+    return fig
+
+
+def caption(data: Data) -> str:
+    aucs = {k: c["auc"] for k, c in data["curves"].items()}
+    best = max((k for k in aucs if k != "memorization"), key=aucs.get)
+    return (
+        f"Recovering the {data['n_flipped']} flipped labels among {data['n_examples']} "
+        f"{data['dataset']} training examples ({data['replicas']} replicas) from each "
+        "per-example score, oriented so that high is suspicious (C-score, confidence and "
+        "margin reversed); proxies are averaged over the replicas that trained on the "
+        f"example. (a) ROC curves, (b) AUCs. Memorization AUC {aucs['memorization']:.3f}; "
+        f"best proxy {LABELS[best]} {aucs[best]:.3f}."
+    )
+
+
+FIGURE = FigureSpec(
+    number=8,
+    name="mislabeled",
+    title="Finding mislabeled examples",
+    studies=(STUDY,),
+    compute=compute,
+    draw=draw,
+    caption=caption,
+)

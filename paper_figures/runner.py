@@ -1,0 +1,55 @@
+"""make_figures: run or reuse the studies the requested figures need, then write each figure
+(PNG, PDF, JSON) and the index. Studies are cached in ``OUT/studies``: a second run only
+redraws."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from paper_figures.context import Context
+from paper_figures.index import write_index
+from paper_figures.output import write_figure
+from paper_figures.registry import check_names, figure_spec
+
+__all__ = ["make_figures", "default_out"]
+
+
+def default_out(mode: str) -> Path:
+    return Path("results") / "figures" / mode
+
+
+def _log(message: str) -> None:
+    print(f"[memjax figures] {message}", file=sys.stderr, flush=True)
+
+
+def make_figures(
+    names: list[str] | tuple[str, ...] = (),
+    quick: bool = False,
+    out: str | Path | None = None,
+    config_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Make the named figures (all if none) and rewrite the index; return the JSON paths.
+
+    ``quick`` selects ``configs/quick`` (CPU, minutes) instead of ``configs/full``;
+    ``config_dir`` replaces that directory (it must hold ``studies/*.yaml`` and may hold
+    ``figures.yaml``). Outputs go to ``out`` (default ``results/figures/<mode>``).
+    """
+    mode = "quick" if quick else "full"
+    specs = [figure_spec(name) for name in check_names(list(names))]
+    out = Path(out) if out is not None else default_out(mode)
+    ctx = Context(mode, out, Path(config_dir) if config_dir else None, progress)
+    ctx.check_studies({s for spec in specs for s in spec.studies})
+    written = []
+    for spec in specs:
+        start = time.perf_counter()
+        ctx.begin_figure()
+        data = spec.compute(ctx)
+        paths = write_figure(out, spec, data, list(ctx.used), mode)
+        written.append(paths["json"])
+        _log(f"{spec.stem}: {time.perf_counter() - start:.1f} s -> {paths['png']}")
+    index = write_index(out)
+    _log(f"index: {index}")
+    return written

@@ -1,0 +1,53 @@
+"""Small numeric summaries the figures store: histograms, binned means, ROC points."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memjax.privacy import roc_curve, tpr_at
+
+__all__ = ["histogram", "binned_means", "roc_points", "spearman"]
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    """Counts of the finite values in each bin (the last bin includes its right edge)."""
+    values = np.asarray(values, float)
+    return np.histogram(values[np.isfinite(values)], bins=edges)[0].tolist()
+
+
+def binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
+    """Mean of y (with stderr and count) for x in each bin; NaN where a bin has < 2 points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    idx = np.digitize(x[ok], edges[1:-1])
+    mean, stderr, count = [], [], []
+    for b in range(len(edges) - 1):
+        v = y[ok][idx == b]
+        count.append(len(v))
+        mean.append(v.mean() if len(v) >= 2 else np.nan)
+        stderr.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) >= 2 else np.nan)
+    centers = (edges[:-1] + edges[1:]) / 2
+    return {"bin_edges": edges, "x": centers, "mean": mean, "stderr": stderr, "count": count}
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray, fpr_grid: np.ndarray) -> dict:
+    """ROC of "positive iff score is high" at the given FPRs, plus the full curve's AUC.
+
+    Examples with a non-finite score are left out (their count is returned).
+    """
+    ok = np.isfinite(scores)
+    fpr, tpr, auc = roc_curve(np.asarray(labels, bool)[ok], np.asarray(scores, float)[ok])
+    return {
+        "fpr": fpr_grid,
+        "tpr": tpr_at(fpr, tpr, fpr_grid),
+        "auc": auc,
+        "excluded": int((~ok).sum()),
+    }
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation over the examples where both are finite."""
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(spearmanr(x[ok], y[ok]).statistic) if ok.sum() >= 3 else float("nan")

@@ -1,0 +1,140 @@
+"""The studies behind the figures: configs found by name, run or reused, read once.
+
+Study configs are ordinary ``memjax run`` YAML files under ``configs/<mode>/studies/``; the
+file stem is the name figures refer to. Each must state its cost in a comment line
+``# expected_runtime: ...`` (StudyConfig rejects unknown keys, so it cannot be a field).
+A study directory is reused when it holds the finished study, resumed when it is unfinished,
+and refused (by memjax.store) when it holds a different config or dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memjax import data, estimators
+from memjax.outputs import ReplicaOutputs
+from memjax.relations import Relations, relations
+from memjax.store import META, Store, open_store
+from memjax.study import StudyConfig, build_dataset, load_config, run_study
+from memjax.train import _recorded_learning_rates
+
+__all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path"]
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+DATASET_LABELS = {"mnist1d": "MNIST-1D", "digits": "digits", "longtail": "long-tail mixture"}
+RUNTIME_LINE = re.compile(r"^#\s*expected_runtime:\s*(\S.*)$", re.MULTILINE)
+
+
+def display_path(path: Path, base: Path = CHECKOUT) -> str:
+    """``path`` relative to ``base`` when inside it (never a machine's absolute path)."""
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A study config file: its name (file stem), path, parsed config and stated runtime."""
+
+    name: str
+    path: Path
+    config: StudyConfig
+    expected_runtime: str
+
+
+def load_refs(config_dir: Path) -> dict[str, StudyRef]:
+    """Every study config of a mode, by name; a config without its runtime line is refused."""
+    study_dir = Path(config_dir) / "studies"
+    paths = sorted(study_dir.glob("*.yaml"))
+    if not paths:
+        raise FileNotFoundError(f"no study configs (*.yaml) in {display_path(study_dir)}")
+    refs = {}
+    for path in paths:
+        runtime = RUNTIME_LINE.search(path.read_text())
+        if runtime is None:
+            raise ValueError(
+                f"{display_path(path)}: state the study's cost in a comment line "
+                "'# expected_runtime: ...'"
+            )
+        refs[path.stem] = StudyRef(path.stem, path, load_config(str(path)), runtime.group(1))
+    return refs
+
+
+def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store:
+    """The finished study in ``directory``: trained now if missing, resumed if unfinished."""
+    finished = (directory / META).exists() and open_store(str(directory)).is_complete()
+    store = run_study(ref.config, str(directory), progress=progress and not finished)
+    if not store.is_complete():
+        raise RuntimeError(f"{display_path(directory)}: study {ref.name} did not finish")
+    return store
+
+
+class StudyData:
+    """A finished study's masks, outputs and dataset, loaded once, with memoized estimates."""
+
+    def __init__(self, ref: StudyRef, store: Store, n_targets: int) -> None:
+        self.ref = ref
+        self.store = store
+        self.n_targets = n_targets
+
+    @cached_property
+    def dataset(self) -> data.Dataset:
+        return build_dataset(self.ref.config.dataset)
+
+    @cached_property
+    def masks(self) -> np.ndarray:
+        return self.store.masks()
+
+    @cached_property
+    def outputs(self) -> ReplicaOutputs:
+        out = self.store.load_outputs(np.arange(self.store.replicas))
+        if out.record_epochs is not None and out.record_lr is None:
+            # study.json does not keep the recorded learning rates (self-influence needs
+            # them): recompute them exactly as the trainer does
+            out.record_lr = _recorded_learning_rates(
+                self.ref.config.train, out.record_epochs, self.masks, self.store.meta["n_train"]
+            )
+        return out
+
+    @property
+    def label(self) -> str:
+        """Human name of the study's data, e.g. "MNIST-1D, 10% labels flipped"."""
+        section = self.ref.config.dataset
+        name = DATASET_LABELS.get(section["name"], section["name"])
+        rate = float(section.get("label_noise", 0.0))
+        return f"{name}, {rate:.0%} labels flipped" if rate else name
+
+    @property
+    def flipped(self) -> np.ndarray | None:
+        """Training labels flipped by the study's label noise (None for clean studies)."""
+        return self.dataset.train_info.get("flipped")
+
+    @cached_property
+    def memorization(self) -> estimators.Estimate:
+        return estimators.memorization(self.masks, self.outputs.train_correct)
+
+    @cached_property
+    def relations(self) -> Relations:
+        """Every per-example score (proxies, attacks) beside memorization."""
+        return relations(self.masks, self.outputs, self.flipped, n_targets=self.n_targets)
+
+    def provenance(self, out_dir: Path) -> dict[str, Any]:
+        """Which config and which stored study a figure's numbers come from."""
+        return {
+            "study": self.ref.name,
+            "study_name": self.ref.config.name,
+            "config": display_path(self.ref.path),
+            "study_dir": display_path(Path(self.store.path), out_dir),
+            "dataset": self.label,
+            "dataset_fingerprint": self.store.meta["dataset_fingerprint"],
+            "replicas": self.store.replicas,
+            "expected_runtime": self.ref.expected_runtime,
+            "memjax_version": self.store.meta["memjax_version"],
+        }
