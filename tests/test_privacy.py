@@ -10,6 +10,8 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 import memjax as mj
 from memjax import privacy
 from memjax.estimators import memorization
+from memjax.store import open_store
+from memjax.study import StudyConfig, build_dataset, run_study
 
 FPRS = (1e-5, 1e-3, 1e-2)
 MODES = [("online", False), ("online", True), ("offline", False), ("offline", True)]
@@ -189,14 +191,23 @@ def test_planted_outliers_found_by_lira_not_by_loss_attack():
 
 
 @pytest.fixture(scope="module")
-def longtail_replicas():
-    """A small long-tailed problem: singleton subpopulations are the planted outliers."""
-    ds = mj.data.longtail(n_train=600, n_test=100, seed=0)
-    masks = mj.subsets.sample(ds.n_train, 32, 0.5, seed=0)
-    cfg = mj.TrainConfig(epochs=40, batch_size=128, optimizer="adam", learning_rate=1e-2)
-    spec = mj.models.MLP(widths=(128,), parameterization="standard")
-    out = mj.train_replicas(spec, ds, masks, cfg, seed=0)
-    return ds, masks, out
+def longtail_replicas(tmp_path_factory):
+    """A small long-tailed study run into a store (singleton subpopulations are the planted
+    outliers); the tests read the stored arrays back."""
+    cfg = StudyConfig.from_dict(
+        {
+            "name": "longtail-privacy",
+            "dataset": {"name": "longtail", "n_train": 600, "n_test": 100, "seed": 0},
+            "model": {"type": "MLP", "widths": [128], "parameterization": "standard"},
+            "subsets": {"replicas": 32, "ratio": 0.5},
+            "train": {"epochs": 40, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.01},
+            "seed": 0,
+        }
+    )
+    path = str(tmp_path_factory.mktemp("longtail") / "study")
+    run_study(cfg, path, progress=False)
+    store = open_store(path)
+    return build_dataset(cfg.dataset), store.masks(), store.load_outputs()
 
 
 @pytest.mark.slow
