@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from memjax.train import train_replicas
 from paper_figures.context import Context
-from paper_figures.derived import cached_arrays
+from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.style import SINGLE, errorbars, new_figure, panel_label
 
@@ -54,7 +54,7 @@ def compute(ctx: Context) -> Data:
     masks, removed = _removal_masks(mem, thresholds, replicas, seed)
     cfg = study.ref.config
     key = {
-        "source": study.provenance(ctx.out)["dataset_fingerprint"],
+        "source_fingerprint": study.store.meta["dataset_fingerprint"],
         "source_config": cfg.result_dict(),
         "thresholds": thresholds,
         "replicas": replicas,
@@ -63,9 +63,9 @@ def compute(ctx: Context) -> Data:
 
     def retrain() -> dict[str, np.ndarray]:
         out = train_replicas(cfg.model, study.dataset, masks, cfg.train, seed=seed)
-        return {"test_accuracy": out.test_correct.mean(axis=1), "masks": masks}
+        return {"test_accuracy": out.test_correct.mean(axis=1)}
 
-    arrays = cached_arrays(
+    result = cached_result(
         ctx,
         "marginal_utility",
         key,
@@ -73,7 +73,7 @@ def compute(ctx: Context) -> Data:
         f"{len(masks)} replicas retrained on {study.label} without high-memorization or "
         "random examples (figure 3)",
     )
-    acc = arrays["test_accuracy"].reshape(1 + 2 * len(thresholds), replicas)
+    acc = np.array(result["test_accuracy"]).reshape(1 + 2 * len(thresholds), replicas)
     full = acc[0]
 
     def summary(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,16 @@ from memjax.privacy import FPRS
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import spearman
-from paper_figures.style import CLEAN, DOUBLE, FLIPPED, floats, new_figure, panel_label, scatter
+from paper_figures.style import (
+    CLEAN,
+    DOUBLE,
+    FLIPPED,
+    floats,
+    legend,
+    new_figure,
+    panel_label,
+    scatter,
+)
 
 STUDY = "mnist1d_noise"
 ATTACKS = {
@@ -91,9 +100,9 @@ def draw(data: Data) -> Figure:
     vul_ax.set_yscale("symlog", linthresh=1)
     vul_ax.set_xlabel("memorization (Δ accuracy)")
     vul_ax.set_ylabel("LiRA online vulnerability\n(Δ log-likelihood ratio)")
-    vul_ax.legend(
+    legend(
+        vul_ax,
         loc="upper left",
-        markerscale=4,
         title=f"Spearman ρ = {v['spearman']:.2f}",
         title_fontsize=6,
         alignment="left",

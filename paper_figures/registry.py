@@ -12,9 +12,14 @@ MODULES = {
     "memorization": "fig01_memorization",
     "extremes": "fig02_extremes",
     "marginal_utility": "fig03_marginal_utility",
+    "influence": "fig04_influence",
+    "convergence": "fig05_convergence",
+    "theory": "fig06_theory",
+    "long_tail": "fig07_long_tail",
     "mislabeled": "fig08_mislabeled",
     "privacy": "fig09_privacy",
     "forgetting": "fig10_forgetting",
+    "consistency": "fig11_consistency",
 }
 FIGURE_NAMES = tuple(MODULES)
 

@@ -13,7 +13,11 @@ from paper_figures.index import write_index
 from paper_figures.output import write_figure
 from paper_figures.registry import check_names, figure_spec
 
-__all__ = ["make_figures", "default_out"]
+__all__ = ["make_figures", "default_out", "FiguresFailedError"]
+
+
+class FiguresFailedError(ValueError):
+    """Some figures could not be made; the others were written and are in the index."""
 
 
 def default_out(mode: str) -> Path:
@@ -33,6 +37,9 @@ def make_figures(
 ) -> list[Path]:
     """Make the named figures (all if none) and rewrite the index; return the JSON paths.
 
+    A figure that fails does not stop the others: the rest are written and indexed, then
+    ``FiguresFailedError`` names every failure.
+
     ``quick`` selects ``configs/quick`` (CPU, minutes) instead of ``configs/full``;
     ``config_dir`` replaces that directory (it must hold ``studies/*.yaml`` and may hold
     ``figures.yaml``). Outputs go to ``out`` (default ``results/figures/<mode>``).
@@ -42,14 +49,24 @@ def make_figures(
     out = Path(out) if out is not None else default_out(mode)
     ctx = Context(mode, out, Path(config_dir) if config_dir else None, progress)
     ctx.check_studies({s for spec in specs for s in spec.studies})
-    written = []
+    written, failures = [], []
     for spec in specs:
         start = time.perf_counter()
         ctx.begin_figure()
-        data = spec.compute(ctx)
-        paths = write_figure(out, spec, data, list(ctx.used), mode)
+        try:
+            data = spec.compute(ctx)
+            paths = write_figure(out, spec, data, list(ctx.used), mode)
+        except Exception as err:
+            failures.append(f"{spec.name}: {type(err).__name__}: {err}")
+            _log(f"{spec.stem}: FAILED after {time.perf_counter() - start:.1f} s: {err}")
+            continue
         written.append(paths["json"])
         _log(f"{spec.stem}: {time.perf_counter() - start:.1f} s -> {paths['png']}")
     index = write_index(out)
     _log(f"index: {index}")
+    if failures:
+        raise FiguresFailedError(
+            f"{len(failures)} of {len(specs)} figure(s) failed (the others were written): "
+            + "; ".join(failures)
+        )
     return written

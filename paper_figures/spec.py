@@ -23,8 +23,8 @@ class FigureSpec:
     ``compute`` reads stored studies through the context and returns every number the
     figure shows (JSON-ready); ``draw`` and ``caption`` are pure functions of that dict, so
     the JSON written beside the picture is exactly what was plotted. ``studies`` names the
-    study configs (stems under ``configs/<mode>/studies``) the figure reads; ``theory``
-    marks the figure built from the theory-vs-width experiment instead.
+    study configs (stems under ``configs/<mode>/studies``) the figure reads (checked before
+    anything runs); inputs beyond studies are recorded through ``Context.note``.
     """
 
     number: int
@@ -34,7 +34,6 @@ class FigureSpec:
     compute: Callable[[Context], Data]
     draw: Callable[[Data], Figure]
     caption: Callable[[Data], str]
-    theory: bool = False
 
     @property
     def stem(self) -> str:

@@ -16,18 +16,20 @@ def histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
 
 
 def binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
-    """Mean of y (with stderr and count) for x in each bin; NaN where a bin has < 2 points."""
+    """Mean of y (with stderr and count) for x in each bin, and the mean x of each bin (where
+    to draw it); NaN where a bin has < 2 points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     idx = np.digitize(x[ok], edges[1:-1])
-    mean, stderr, count = [], [], []
+    out: dict[str, list] = {"x": [], "mean": [], "stderr": [], "count": []}
     for b in range(len(edges) - 1):
-        v = y[ok][idx == b]
-        count.append(len(v))
-        mean.append(v.mean() if len(v) >= 2 else np.nan)
-        stderr.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) >= 2 else np.nan)
-    centers = (edges[:-1] + edges[1:]) / 2
-    return {"bin_edges": edges, "x": centers, "mean": mean, "stderr": stderr, "count": count}
+        xs, v = x[ok][idx == b], y[ok][idx == b]
+        enough = len(v) >= 2
+        out["count"].append(len(v))
+        out["x"].append(xs.mean() if enough else np.nan)
+        out["mean"].append(v.mean() if enough else np.nan)
+        out["stderr"].append(v.std(ddof=1) / np.sqrt(len(v)) if enough else np.nan)
+    return {"bin_edges": edges, **out}
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray, fpr_grid: np.ndarray) -> dict:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "log_count_axis",
     "roc_line",
     "scatter",
+    "legend",
 ]
 
 SINGLE = 3.4
@@ -94,6 +96,15 @@ def errorbars(
 
 def roc_line(ax: Axes, fpr: Sequence, tpr: Sequence, label: str, **kw) -> None:
     ax.plot(floats(fpr), floats(tpr), label=label, **kw)
+
+
+def legend(ax: Axes, **kw) -> None:
+    """A legend whose scatter-point handles are drawn large enough to see."""
+    leg = ax.legend(**kw)
+    for handle in leg.legend_handles:
+        if isinstance(handle, PathCollection):
+            handle.set_sizes([12])
+            handle.set_alpha(1)
 
 
 def scatter(ax: Axes, x: Sequence, y: Sequence, label: str, color: str, **kw) -> None:

@@ -1,0 +1,108 @@
+"""Figure 6: theory vs. training, from the theory-vs-width experiment.
+
+Networks, their linearizations and NTK/NNGP kernel models are trained on the same MNIST-1D
+masks at each width (experiments/theory_vs_width). The figure shows how well the kernel
+models predict each example's network memorization as the width grows: NTK theory says the
+agreement with the paired NTK dynamics should approach 1.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from paper_figures.context import Context
+from paper_figures.derived import cached_result
+from paper_figures.spec import Data, FigureSpec
+from paper_figures.style import DOUBLE, errorbars, new_figure, panel_label
+
+EXPERIMENT = "experiments.theory_vs_width.__main__"
+PAIRS = {
+    "network~ntk_gd_paired": ("network vs NTK dynamics, same init", "C3", "o", "-"),
+    "network~ntk_gd": ("network vs NTK dynamics, mean init", "C1", "s", "-"),
+    "network~nngp": ("network vs NNGP regression", "C0", "^", "-"),
+    "linearized~ntk_gd_paired": ("linearized net vs NTK, same init", "C3", "o", "--"),
+}
+METRICS = {
+    "pearson": "Pearson correlation",
+    "spearman": "Spearman correlation",
+    "mad": "mean |Δ memorization|",
+}
+
+
+def compute(ctx: Context) -> Data:
+    experiment = import_module(EXPERIMENT)
+    settings = experiment.load_settings(ctx.mode)
+    summary = cached_result(
+        ctx,
+        "theory_vs_width",
+        {"experiment": "theory_vs_width", "settings": settings},
+        lambda: experiment.run(settings),
+        f"summary of experiments/theory_vs_width ({ctx.mode} mode, its config.yaml)",
+    )
+    widths = [w["width"] for w in summary["widths"]]
+    curves = {
+        pair: {
+            q: {
+                m: {
+                    "value": [w["pairs"][pair][q][m]["value"] for w in summary["widths"]],
+                    "stderr": [w["pairs"][pair][q][m]["stderr"] for w in summary["widths"]],
+                }
+                for m in METRICS
+            }
+            for q in ("memorization", "test_accuracy")
+        }
+        for pair in PAIRS
+    }
+    return {
+        "dataset": summary["dataset"]["name"],
+        "settings": summary["settings"],
+        "stderr": summary["stderr"],
+        "widths": widths,
+        "curves": curves,
+    }
+
+
+def draw(data: Data) -> Figure:
+    fig, axes = new_figure(DOUBLE, 2.3, 1, len(METRICS))
+    for ax, letter, (metric, label) in zip(axes[0], "abc", METRICS.items(), strict=True):
+        for pair, (name, color, marker, ls) in PAIRS.items():
+            c = data["curves"][pair]["memorization"][metric]
+            errorbars(
+                ax, data["widths"], c["value"], c["stderr"], name, color, marker=marker, ls=ls
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("hidden width (units)")
+        ax.set_ylabel(label)
+        panel_label(ax, letter, f"memorization: {label.split(' ')[0].lower()}")
+    axes[0, 0].legend(loc="lower right", fontsize=5.5)
+    return fig
+
+
+def caption(data: Data) -> str:
+    paired = data["curves"]["network~ntk_gd_paired"]["memorization"]
+    r, se = np.array(paired["pearson"]["value"]), np.array(paired["pearson"]["stderr"])
+    s = data["settings"]
+    return (
+        f"Network memorization against kernel-predicted memorization on {data['dataset']} "
+        f"({s['replicas']} replicas per model, the same masks for all; one hidden layer, NTK "
+        f"parameterization, full-batch gradient descent on MSE for {s['epochs']} steps) as "
+        "the width grows: (a) Pearson and (b) Spearman correlation across training examples, "
+        "(c) mean absolute difference; error bars: "
+        f"{data['stderr']}. Network vs the NTK dynamics from the same initialization: Pearson "
+        f"{r[0]:.2f} ± {se[0]:.2f} at width {data['widths'][0]}, {r[-1]:.2f} ± {se[-1]:.2f} at "
+        f"width {data['widths'][-1]}."
+    )
+
+
+FIGURE = FigureSpec(
+    number=6,
+    name="theory",
+    title="Theory vs. training across widths",
+    studies=(),
+    compute=compute,
+    draw=draw,
+    caption=caption,
+)
