@@ -135,6 +135,11 @@ def self_influence(masks: np.ndarray, outputs: ReplicaOutputs) -> Estimate:
     """TracIn self-influence (Pruthi et al. 2020): sum over recorded checkpoints of
     learning rate x squared per-example gradient norm."""
     traj = _trajectory(outputs, "traj_grad_sq", masks)
+    if outputs.record_lr is None or np.shape(outputs.record_lr) != (traj.shape[1],):
+        raise ValueError(
+            f"self-influence needs record_lr, the learning rate of each of the {traj.shape[1]} "
+            f"recordings; got {outputs.record_lr!r}"
+        )
     lr = np.asarray(outputs.record_lr, np.float64)
     return masked_mean(masks, np.einsum("t,rtn->rn", lr, traj.astype(np.float64)))
 
@@ -145,12 +150,13 @@ FINAL_PROXIES: dict[str, Callable[[np.ndarray, ReplicaOutputs], Estimate]] = {
     "confidence": confidence,
     "margin": margin,
 }
+# name -> (what it reads besides record_epochs, function)
 TRAJECTORY_PROXIES = {
-    "learning_time": ("traj_correct", learning_time),
-    "forgetting_events": ("traj_correct", forgetting_events),
-    "el2n": ("traj_el2n", el2n),
-    "grand": ("traj_grad_sq", grand),
-    "self_influence": ("traj_grad_sq", self_influence),
+    "learning_time": (("traj_correct",), learning_time),
+    "forgetting_events": (("traj_correct",), forgetting_events),
+    "el2n": (("traj_el2n",), el2n),
+    "grand": (("traj_grad_sq",), grand),
+    "self_influence": (("traj_grad_sq", "record_lr"), self_influence),
 }
 
 
@@ -161,6 +167,6 @@ def all_proxies(
     ``epoch`` is the early epoch of EL2N and GraNd (see ``early_epoch_index``)."""
     out = {name: fn(masks, outputs) for name, fn in FINAL_PROXIES.items()}
     for name, (needs, fn) in TRAJECTORY_PROXIES.items():
-        if getattr(outputs, needs) is not None and outputs.record_epochs is not None:
+        if all(getattr(outputs, k) is not None for k in ("record_epochs", *needs)):
             out[name] = fn(masks, outputs, epoch) if name in EARLY_PROXIES else fn(masks, outputs)
     return out

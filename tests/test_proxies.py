@@ -92,6 +92,11 @@ def test_missing_trajectories_fail_with_the_setting_to_use():
         proxies.grand(MASKS, out)
     with pytest.raises(ValueError, match="record_every"):
         proxies.el2n(MASKS, out)
+    no_lr = hand_outputs(traj_correct=CORRECT, traj_grad_sq=np.ones((3, 5, 4)))
+    with pytest.raises(ValueError, match="record_lr"):
+        proxies.self_influence(MASKS, no_lr)
+    assert "self_influence" not in proxies.all_proxies(MASKS, no_lr)
+    assert "grand" in proxies.all_proxies(MASKS, no_lr)
 
 
 @pytest.fixture(scope="module")
