@@ -1,6 +1,6 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import data, estimators, models, subsets
+from memjax import data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
 from memjax.outputs import ReplicaOutputs
 from memjax.train import train_replicas
@@ -11,6 +11,10 @@ __all__ = [
     "data",
     "estimators",
     "models",
+    "privacy",
+    "proxies",
+    "relations",
+    "theory",
     "subsets",
     "TrainConfig",
     "ReplicaOutputs",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
+
 __all__ = ["TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -87,6 +89,21 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown train settings {sorted(unknown)}: allowed {sorted(allowed)}")
         return cls(**d)
+
+    def recorded_epochs(self) -> np.ndarray:
+        """Epochs after which trajectories are recorded (empty when record_every is 0)."""
+        if not self.record_every:
+            return np.zeros(0, np.int64)
+        return np.arange(1, self.epochs // self.record_every + 1) * self.record_every
+
+    def recorded_learning_rates(self) -> np.ndarray:
+        """Learning rate at the end of each recorded epoch. The cosine schedule decays over
+        each replica's own step count, so at the end of epoch e every replica is at e/E."""
+        epochs = self.recorded_epochs()
+        if self.schedule == "constant":
+            return np.full(len(epochs), self.learning_rate, np.float32)
+        progress = epochs / self.epochs
+        return (self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress))).astype(np.float32)
 
     def result_dict(self) -> dict[str, Any]:
         """The settings that determine results (the speed knobs are excluded)."""

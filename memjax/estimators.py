@@ -156,19 +156,8 @@ def top_influence_pairs(
 def consistency(masks: np.ndarray, correct: np.ndarray) -> Estimate:
     """C-score (Jiang et al. 2021): accuracy on example i of the replicas that did not train on
     it, i.e. its expected held-out accuracy at this subset ratio; stderr = s / sqrt(n_out)."""
-    masks, correct = _check_masks(masks, correct, "correct")
-    if correct.shape != masks.shape:
-        raise ValueError(f"correct shape {correct.shape} differs from masks shape {masks.shape}")
-    out = ~masks
-    n_out = out.sum(axis=0)
-    c = correct.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (out * c).sum(0) / n_out
-        var = np.maximum((out * c * c).sum(0) - n_out * mean**2, 0.0) / (n_out - 1)
-        stderr = np.sqrt(var / n_out)
-    mean = np.where(n_out > 0, mean, np.nan)
-    stderr = np.where(n_out > 1, stderr, np.nan)
-    return Estimate(mean, stderr, len(masks) - n_out, n_out)
+    held_out = masked_mean(~np.asarray(masks, bool), correct)
+    return Estimate(held_out.value, held_out.stderr, held_out.n_out, held_out.n_in)
 
 
 COUNTERFACTUAL_MEASURES = {

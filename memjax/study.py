@@ -119,9 +119,6 @@ def build_dataset(spec: dict[str, Any]) -> data.Dataset:
 
 def _meta(cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int) -> dict[str, Any]:
     t = cfg.train
-    record_epochs = (
-        list(range(t.record_every, t.epochs + 1, t.record_every)) if t.record_every else []
-    )
     return {
         "config": cfg.result_dict(),
         "name": cfg.name,
@@ -134,7 +131,8 @@ def _meta(cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int) 
         "num_classes": ds.num_classes,
         "chunk_size": chunk_size,
         "max_subset_size": max_subset,
-        "record_epochs": record_epochs,
+        "record_epochs": t.recorded_epochs().tolist(),
+        "record_lr": t.recorded_learning_rates().tolist(),
         "record_grad_norm": t.record_grad_norm,
     }
 

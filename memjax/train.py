@@ -16,7 +16,6 @@ count changes any replica's result.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 
@@ -61,7 +60,7 @@ def _gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
     parts = [optax.add_decayed_weights(wd)] if wd else []
     if cfg.optimizer == "momentum":
         parts.append(optax.trace(decay=cfg.momentum))
-    return optax.chain(*parts)
+    return optax.chain(*parts) if parts else optax.identity()
 
 
 def _learning_rate(cfg: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
@@ -377,22 +376,11 @@ def train_replicas(
         test_loss=host(test["loss"]),
     )
     if traj is not None:
-        every = cfg.record_every
-        epochs_rec = np.arange(every, cfg.epochs + 1, every)[: cfg.epochs // every]
         out.traj_correct = host(traj["correct"])
         out.traj_margin = host(traj["margin"])
         out.traj_loss = host(traj["loss"])
         out.traj_el2n = host(traj["el2n"])
         out.traj_grad_sq = host(traj["grad_sq"]) if "grad_sq" in traj else None
-        out.record_epochs = epochs_rec
-        out.record_lr = _recorded_learning_rates(cfg, epochs_rec, masks, n)
+        out.record_epochs = cfg.recorded_epochs()
+        out.record_lr = cfg.recorded_learning_rates()
     return out
-
-
-def _recorded_learning_rates(cfg: TrainConfig, epochs: np.ndarray, masks, n) -> np.ndarray:
-    """Learning rate at the end of each recorded epoch (for the median replica's step count)."""
-    if cfg.schedule == "constant":
-        return np.full(len(epochs), cfg.learning_rate, np.float32)
-    steps = float(np.median(steps_per_epoch(masks.sum(axis=1), cfg, n)))
-    progress = np.minimum(epochs * steps / (cfg.epochs * steps), 1.0)
-    return (cfg.learning_rate * 0.5 * (1 + np.cos(math.pi * progress))).astype(np.float32)
