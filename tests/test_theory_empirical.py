@@ -16,10 +16,10 @@ from memjax.theory.empirical import choose_method, forward_flops
 def brute_force(apply_fn, params, x1, x2):
     """Theta[i, j, c, d] = J1[i, c] . J2[j, d] over the flattened parameter vector."""
     flat, unravel = ravel_pytree(params)
+    jacobian = jax.jit(jax.jacobian(lambda f, x: apply_fn(unravel(f), x)))
 
     def jac(x):
-        out = jax.jacobian(lambda f: apply_fn(unravel(f), x))(flat)
-        return out.reshape(len(x), -1, flat.size)
+        return np.asarray(jacobian(flat, x)).reshape(len(x), -1, flat.size)
 
     return np.einsum("icp,jdp->ijcd", jac(x1), jac(x2))
 
@@ -133,7 +133,7 @@ def test_empirical_ntk_converges_like_inverse_sqrt_width():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("b_std", [None, 0.0, 0.5])
+@pytest.mark.parametrize("b_std", [None, 0.0])
 def test_standard_parameterization_ntk_matches_wide_networks(b_std):
     """Pins the width-dependent standard-parameterization NTK (incl. the bias term) without
     neural-tangents: with b_std=0.0 a bias exists (zero init) and contributes its gradient."""
