@@ -135,6 +135,8 @@ def test_bad_input(problem):
         theory.kernel_ridge(K, y[:5], None, 0.1)
     with pytest.raises(ValueError, match="both f0_train and f0_cross"):
         theory.gradient_flow(K, y, 1.0, Kx, f0_train=y)
+    with pytest.raises(ValueError, match="K_cross contains NaN"):
+        theory.kernel_ridge(K, y, np.where(Kx > 0.5, np.nan, Kx), 0.1)
     rank_one = np.outer(np.ones(30), np.ones(30))
     with pytest.raises(np.linalg.LinAlgError, match="larger ridge"):
         theory.kernel_ridge(rank_one, y, None, 0.0)

@@ -55,13 +55,16 @@ def _prepare(
     K_train = np.asarray(K_train)
     K_cross = K_train if K_cross is None else np.asarray(K_cross)
     n = K_train.shape[0]
-    if K_train.shape[:2] != (n, n) or K_cross.shape[1] != n or K_cross.ndim != K_train.ndim:
+    if K_cross.ndim != K_train.ndim or K_train.shape[:2] != (n, n) or K_cross.shape[1] != n:
         raise ValueError(
             f"kernel shapes do not fit: train {K_train.shape}, cross {K_cross.shape} "
             "(need (n, n[, C, C]) and (m, n[, C, C]))"
         )
     if y.shape[0] != n or y.ndim > 2:
         raise ValueError(f"targets must be (n,) or (n, C) with n = {n}, got {y.shape}")
+    for name, a in (("K_train", K_train), ("K_cross", K_cross), ("targets", y)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or inf")
     if K_train.ndim == 4:
         C = K_train.shape[2]
         if y.shape != (n, C):
