@@ -18,7 +18,7 @@ import numpy as np
 
 from paper_figures.spec import Data, FigureSpec
 
-__all__ = ["to_json", "write_figure", "FORMATS"]
+__all__ = ["to_json", "from_json", "write_figure", "FORMATS"]
 
 FORMATS = ("png", "pdf")
 PNG_DPI = 300
@@ -45,6 +45,16 @@ def to_json(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} into a figure's JSON")
 
 
+def from_json(obj: Any) -> Any:
+    """The inverse of ``to_json`` for drawing: None (an undefined number) back to NaN, so
+    captions and plots treat it as a number ("nan") instead of failing."""
+    if isinstance(obj, dict):
+        return {k: from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_json(v) for v in obj]
+    return math.nan if obj is None else obj
+
+
 def _replace_atomically(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
@@ -64,18 +74,19 @@ def write_figure(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data = json.loads(json.dumps(to_json(data), allow_nan=False))
+    drawn = from_json(data)  # exactly the JSON's numbers
     record = {
         "figure": spec.number,
         "name": spec.name,
         "title": spec.title,
-        "caption": spec.caption(data),
+        "caption": spec.caption(drawn),
         "mode": mode,
         "inputs": provenance,
         "files": {fmt: f"{spec.stem}.{fmt}" for fmt in (*FORMATS, "json")},
         "data": data,
     }
     paths = {"json": out_dir / f"{spec.stem}.json"}
-    fig = spec.draw(data)
+    fig = spec.draw(drawn)
     try:
         for fmt in FORMATS:
             paths[fmt] = out_dir / f"{spec.stem}.{fmt}"

@@ -52,4 +52,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     ok = np.isfinite(x) & np.isfinite(y)
-    return float(spearmanr(x[ok], y[ok]).statistic) if ok.sum() >= 3 else float("nan")
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")  # undefined for constant input
+    return float(spearmanr(x[ok], y[ok]).statistic)

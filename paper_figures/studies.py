@@ -22,7 +22,6 @@ from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import META, Store, open_store
 from memjax.study import StudyConfig, build_dataset, load_config, run_study
-from memjax.train import _recorded_learning_rates
 
 __all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path"]
 
@@ -94,14 +93,7 @@ class StudyData:
 
     @cached_property
     def outputs(self) -> ReplicaOutputs:
-        out = self.store.load_outputs(np.arange(self.store.replicas))
-        if out.record_epochs is not None and out.record_lr is None:
-            # study.json does not keep the recorded learning rates (self-influence needs
-            # them): recompute them exactly as the trainer does
-            out.record_lr = _recorded_learning_rates(
-                self.ref.config.train, out.record_epochs, self.masks, self.store.meta["n_train"]
-            )
-        return out
+        return self.store.load_outputs(np.arange(self.store.replicas))
 
     @property
     def label(self) -> str:

@@ -69,7 +69,7 @@ def panel_label(ax: Axes, letter: str, title: str = "") -> None:
 
 
 def floats(values: Sequence | None) -> np.ndarray:
-    """A JSON list (None meaning NaN) as a float array."""
+    """A list of numbers (None meaning NaN) as a float array."""
     if values is None:
         return np.zeros(0)
     return np.array([np.nan if v is None else v for v in values], dtype=float)

@@ -1,0 +1,305 @@
+"""paper_figures: files, numbers, index and caching, on stored studies.
+
+The fast tests write small studies straight into study stores with planted effects (no
+training): flipped labels are right only when trained on, a few training examples decide a
+few test examples, singleton subpopulations are memorized. The figures must show those
+effects in their JSON, write PNG/PDF/JSON and an index, and refuse bad names. The slow test
+trains two tiny digits studies through the real runner, end to end, twice (the second run
+must reuse them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import yaml
+
+from memjax.cli import main as cli_main
+from memjax.outputs import ReplicaOutputs
+from memjax.study import StudyConfig, build_dataset, open_or_create
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from paper_figures import FIGURE_NAMES, make_figures  # noqa: E402
+from paper_figures.runner import FiguresFailedError  # noqa: E402
+
+MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
+DIGITS = {"name": "digits"}
+NOISY = {"name": "digits", "label_noise": 0.1, "noise_seed": 0}
+LONGTAIL = {"name": "longtail", "n_train": 400, "n_test": 400, "subpops_per_class": 12}
+FAST_FIGURES = [
+    "memorization",
+    "extremes",
+    "influence",
+    "convergence",
+    "long_tail",
+    "mislabeled",
+    "privacy",
+    "forgetting",
+    "consistency",
+]
+PLANTED_PAIRS = 5  # train example i decides test example i
+MAX_WIDTH_IN = 7.0  # a two-column paper's text width
+PNG_DPI = 300
+
+
+def _study(dataset: dict, replicas: int, ratio: float = 0.5, design: str = "balanced", **train):
+    return {
+        "name": "synthetic",
+        "dataset": dataset,
+        "model": MLP,
+        "subsets": {"replicas": replicas, "ratio": ratio, "design": design},
+        "train": {"epochs": 6, "batch_size": 64, **train},
+        "seed": 0,
+        "chunk_size": replicas,
+    }
+
+
+SYNTHETIC = {
+    "mnist1d_clean": _study(DIGITS, 16),
+    "mnist1d_noise": _study(NOISY, 32, record_every=2, record_grad_norm=True),
+    "digits_clean": _study(DIGITS, 32),
+    "digits_noise": _study(NOISY, 16),
+    "digits_fixed": _study(DIGITS, 32, design="fixed"),
+    "digits_bernoulli": _study(DIGITS, 32, design="bernoulli"),
+    "digits_ratio_10": _study(DIGITS, 10, ratio=0.1),
+    "digits_ratio_25": _study(DIGITS, 8, ratio=0.25),
+    "digits_ratio_75": _study(DIGITS, 8, ratio=0.75),
+    "digits_ratio_90": _study(DIGITS, 10, ratio=0.9),
+    "longtail": _study(LONGTAIL, 16),
+}
+
+
+def _write_configs(directory: Path, studies: dict[str, dict], figures: dict | None = None):
+    (directory / "studies").mkdir(parents=True)
+    for name, d in studies.items():
+        text = f"# expected_runtime: seconds (test)\n{yaml.safe_dump(d)}"
+        (directory / "studies" / f"{name}.yaml").write_text(text)
+    if figures is not None:
+        (directory / "figures.yaml").write_text(yaml.safe_dump(figures))
+
+
+def _planted_outputs(masks: np.ndarray, ds, record_epochs: list[int], grad: bool, seed: int):
+    """Outputs with known structure: flipped (or rare) examples are right only when IN."""
+    rng = np.random.default_rng(seed)
+    r, n = masks.shape
+    hard = ds.train_info.get("flipped", np.zeros(n, bool))
+    if "subpop_train_count" in ds.train_info:
+        hard = ds.train_info["subpop_train_count"] == 1
+    p_out = np.where(hard, 0.05, 0.9)
+    train_correct = masks | (rng.random((r, n)) < p_out)
+    margin = np.where(train_correct, 3.0, -1.0) + np.where(masks, 1.0, 0.0)
+    margin = (margin + 0.5 * rng.standard_normal((r, n))).astype(np.float32)
+    test_correct = rng.random((r, ds.n_test)) < 0.85
+    test_correct[:, :PLANTED_PAIRS] = masks[:, :PLANTED_PAIRS]
+    if "subpop" in ds.test_info:  # rare test examples are right only with their subpopulation
+        for j in np.flatnonzero(ds.test_info["subpop_train_count"] == 1):
+            test_correct[:, j] = masks[:, ds.train_info["subpop"] == ds.test_info["subpop"][j]][
+                :, 0
+            ]
+    test_margin = np.where(test_correct, 2.0, -2.0).astype(np.float32)
+    kw = {}
+    if record_epochs:
+        t = len(record_epochs)
+        learned = rng.integers(0, t, (r, 1, n)) + np.where(hard, t // 2, 0)[None, None]
+        traj_correct = np.arange(t)[None, :, None] >= learned
+        traj_correct[:, -1] = train_correct
+        kw = {
+            "traj_correct": traj_correct,
+            "traj_margin": np.repeat(margin[:, None], t, axis=1),
+            "traj_loss": np.repeat(np.logaddexp(0, -margin)[:, None], t, axis=1),
+            "traj_el2n": rng.random((r, t, n)).astype(np.float32) + hard,
+        }
+        if grad:
+            kw["traj_grad_sq"] = rng.random((r, t, n)).astype(np.float32) + hard
+    return dict(
+        train_correct=train_correct,
+        train_margin=margin,
+        train_loss=np.logaddexp(0, -margin).astype(np.float32),
+        test_correct=test_correct,
+        test_margin=test_margin,
+        test_loss=np.logaddexp(0, -test_margin).astype(np.float32),
+        **kw,
+    )
+
+
+def _fill_store(config: dict, directory: Path, seed: int) -> None:
+    cfg = StudyConfig.from_dict(config)
+    ds = build_dataset(cfg.dataset)
+    store = open_or_create(cfg, str(directory), ds)
+    for k in range(store.n_chunks):
+        rows = store.chunk_rows(k)
+        arrays = _planted_outputs(
+            store.masks(rows), ds, store.meta["record_epochs"], cfg.train.record_grad_norm, seed
+        )
+        store.write_chunk(k, ReplicaOutputs(replica_ids=rows, **arrays))
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, Path]:
+    """(config dir, output dir) with every fast figure's study stored, and those figures made."""
+    root = tmp_path_factory.mktemp("figures")
+    configs, out = root / "configs", root / "out"
+    _write_configs(configs, SYNTHETIC)
+    for seed, (name, config) in enumerate(SYNTHETIC.items()):
+        _fill_store(config, out / "studies" / name, seed)
+    make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
+    return configs, out
+
+
+def _record(out: Path, name: str) -> dict:
+    (path,) = out.glob(f"fig[0-9][0-9]_{name}.json")
+    return json.loads(path.read_text())
+
+
+def test_every_figure_writes_png_pdf_json_of_paper_size(synthetic):
+    _, out = synthetic
+    for name in FAST_FIGURES:
+        record = _record(out, name)
+        assert record["name"] == name and record["mode"] == "quick"
+        png, pdf = out / record["files"]["png"], out / record["files"]["pdf"]
+        assert pdf.read_bytes().startswith(b"%PDF")
+        height, width = matplotlib.image.imread(png).shape[:2]
+        assert width / PNG_DPI <= MAX_WIDTH_IN + 0.05, (name, width)
+        assert 1.0 <= height / PNG_DPI <= 6.0, (name, height)
+        assert record["caption"] and record["title"] and record["data"]
+
+
+def test_json_records_provenance_without_machine_paths(synthetic):
+    configs, out = synthetic
+    record = _record(out, "memorization")
+    studies = {item["study"]: item for item in record["inputs"]}
+    assert set(studies) == {"mnist1d_clean", "mnist1d_noise", "digits_clean", "digits_noise"}
+    item = studies["digits_noise"]
+    assert item["study_dir"] == "studies/digits_noise"
+    assert item["config"] == "digits_noise.yaml"
+    assert item["replicas"] == 16 and item["expected_runtime"] == "seconds (test)"
+    for path in out.glob("*.json"):
+        text = path.read_text()
+        assert str(out.parent) not in text and str(configs) not in text, path.name
+
+
+def test_planted_effects_are_visible_in_the_numbers(synthetic):
+    _, out = synthetic
+    panels = {p["study"]: p for p in _record(out, "memorization")["data"]["panels"]}
+    mean = panels["digits_noise"]["mean"]
+    assert mean["flipped label"] > 0.8 > 0.2 > mean["clean label"]
+    counts = panels["digits_noise"]["counts"]
+    assert sum(counts["flipped label"]) == round(0.1 * panels["digits_noise"]["n_examples"])
+
+    curves = _record(out, "mislabeled")["data"]["curves"]
+    assert curves["memorization"]["auc"] > 0.95
+    assert {"learning_time", "forgetting_events", "el2n", "grand", "self_influence"} <= set(curves)
+    fpr, tpr = np.array(curves["memorization"]["fpr"]), np.array(curves["memorization"]["tpr"])
+    assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
+
+    pairs = _record(out, "influence")["data"]["pairs"]
+    planted = {(p["train_index"], p["test_index"]) for p in pairs}
+    assert {(i, i) for i in range(PLANTED_PAIRS)} <= planted
+    assert all(p["influence"] == pytest.approx(1.0) for p in pairs[:PLANTED_PAIRS])
+
+    tail = _record(out, "long_tail")["data"]
+    assert (
+        tail["binned"]["mean"][0]
+        > 0.8
+        > 0.2
+        > np.nanmax(np.array(tail["binned"]["mean"][2:], dtype=float))
+    )
+    single = tail["rare_test_accuracy"]["1"]
+    assert single["all IN"]["mean"] == 1.0 and single["none IN"]["mean"] == 0.0
+
+    forgetting = _record(out, "forgetting")["data"]["proxies"]["learning_time"]["mean"]
+    assert forgetting["flipped label"] > forgetting["clean label"]
+
+    designs = _record(out, "convergence")["data"]["designs"]
+    assert designs["balanced"]["missing"][0][0] == 0.0
+    assert designs["bernoulli"]["R"] == [4, 8, 16]
+
+    consistency = _record(out, "consistency")["data"]
+    assert consistency["ratios"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+
+
+def test_index_shows_every_figure_with_caption_and_inputs(synthetic):
+    _, out = synthetic
+    index = (out / "index.md").read_text()
+    for name in FAST_FIGURES:
+        record = _record(out, name)
+        assert f"## Figure {record['figure']}: {record['title']}" in index
+        assert f"![Figure {record['figure']}: {record['title']}]({record['files']['png']})" in index
+        assert record["caption"] in index
+    assert "study `studies/longtail` (16 replicas of long-tail mixture)" in index
+
+
+def test_redrawing_reuses_the_stores_and_gives_the_same_numbers(synthetic):
+    configs, out = synthetic
+    done = sorted((out / "studies").glob("*/done/chunk-*"))
+    stamps = [p.stat().st_mtime_ns for p in done]
+    before = _record(out, "privacy")["data"]
+    make_figures(["privacy"], quick=True, out=out, config_dir=configs, progress=False)
+    assert _record(out, "privacy")["data"] == before
+    assert [p.stat().st_mtime_ns for p in done] == stamps
+
+
+def test_unknown_figure_names_fail_early_with_the_valid_names(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown figure name.*'nope'.*valid names are"):
+        make_figures(["memorization", "nope"], quick=True, out=tmp_path)
+    assert cli_main(["figures", "nope", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and ", ".join(FIGURE_NAMES) in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_study_config_and_runtime_line_are_refused(tmp_path):
+    configs = tmp_path / "configs"
+    _write_configs(configs, {"digits_clean": SYNTHETIC["digits_clean"]})
+    with pytest.raises(ValueError, match=r"no study config for \['longtail'\]"):
+        make_figures(["long_tail"], quick=True, out=tmp_path / "out", config_dir=configs)
+    (configs / "studies" / "digits_clean.yaml").write_text(yaml.safe_dump(SYNTHETIC["longtail"]))
+    with pytest.raises(ValueError, match="expected_runtime"):
+        make_figures(["influence"], quick=True, out=tmp_path / "out", config_dir=configs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_figure_leaves_the_others_written(tmp_path):
+    configs, out = tmp_path / "configs", tmp_path / "out"
+    clean_as_noise = {"mnist1d_noise": SYNTHETIC["digits_clean"], "longtail": SYNTHETIC["longtail"]}
+    _write_configs(configs, clean_as_noise)
+    for seed, (name, config) in enumerate(clean_as_noise.items()):
+        _fill_store(config, out / "studies" / name, seed)
+    with pytest.raises(FiguresFailedError, match="mislabeled: ValueError: .*needs label noise"):
+        make_figures(["mislabeled", "long_tail"], out=out, config_dir=configs, progress=False)
+    assert (out / "fig07_long_tail.png").exists() and not (out / "fig08_mislabeled.json").exists()
+    assert "Figure 7" in (out / "index.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_figures_end_to_end_train_then_reuse(tmp_path):
+    """Two figures from a freshly trained tiny study (and a retraining), then a redraw that
+    trains nothing."""
+    configs, out = tmp_path / "configs", tmp_path / "out"
+    tiny = _study(DIGITS, 8, epochs=8, batch_size=128, optimizer="adam", learning_rate=0.01)
+    _write_configs(
+        configs,
+        {"digits_clean": tiny},
+        {"marginal_utility": {"thresholds": [0.3], "replicas": 2, "seed": 1}},
+    )
+    written = make_figures(
+        ["marginal_utility", "influence"], quick=True, out=out, config_dir=configs, progress=False
+    )
+    assert [p.name for p in written] == ["fig03_marginal_utility.json", "fig04_influence.json"]
+    data = _record(out, "marginal_utility")["data"]
+    assert data["removed"][0] > 0 and data["full_data_accuracy"]["mean"] > 0.5  # chance: 0.1
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "studies").rglob("*") if p.is_file()}
+    derived = out / "derived" / "marginal_utility.json"
+    derived_stamp = derived.stat().st_mtime_ns
+    os.utime(out / "index.md", ns=(0, 0))
+    make_figures(["marginal_utility"], quick=True, out=out, config_dir=configs, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert derived.stat().st_mtime_ns == derived_stamp
+    assert (out / "index.md").stat().st_mtime_ns > 0
+    assert _record(out, "marginal_utility")["data"] == data
