@@ -100,7 +100,9 @@ def draw(data: Data) -> Figure:
     ax = right.subplots()
     colors = {"observed": "C3", "shuffled replicas (noise level)": "0.5"}
     for name, counts in data["max_influence_counts"].items():
-        stairs(ax, data["bin_edges"], counts, name, colors[name])
+        stairs(
+            ax, data["bin_edges"], counts, name, colors[name], zorder=3 if name == "observed" else 2
+        )
     ax.axvline(data["null_99th_percentile"], color="0.5", ls=":", lw=0.8)
     log_count_axis(ax, data["max_influence_counts"].values())
     ax.set_xlabel("largest influence on a test example\n(Δ accuracy, IN − OUT)")

@@ -4,7 +4,6 @@ redraws."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from paper_figures.context import Context
 from paper_figures.index import write_index
 from paper_figures.output import write_figure
 from paper_figures.registry import check_names, figure_spec
+from paper_figures.studies import log
 
 __all__ = ["make_figures", "default_out", "FiguresFailedError"]
 
@@ -22,10 +22,6 @@ class FiguresFailedError(ValueError):
 
 def default_out(mode: str) -> Path:
     return Path("results") / "figures" / mode
-
-
-def _log(message: str) -> None:
-    print(f"[memjax figures] {message}", file=sys.stderr, flush=True)
 
 
 def make_figures(
@@ -58,12 +54,12 @@ def make_figures(
             paths = write_figure(out, spec, data, list(ctx.used), mode)
         except Exception as err:
             failures.append(f"{spec.name}: {type(err).__name__}: {err}")
-            _log(f"{spec.stem}: FAILED after {time.perf_counter() - start:.1f} s: {err}")
+            log(f"{spec.stem}: FAILED after {time.perf_counter() - start:.1f} s: {err}")
             continue
         written.append(paths["json"])
-        _log(f"{spec.stem}: {time.perf_counter() - start:.1f} s -> {paths['png']}")
+        log(f"{spec.stem}: {time.perf_counter() - start:.1f} s -> {paths['png']}")
     index = write_index(out)
-    _log(f"index: {index}")
+    log(f"index: {index}")
     if failures:
         raise FiguresFailedError(
             f"{len(failures)} of {len(specs)} figure(s) failed (the others were written): "

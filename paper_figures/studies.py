@@ -10,6 +10,7 @@ and refused (by memjax.store) when it holds a different config or dataset.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,11 +24,16 @@ from memjax.relations import Relations, relations
 from memjax.store import META, Store, open_store
 from memjax.study import StudyConfig, build_dataset, load_config, run_study
 
-__all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path"]
+__all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path", "log"]
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DATASET_LABELS = {"mnist1d": "MNIST-1D", "digits": "digits", "longtail": "long-tail mixture"}
 RUNTIME_LINE = re.compile(r"^#\s*expected_runtime:\s*(\S.*)$", re.MULTILINE)
+
+
+def log(message: str) -> None:
+    """Progress of ``memjax figures`` on stderr."""
+    print(f"[memjax figures] {message}", file=sys.stderr, flush=True)
 
 
 def display_path(path: Path, base: Path = CHECKOUT) -> str:
@@ -69,6 +75,8 @@ def load_refs(config_dir: Path) -> dict[str, StudyRef]:
 def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store:
     """The finished study in ``directory``: trained now if missing, resumed if unfinished."""
     finished = (directory / META).exists() and open_store(str(directory)).is_complete()
+    if not finished:
+        log(f"study {ref.name}: training (expected runtime: {ref.expected_runtime})")
     store = run_study(ref.config, str(directory), progress=progress and not finished)
     if not store.is_complete():
         raise RuntimeError(f"{display_path(directory)}: study {ref.name} did not finish")
