@@ -25,10 +25,10 @@ PAIRS = {
     "network~nngp": ("network vs NNGP regression", "C0", "^", "-"),
     "linearized~ntk_gd_paired": ("linearized net vs NTK, same init", "C3", "o", "--"),
 }
-METRICS = {
-    "pearson": "Pearson correlation",
-    "spearman": "Spearman correlation",
-    "mad": "mean |Δ memorization|",
+METRICS = {  # metric -> (axis label, panel title)
+    "pearson": ("Pearson correlation", "Pearson r, network vs kernel"),
+    "spearman": ("Spearman correlation", "Spearman ρ, network vs kernel"),
+    "mad": ("mean |Δ memorization|", "mean absolute difference"),
 }
 
 
@@ -67,7 +67,7 @@ def compute(ctx: Context) -> Data:
 
 def draw(data: Data) -> Figure:
     fig, axes = new_figure(DOUBLE, 2.3, 1, len(METRICS))
-    for ax, letter, (metric, label) in zip(axes[0], "abc", METRICS.items(), strict=True):
+    for ax, letter, (metric, (label, title)) in zip(axes[0], "abc", METRICS.items(), strict=True):
         for pair, (name, color, marker, ls) in PAIRS.items():
             c = data["curves"][pair]["memorization"][metric]
             errorbars(
@@ -76,7 +76,7 @@ def draw(data: Data) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("hidden width (units)")
         ax.set_ylabel(label)
-        panel_label(ax, letter, f"memorization: {label.split(' ')[0].lower()}")
+        panel_label(ax, letter, title)
     axes[0, 0].legend(loc="lower right", fontsize=5.5)
     return fig
 

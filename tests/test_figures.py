@@ -25,7 +25,9 @@ from memjax.outputs import ReplicaOutputs
 from memjax.study import StudyConfig, build_dataset, open_or_create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments.theory_vs_width.__main__ import load_settings  # noqa: E402
 from paper_figures import FIGURE_NAMES, make_figures  # noqa: E402
+from paper_figures.output import to_json  # noqa: E402
 from paper_figures.runner import FiguresFailedError  # noqa: E402
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
@@ -37,6 +39,7 @@ FAST_FIGURES = [
     "extremes",
     "influence",
     "convergence",
+    "theory",
     "long_tail",
     "mislabeled",
     "privacy",
@@ -140,14 +143,49 @@ def _fill_store(config: dict, directory: Path, seed: int) -> None:
         store.write_chunk(k, ReplicaOutputs(replica_ids=rows, **arrays))
 
 
+THEORY_WIDTHS = [64, 1024]
+
+
+def _theory_summary() -> dict:
+    """A theory-vs-width summary whose network~kernel agreement rises with width."""
+    settings = load_settings("quick")
+
+    def metrics(k: int) -> dict:
+        return {
+            m: {"value": 0.4 + 0.5 * k if m != "mad" else 0.3 - 0.2 * k, "stderr": 0.05}
+            for m in ("pearson", "spearman", "mad")
+        }
+
+    pairs = ("network~ntk_gd_paired", "network~ntk_gd", "network~nngp", "linearized~ntk_gd_paired")
+    return {
+        "dataset": {"name": "mnist1d[192/192]"},
+        "settings": settings,
+        "stderr": "bootstrap over replicas",
+        "widths": [
+            {
+                "width": w,
+                "pairs": {
+                    p: {q: metrics(k) for q in ("memorization", "test_accuracy")} for p in pairs
+                },
+            }
+            for k, w in enumerate(THEORY_WIDTHS)
+        ],
+    }
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, Path]:
-    """(config dir, output dir) with every fast figure's study stored, and those figures made."""
+    """(config dir, output dir) with every fast figure's study stored (and the theory
+    experiment's summary cached), and those figures made."""
     root = tmp_path_factory.mktemp("figures")
     configs, out = root / "configs", root / "out"
     _write_configs(configs, SYNTHETIC)
     for seed, (name, config) in enumerate(SYNTHETIC.items()):
         _fill_store(config, out / "studies" / name, seed)
+    key = {"experiment": "theory_vs_width", "settings": load_settings("quick")}
+    (out / "derived").mkdir()
+    record = {"key": to_json(key), "result": _theory_summary()}
+    (out / "derived" / "theory_vs_width.json").write_text(json.dumps(record))
     make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
     return configs, out
 
@@ -219,6 +257,11 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     designs = _record(out, "convergence")["data"]["designs"]
     assert designs["balanced"]["missing"][0][0] == 0.0
     assert designs["bernoulli"]["R"] == [4, 8, 16]
+
+    theory = _record(out, "theory")["data"]
+    assert theory["widths"] == THEORY_WIDTHS
+    pearson = theory["curves"]["network~ntk_gd_paired"]["memorization"]["pearson"]["value"]
+    assert pearson == [0.4, 0.9]
 
     consistency = _record(out, "consistency")["data"]
     assert consistency["ratios"] == [0.1, 0.25, 0.5, 0.75, 0.9]
