@@ -123,7 +123,7 @@ def draw(data: Data) -> Figure:
 
 def caption(data: Data) -> str:
     parts = [
-        f"removing {r} examples (mem > {t:g}): {100 * m:.1f}% vs random {100 * q:.1f}%"
+        f"mem > {t:g} ({r} examples): {100 * m:.1f}% vs {100 * q:.1f}%"
         for t, r, m, q in zip(
             data["thresholds"],
             data["removed"],
@@ -137,7 +137,9 @@ def caption(data: Data) -> str:
         "examples whose memorization exceeds a threshold (red; thresholds annotated) or as "
         "many random examples (blue), mean ± s.e. over "
         f"{data['replicas_per_point']} replicas; all data: "
-        f"{100 * data['full_data_accuracy']['mean']:.1f}%. " + "; ".join(parts) + "."
+        f"{100 * data['full_data_accuracy']['mean']:.1f}%. Memorized vs random removal: "
+        + "; ".join(parts)
+        + "."
     )
 
 
