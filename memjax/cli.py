@@ -87,7 +87,8 @@ def _paper_figures():
         if not (checkout / "paper_figures" / "__init__.py").is_file():
             raise FileNotFoundError(
                 "memjax figures needs a source checkout of memjax (paper_figures/ beside "
-                "memjax/); this installation has none"
+                "memjax/); this installation has none: run `python -m paper_figures` from "
+                "a checkout instead"
             ) from err
         sys.path.insert(0, str(checkout))
         import paper_figures
