@@ -307,15 +307,24 @@ def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
         mj.models.CNN1D(), mnist1d, np.ones((1, mnist1d.n_train), bool), cfg, seed=0
     )
     accuracy = out.test_correct.mean()
-    print(f"CNN1D test accuracy: {accuracy:.3f}")
+    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.920 measured; 10 epochs give 0.867
     assert accuracy >= 0.90
 
 
+MLP1 = mj.models.MLP((256,), parameterization="standard")
+MLP2 = mj.models.MLP((256, 256), parameterization="standard")
+# name: (dataset, spec, train config, subset ratio, subset design). Measured with these seeds:
+# AUC 0.932 on MNIST-1D (replica test accuracy 0.54), 0.997 on digits, 0.984 on breast cancer.
+# The shallower MLP on 50% MNIST-1D subsets stays at AUC ~0.81-0.86 whatever the epochs.
 NOISE_STUDIES = {
-    "digits": (lambda: mj.data.load("digits"), mj.models.MLP((256,), parameterization="standard"),
-               mj.TrainConfig(epochs=100, **ADAM), 0.5),
-    "breast_cancer": (breast_cancer, mj.models.MLP((256,), parameterization="standard"),
-                      mj.TrainConfig(epochs=100, **ADAM), 0.5),
+    # MNIST-1D is hard for an MLP (clean test accuracy ~65%): many clean examples are only
+    # right when trained on, i.e. memorized too. A deeper MLP on 75% subsets generalizes
+    # enough to rank the flipped labels first.
+    "mnist1d": (lambda: mj.data.load("mnist1d"), MLP2,
+                mj.TrainConfig(epochs=40, optimizer="adam", learning_rate=3e-3), 0.75, "fixed"),
+    "digits": (lambda: mj.data.load("digits"), MLP1, mj.TrainConfig(epochs=100, **ADAM), 0.5,
+               "balanced"),
+    "breast_cancer": (breast_cancer, MLP1, mj.TrainConfig(epochs=100, **ADAM), 0.5, "balanced"),
 }  # fmt: skip
 
 
@@ -326,9 +335,9 @@ def test_memorization_separates_flipped_labels(name):
     clean ones (ROC AUC >= 0.9) with 128 replicas."""
     from sklearn.metrics import roc_auc_score
 
-    load, spec, cfg, ratio = NOISE_STUDIES[name]
+    load, spec, cfg, ratio, design = NOISE_STUDIES[name]
     noisy, flipped = mj.data.with_label_noise(load(), NOISE_RATE, seed=0)
-    masks = mj.subsets.sample(noisy.n_train, NOISE_REPLICAS, ratio, seed=0)
+    masks = mj.subsets.sample(noisy.n_train, NOISE_REPLICAS, ratio, seed=0, design=design)
     out = mj.train_replicas(spec, noisy, masks, cfg, seed=0)
     mem = mj.estimators.memorization(masks, out.train_correct)
     auc = roc_auc_score(flipped, mem.value)
