@@ -14,8 +14,8 @@ def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
     from experiments.theory_vs_width.__main__ import METRICS, PAIRS, QUANTITIES, main
 
-    tiny = ["n_train=64", "n_test=64", "replicas=8", "widths=[16,1024]", "epochs=100",
-            "bootstrap=50"]  # fmt: skip
+    tiny = ["n_train=64", "n_test=64", "replicas=8", "widths=[16,1024]", "epochs=60",
+            "bootstrap=30"]  # fmt: skip
     argv = ["--quick", "--out", str(tmp_path)] + [a for t in tiny for a in ("--set", t)]
     summary = main(argv)
 
