@@ -32,7 +32,13 @@ from memjax.models import Spec, build
 from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
 from memjax.train_memory import auto_group_size, replica_strategy
 
-__all__ = ["train_replicas", "TrainConfig", "steps_per_epoch", "replica_keys"]
+__all__ = [
+    "train_replicas",
+    "TrainConfig",
+    "steps_per_epoch",
+    "replica_keys",
+    "replica_init_keys",
+]
 
 EVAL_BLOCK = 1024
 
@@ -41,6 +47,18 @@ def replica_keys(seed: int, replica_ids: np.ndarray) -> jax.Array:
     """Raw uint32 key data (R, 2) of each replica: a function of (seed, r) alone."""
     base = jax.random.PRNGKey(seed)
     return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(replica_ids, jnp.uint32))
+
+
+def _init_and_data_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A replica's key splits into the key of its initialization and that of its data order."""
+    init_key, data_key = jax.random.split(key)
+    return init_key, data_key
+
+
+def replica_init_keys(seed: int, replica_ids: np.ndarray) -> jax.Array:
+    """Keys (R, 2) from which the trainer initializes each replica's parameters, so theory
+    and tests can rebuild a replica's network at initialization exactly."""
+    return jax.vmap(lambda k: _init_and_data_keys(k)[0])(replica_keys(seed, replica_ids))
 
 
 def steps_per_epoch(subset_size: np.ndarray | int, cfg: TrainConfig, n: int) -> np.ndarray:
@@ -201,8 +219,7 @@ class _GroupProgram:
     def run(self, keys, masks, x, y, xt, yt, n_steps: int):
         """Whole runs of a group of replicas: final metrics (and trajectories if recorded)."""
         cfg = self.cfg
-        split = jax.vmap(jax.random.split)(keys)
-        init_keys, data_keys = split[:, 0], split[:, 1]
+        init_keys, data_keys = jax.vmap(_init_and_data_keys)(keys)
         params0 = self.map(self.init_fn)(init_keys)
         sizes = jnp.sum(masks, axis=1)
         if cfg.batch_size is None:

@@ -11,7 +11,7 @@ from memjax import proxies
 from memjax.estimators import masked_mean
 from memjax.models import build
 from memjax.outputs import ReplicaOutputs
-from memjax.train import replica_keys
+from memjax.train import replica_init_keys
 
 # recordings after epochs 2, 4, ..., 10; three replicas, four examples
 EPOCHS = np.array([2, 4, 6, 8, 10])
@@ -145,8 +145,8 @@ def reproduce(ds, spec, masks, cfg, seed):
         return jax.tree.map(lambda a, d: a - cfg.learning_rate * (d + cfg.weight_decay * a), p, g)
 
     grad_sq, loss = [], []
-    for r, key in enumerate(replica_keys(seed, np.arange(len(masks)))):
-        params = jax.jit(init)(jax.random.split(key)[0])
+    for r, key in enumerate(replica_init_keys(seed, np.arange(len(masks)))):
+        params = jax.jit(init)(key)
         weights = jnp.asarray(masks[r] / masks[r].sum(), jnp.float32)
         rows = []
         for _ in range(cfg.epochs):

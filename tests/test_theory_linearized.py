@@ -11,7 +11,7 @@ import memjax as mj
 from memjax import theory
 from memjax.models import MLP, build
 from memjax.outputs import loss_from_logits, margin_from_logits
-from memjax.train import replica_keys
+from memjax.train import replica_init_keys
 
 SEED, LR, EPOCHS = 3, 0.5, 60
 
@@ -46,8 +46,7 @@ def setting():
     x = np.concatenate([ds.x_train, ds.x_test])
     at_init = []
     for r, mask in enumerate(masks):
-        init_key = jax.random.split(replica_keys(SEED, np.array([r]))[0])[0]  # as the trainer
-        params0 = init(init_key)
+        params0 = init(replica_init_keys(SEED, np.array([r]))[0])
         f0 = np.asarray(apply(params0, x), np.float64)  # float32 network, like the trainer's
         with jax.enable_x64(True):
             theta = theory.empirical_ntk(apply, params0, x, ds.x_train[mask])  # (n+m, |S|, C, C)

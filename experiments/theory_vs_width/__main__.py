@@ -44,7 +44,7 @@ from scipy import stats
 import memjax as mj
 from memjax import theory
 from memjax.models import MLP, build
-from memjax.train import replica_keys
+from memjax.train import replica_init_keys
 
 PAIRS = (
     ("network", "ntk_gd_paired"),
@@ -90,11 +90,11 @@ def initial_outputs(spec: MLP, ds: mj.data.Dataset, seed: int, replicas: int):
     init, apply = build(spec, ds.input_shape, ds.num_classes)
 
     def outputs(key):
-        params = init(jax.random.split(key)[0])
+        params = init(key)
         return apply(params, ds.x_train), apply(params, ds.x_test)
 
     # lax.map: one replica at a time compiles several times faster than a vmapped init
-    f0_train, f0_test = jax.lax.map(outputs, replica_keys(seed, np.arange(replicas)))
+    f0_train, f0_test = jax.lax.map(outputs, replica_init_keys(seed, np.arange(replicas)))
     return np.asarray(f0_train), np.asarray(f0_test)
 
 
