@@ -21,7 +21,7 @@ import pytest
 
 import memjax as mj
 from memjax.outputs import FINAL_FIELDS
-from memjax.train import replica_keys
+from memjax.train import replica_init_keys, replica_keys
 
 SPEC = mj.models.MLP(widths=(16,), parameterization="standard")
 CFG = mj.TrainConfig(epochs=3, batch_size=8, optimizer="adam", learning_rate=1e-2)
@@ -213,7 +213,9 @@ def test_full_batch_sgd_mse_equals_hand_written_gradient_descent(tiny, masks):
         return 0.5 * jnp.sum((apply(params, x) - t) ** 2, axis=-1)
 
     for row, r in enumerate(ids):
-        params = init(jax.random.split(replica_keys(SEED, np.array([r]))[0])[0])
+        key = jax.random.split(replica_keys(SEED, np.array([r]))[0])[0]
+        np.testing.assert_array_equal(key, replica_init_keys(SEED, np.array([r]))[0])
+        params = init(key)
         x, t = jnp.asarray(tiny.x_train[masks[r]]), onehot[masks[r]]
         grad = jax.jit(jax.grad(lambda p, x=x, t=t: per_example(p, x, t).mean()))
         for _ in range(epochs):
