@@ -66,7 +66,7 @@ def compute(ctx: Context) -> Data:
 
 
 def draw(data: Data) -> Figure:
-    fig, axes = new_figure(DOUBLE, 2.3, 1, len(METRICS))
+    fig, axes = new_figure(DOUBLE, 2.7, 1, len(METRICS))
     for ax, letter, (metric, (label, title)) in zip(axes[0], "abc", METRICS.items(), strict=True):
         for pair, (name, color, marker, ls) in PAIRS.items():
             c = data["curves"][pair]["memorization"][metric]
@@ -77,7 +77,8 @@ def draw(data: Data) -> Figure:
         ax.set_xlabel("hidden width (units)")
         ax.set_ylabel(label)
         panel_label(ax, letter, title)
-    axes[0, 0].legend(loc="lower right", fontsize=5.5)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2)
     return fig
 
 
