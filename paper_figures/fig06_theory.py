@@ -87,8 +87,9 @@ def caption(data: Data) -> str:
     r, se = np.array(paired["pearson"]["value"]), np.array(paired["pearson"]["stderr"])
     s = data["settings"]
     return (
-        f"Network memorization against kernel-predicted memorization on {data['dataset']} "
-        f"({s['replicas']} replicas per model, the same masks for all; one hidden layer, NTK "
+        "Network memorization against kernel-predicted memorization on a seeded subset of "
+        f"MNIST-1D ({s['n_train']} training, {s['n_test']} test examples; {s['replicas']} "
+        f"replicas per model, the same masks for all; MLPs with {s['depth']} hidden layer(s), NTK "
         f"parameterization, full-batch gradient descent on MSE for {s['epochs']} steps) as "
         "the width grows: (a) Pearson and (b) Spearman correlation across training examples, "
         "(c) mean absolute difference; error bars: "
