@@ -259,7 +259,8 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
     directory = os.fspath(directory)
     names = set(os.listdir(directory))
     if "test_batch" in names:
-        train_files = sorted(n for n in names if n.startswith("data_batch_"))
+        batches = [n for n in names if n.startswith("data_batch_") and n[11:].isdigit()]
+        train_files = sorted(batches, key=lambda n: int(n.rsplit("_", 1)[1]))
         if not train_files:
             raise FileNotFoundError(f"{directory}: CIFAR-10 format needs data_batch_* files")
         test_files, key, num_classes = ["test_batch"], "labels", 10
@@ -300,7 +301,9 @@ def load(name: str, **kwargs) -> Dataset:
     CIFAR python-format directory given by path."""
     if name in DATASETS:
         return DATASETS[name](**kwargs)
-    if name.endswith(".npz") and os.path.isfile(name):
+    if name.endswith(".npz"):
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"dataset file {name!r} does not exist")
         return load_npz(name)
     if os.path.isdir(name):
         return load_cifar(name)

@@ -49,8 +49,8 @@ def _check_masks(masks: np.ndarray, values: np.ndarray, what: str) -> tuple[np.n
         )
     if masks.shape[0] < 2:
         raise ValueError("estimators need at least 2 replicas")
-    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
-        raise ValueError(f"{what} contains NaN")
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError(f"{what} contains NaN or inf")
     return masks, values
 
 

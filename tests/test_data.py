@@ -426,3 +426,17 @@ def test_label_noise_rate_errors(digits, rate):
 def test_public_api_names():
     assert mj.data.Dataset is mj.data.from_arrays(**_good()).__class__
     assert {"mnist1d", "digits", "longtail"} <= set(mj.data.DATASETS)
+
+
+def test_missing_npz_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mj.data.load(str(tmp_path / "missing.npz"))
+
+
+def test_cifar_batches_are_read_in_numeric_order(tmp_path: Path):
+    """data_batch_10 comes after data_batch_9, not after data_batch_1."""
+    for i in range(1, 11):
+        batch = {b"data": np.full((1, 3072), i, np.uint8), b"labels": [i - 1]}
+        _write_pickle(tmp_path / f"data_batch_{i}", batch)
+    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    np.testing.assert_array_equal(load_cifar(tmp_path).y_train, np.arange(10))

@@ -145,6 +145,7 @@ def test_memorization_invariant_to_large_offsets():
         (est.memorization, np.ones((4, 3), bool), np.full((4, 3), np.nan), r"contains NaN"),
         (est.influence, np.ones((4, 3), bool), np.zeros((3, 9)), r"test_values must be"),
         (est.influence, np.ones((4, 3), bool), np.full((4, 9), np.nan), r"contains NaN"),
+        (est.memorization, np.ones((4, 3), bool), np.full((4, 3), np.inf), r"NaN or inf"),
         (est.consistency, np.ones((4, 3), bool), np.zeros((4, 5), bool), r"differs from masks"),
     ],
 )
