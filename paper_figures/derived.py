@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import memjax
 from memjax.store import atomic_write_text
 from paper_figures.context import Context
 from paper_figures.output import to_json
@@ -28,10 +29,11 @@ def cached_result(
     compute: Callable[[], dict[str, Any]],
     description: str,
 ) -> dict[str, Any]:
-    """``compute()`` (JSON-ready; NaN comes back as None), reused when ``key`` matches."""
+    """``compute()`` (JSON-ready; NaN comes back as None), reused when ``key`` (plus the memjax
+    version, as for stores) matches."""
     ctx.derived_root.mkdir(parents=True, exist_ok=True)
     path = ctx.derived_root / f"{name}.json"
-    key = to_json(key)
+    key = to_json({**key, "memjax_version": memjax.__version__})
     cached = json.loads(path.read_text()) if path.exists() else None
     if cached is not None and cached.get("key") == key:
         result = cached["result"]

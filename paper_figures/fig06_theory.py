@@ -8,7 +8,10 @@ agreement with the paired NTK dynamics should approach 1.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import import_module
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,13 +35,18 @@ METRICS = {  # metric -> (axis label, panel title)
 }
 
 
+def _source_digest(module: ModuleType) -> str:
+    """Digest of the experiment's code: a changed experiment is rerun, not redrawn stale."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
 def compute(ctx: Context) -> Data:
     experiment = import_module(EXPERIMENT)
     settings = experiment.load_settings(ctx.mode)
     summary = cached_result(
         ctx,
         "theory_vs_width",
-        {"experiment": "theory_vs_width", "settings": settings},
+        {"experiment": _source_digest(experiment), "settings": settings},
         lambda: experiment.run(settings),
         f"summary of experiments/theory_vs_width ({ctx.mode} mode, its config.yaml)",
     )

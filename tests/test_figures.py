@@ -27,7 +27,6 @@ from memjax.study import StudyConfig, build_dataset, open_or_create
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.theory_vs_width.__main__ import load_settings  # noqa: E402
 from paper_figures import FIGURE_NAMES, make_figures  # noqa: E402
-from paper_figures.output import to_json  # noqa: E402
 from paper_figures.runner import FiguresFailedError  # noqa: E402
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
@@ -175,18 +174,17 @@ def _theory_summary() -> dict:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, Path]:
-    """(config dir, output dir) with every fast figure's study stored (and the theory
-    experiment's summary cached), and those figures made."""
+    """(config dir, output dir) with every fast figure's study stored, and those figures made
+    (figure 6 from a planted theory-vs-width summary)."""
     root = tmp_path_factory.mktemp("figures")
     configs, out = root / "configs", root / "out"
     _write_configs(configs, SYNTHETIC)
     for seed, (name, config) in enumerate(SYNTHETIC.items()):
         _fill_store(config, out / "studies" / name, seed)
-    key = {"experiment": "theory_vs_width", "settings": load_settings("quick")}
-    (out / "derived").mkdir()
-    record = {"key": to_json(key), "result": _theory_summary()}
-    (out / "derived" / "theory_vs_width.json").write_text(json.dumps(record))
-    make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
+    experiment = sys.modules[load_settings.__module__]
+    with pytest.MonkeyPatch.context() as patch:  # figure 6 gets the summary without training
+        patch.setattr(experiment, "run", lambda settings: _theory_summary())
+        make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
     return configs, out
 
 
@@ -217,6 +215,11 @@ def test_json_records_provenance_without_machine_paths(synthetic):
     assert item["study_dir"] == "studies/digits_noise"
     assert item["config"] == "digits_noise.yaml"
     assert item["replicas"] == 16 and item["expected_runtime"] == "seconds (test)"
+    (theory_input,) = _record(out, "theory")["inputs"]
+    assert theory_input["kind"] == "derived result"
+    assert theory_input["path"] == "derived/theory_vs_width.json"
+    cached = json.loads((out / theory_input["path"]).read_text())
+    assert cached["key"]["settings"]["widths"] and cached["result"]["widths"][0]["width"] == 64
     for path in out.glob("*.json"):
         text = path.read_text()
         assert str(out.parent) not in text and str(configs) not in text, path.name
