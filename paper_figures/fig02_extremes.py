@@ -22,11 +22,11 @@ def _examples(ctx: Context, name: str) -> dict:
     study = ctx.study(name)
     ds = study.dataset
     mem = study.memorization
-    value = np.where(np.isfinite(mem.value), mem.value, np.nan)
-    finite = np.flatnonzero(np.isfinite(value))
-    # most: highest score; least: lowest score, ties broken by the smaller standard error
-    most = finite[np.lexsort((mem.stderr[finite], -value[finite]))][:PER_ROW]
-    least = finite[np.lexsort((mem.stderr[finite], value[finite]))][:PER_ROW]
+    finite = np.flatnonzero(np.isfinite(mem.value))
+    value, stderr = mem.value[finite], mem.stderr[finite]
+    # most: highest score; least: lowest score; ties broken by the smaller standard error
+    most = finite[np.lexsort((stderr, -value))][:PER_ROW]
+    least = finite[np.lexsort((stderr, value))][:PER_ROW]
     side = int(round(np.sqrt(ds.x_train.shape[1])))  # digits: 64 = 8x8; MNIST-1D: 40, a signal
     kind = "image" if ds.x_train.ndim == 2 and side * side == ds.x_train.shape[1] else "signal"
 

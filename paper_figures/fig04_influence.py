@@ -24,7 +24,7 @@ EDGES = np.round(np.linspace(-0.2, 1.0, 25), 3)
 NULL_SEED = 0
 
 
-def _top_pairs(value: np.ndarray, stderr: np.ndarray, k: int) -> list[tuple[int, int]]:
+def _top_pairs(value: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The k largest influences with no train or test example used twice."""
     flat = np.where(np.isfinite(value), value, -np.inf).ravel()
     used_train, used_test, pairs = set(), set(), []
@@ -62,7 +62,7 @@ def compute(ctx: Context) -> Data:
             "train_image": ds.x_train[i].reshape(side, side),
             "test_image": ds.x_test[j].reshape(side, side),
         }
-        for i, j in _top_pairs(infl.value, infl.stderr, PAIRS)
+        for i, j in _top_pairs(infl.value, PAIRS)
     ]
     return {
         "study": STUDY,
