@@ -26,7 +26,8 @@ from memjax.study import StudyConfig, build_dataset, open_or_create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.theory_vs_width.__main__ import load_settings  # noqa: E402
-from paper_figures import FIGURE_NAMES, make_figures  # noqa: E402
+from paper_figures import FIGURE_NAMES, figure_spec, make_figures  # noqa: E402
+from paper_figures.context import MODES, Context  # noqa: E402
 from paper_figures.runner import FiguresFailedError  # noqa: E402
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
@@ -289,6 +290,20 @@ def test_redrawing_reuses_the_stores_and_gives_the_same_numbers(synthetic):
     make_figures(["privacy"], quick=True, out=out, config_dir=configs, progress=False)
     assert _record(out, "privacy")["data"] == before
     assert [p.stat().st_mtime_ns for p in done] == stamps
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
+    ctx = Context(mode, tmp_path)
+    ctx.check_studies({s for name in FIGURE_NAMES for s in figure_spec(name).studies})
+    assert all(ref.expected_runtime for ref in ctx.refs.values())
+    assert {ref.config.design for name, ref in ctx.refs.items() if "ratio" not in name} == {
+        "balanced",
+        "fixed",
+        "bernoulli",
+    }
+    assert ctx.figure_settings("marginal_utility")["replicas"] >= 8
+    assert not any(tmp_path.iterdir())
 
 
 def test_unknown_figure_names_fail_early_with_the_valid_names(tmp_path, capsys):
