@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from memjax import estimators
+from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import Store, atomic_write_text
 from memjax.study import build_dataset
@@ -35,19 +35,19 @@ def _n_targets(replicas: int) -> int:
     return max(1, min(16, replicas // 4))
 
 
-def study_relations(store: Store, rows: np.ndarray) -> tuple[dict[str, np.ndarray], Relations]:
+def study_relations(
+    store: Store, masks: np.ndarray, out: ReplicaOutputs
+) -> tuple[dict[str, np.ndarray], Relations]:
     """Per-example table columns (name -> (n,) array) and the relations behind them."""
-    out = store.load_outputs(rows)
-    masks = store.masks(rows)
     ds = build_dataset(store.meta["config"]["dataset"])
     flipped = ds.train_info.get("flipped")
-    rel = relations(masks, out, flipped, n_targets=_n_targets(len(rows)))
-    mem = estimators.memorization(masks, out.train_correct)
+    rel = relations(masks, out, flipped, n_targets=_n_targets(len(masks)))
+    n_in = masks.sum(axis=0)
     cols: dict[str, np.ndarray] = {
         "index": np.arange(ds.n_train),
         "label": ds.y_train,
-        "n_in": mem.n_in,
-        "n_out": mem.n_out,
+        "n_in": n_in,
+        "n_out": len(masks) - n_in,
     }
     for name, (value, stderr) in rel.columns.items():
         cols[name] = value
@@ -58,12 +58,14 @@ def study_relations(store: Store, rows: np.ndarray) -> tuple[dict[str, np.ndarra
 
 
 def summary(
-    store: Store, rows: np.ndarray, cols: dict[str, np.ndarray], rel: Relations
+    store: Store,
+    masks: np.ndarray,
+    out: ReplicaOutputs,
+    cols: dict[str, np.ndarray],
+    rel: Relations,
 ) -> dict[str, Any]:
     """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized,
     and how every proxy and attack score relates to memorization."""
-    out = store.load_outputs(rows)
-    masks = store.masks(rows)
     acc = out.test_correct.mean(axis=1)
     mem = cols["memorization"]
     finite = np.isfinite(mem)
@@ -72,9 +74,9 @@ def summary(
     return {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
-        "replicas_finished": int(len(rows)),
+        "replicas_finished": int(len(masks)),
         "replicas_planned": store.replicas,
-        "complete": bool(len(rows) == store.replicas),
+        "complete": bool(len(masks) == store.replicas),
         "test_accuracy_mean": float(acc.mean()),
         "test_accuracy_stderr": float(acc.std(ddof=1) / np.sqrt(len(acc))),
         "train_accuracy_in_subset": float(out.train_correct[masks].mean()),
@@ -145,8 +147,9 @@ def estimate_study(
         )
     out_dir = out_dir or store.path
     os.makedirs(out_dir, exist_ok=True)
-    cols, rel = study_relations(store, rows)
-    result = summary(store, rows, cols, rel)
+    masks, out = store.masks(rows), store.load_outputs(rows)
+    cols, rel = study_relations(store, masks, out)
+    result = summary(store, masks, out, cols, rel)
     atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
     _histogram_png(
         os.path.join(out_dir, "memorization_hist.png"),

@@ -147,14 +147,14 @@ def open_or_create(cfg: StudyConfig, out: str, ds: data.Dataset | None = None) -
     """The study's store at ``out``: created on first use, checked against cfg afterwards."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
-    chunk = cfg.chunk_size or min(
-        MAX_CHUNK, choose_chunk_size(cfg.model, ds, cfg.train, cfg.replicas)
-    )
     if os.path.exists(os.path.join(out, "study.json")):
         existing = open_store(out)
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
     else:
+        chunk = cfg.chunk_size or min(
+            MAX_CHUNK, choose_chunk_size(cfg.model, ds, cfg.train, cfg.replicas)
+        )
         max_subset = max(
             int(make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1).max())
             for s in range(0, cfg.replicas, chunk)
