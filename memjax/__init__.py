@@ -3,6 +3,7 @@
 from memjax import data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
 from memjax.outputs import ReplicaOutputs
+from memjax.runtime import use_cpu_cores
 from memjax.train import train_replicas
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __all__ = [
     "TrainConfig",
     "ReplicaOutputs",
     "train_replicas",
+    "use_cpu_cores",
     "__version__",
 ]

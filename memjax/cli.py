@@ -157,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from memjax.runtime import use_cpu_cores
+
+    use_cpu_cores()
     try:
         args.fn(args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -7,6 +7,9 @@ import pytest
 
 import memjax as mj
 
+# Like the `memjax` command: one CPU device per core, so trainer tests shard their replicas.
+mj.use_cpu_cores()
+
 
 @pytest.fixture(scope="session")
 def mnist1d_and_rng_check() -> tuple[mj.data.Dataset, bool]:
