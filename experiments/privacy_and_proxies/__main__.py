@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", required=True, help="directory for the tables")
     args = p.parse_args(argv)
     settings = load_settings("quick" if args.quick else "full")
+    mj.use_cpu_cores()
     masks, out, flipped, train_s = run(settings)
     start = time.perf_counter()
     rel = relations(masks, out, flipped, n_targets=settings["n_targets"])
