@@ -1,9 +1,10 @@
 """Figure 6: theory vs. training, from the theory-vs-width experiment.
 
 Networks, their linearizations and NTK/NNGP kernel models are trained on the same MNIST-1D
-masks at each width (experiments/theory_vs_width). The figure shows how well the kernel
-models predict each example's network memorization as the width grows: NTK theory says the
-agreement with the paired NTK dynamics should approach 1.
+masks at each width (experiments/theory_vs_width). The top row puts each training example's
+network memorization against the paired NTK dynamics' at a narrow, a middle and the widest
+width; the bottom row shows how well the kernel models predict network memorization as the
+width grows: NTK theory says the agreement with the paired NTK dynamics should approach 1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from importlib import import_module
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,9 +19,10 @@ from matplotlib.figure import Figure
 from paper_figures.context import Context
 from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.style import DOUBLE, errorbars, new_figure, panel_label
+from paper_figures.style import DOUBLE, errorbars, floats, new_figure, panel_label
 
-EXPERIMENT = "experiments.theory_vs_width.__main__"
+EXPERIMENT = "experiments.theory_vs_width.experiment"
+SCATTER_PAIR = ("network", "ntk_gd_paired")
 PAIRS = {
     "network~ntk_gd_paired": ("network vs NTK dynamics, same init", "C3", "o", "-"),
     "network~ntk_gd": ("network vs NTK dynamics, mean init", "C1", "s", "-"),
@@ -35,9 +36,19 @@ METRICS = {  # metric -> (axis label, panel title)
 }
 
 
-def _source_digest(module: ModuleType) -> str:
-    """Digest of the experiment's code: a changed experiment is rerun, not redrawn stale."""
-    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+def _source_digest(package_dir: Path) -> str:
+    """Digest of the experiment's code and config: a changed experiment is rerun, not
+    redrawn stale."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.glob("*.py")) + sorted(package_dir.glob("*.yaml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def scatter_widths(widths: list[int]) -> list[int]:
+    """The narrowest, a middle and the widest width (fewer if the experiment has fewer)."""
+    picks = sorted({0, len(widths) // 2, len(widths) - 1})
+    return [widths[i] for i in picks]
 
 
 def compute(ctx: Context) -> Data:
@@ -46,7 +57,7 @@ def compute(ctx: Context) -> Data:
     summary = cached_result(
         ctx,
         "theory_vs_width",
-        {"experiment": _source_digest(experiment), "settings": settings},
+        {"experiment": _source_digest(Path(experiment.__file__).parent), "settings": settings},
         lambda: experiment.run(settings),
         f"summary of experiments/theory_vs_width ({ctx.mode} mode, its config.yaml)",
     )
@@ -64,18 +75,58 @@ def compute(ctx: Context) -> Data:
         }
         for pair in PAIRS
     }
+    by_width = {w["width"]: w for w in summary["widths"]}
+    net, kernel = SCATTER_PAIR
+    points = {
+        str(width): {
+            net: by_width[width]["memorization"][net],
+            kernel: by_width[width]["memorization"][kernel],
+            "pearson": by_width[width]["pairs"][f"{net}~{kernel}"]["memorization"]["pearson"],
+        }
+        for width in scatter_widths(widths)
+    }
     return {
         "dataset": summary["dataset"]["name"],
         "settings": summary["settings"],
         "stderr": summary["stderr"],
         "widths": widths,
         "curves": curves,
+        "scatter": points,
     }
 
 
+def _draw_scatter(ax, points: dict) -> None:
+    """Examples as bubbles: with few replicas memorization takes few values, so many
+    examples share a point; a bubble's area counts them."""
+    net, kernel = SCATTER_PAIR
+    x, y = floats(points[kernel]), floats(points[net])
+    ok = np.isfinite(x) & np.isfinite(y)
+    xy, counts = np.unique(np.stack([x[ok], y[ok]], axis=1), axis=0, return_counts=True)
+    ax.scatter(xy[:, 0], xy[:, 1], s=4 * counts, color="C3", alpha=0.55, linewidths=0)
+    lo = min(np.nanmin(xy, initial=0.0), 0.0)
+    hi = max(np.nanmax(xy, initial=1.0), 1.0)
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.7, ls=":")
+    ax.set_aspect("equal", adjustable="datalim")
+    r = points["pearson"]
+    ax.text(
+        0.04,
+        0.96,
+        f"r = {r['value']:.2f} ± {r['stderr']:.2f}\n{int(ok.sum())} examples",
+        transform=ax.transAxes,
+        va="top",
+    )
+    ax.set_xlabel("NTK dynamics memorization (same init)")
+    ax.set_ylabel("network memorization")
+
+
 def draw(data: Data) -> Figure:
-    fig, axes = new_figure(DOUBLE, 2.7, 1, len(METRICS))
-    for ax, letter, (metric, (label, title)) in zip(axes[0], "abc", METRICS.items(), strict=True):
+    fig, axes = new_figure(DOUBLE, 5.0, 2, len(METRICS))
+    for ax, letter, (width, points) in zip(axes[0], "abc", data["scatter"].items(), strict=False):
+        _draw_scatter(ax, points)
+        panel_label(ax, letter, f"width {width}")
+    for ax in axes[0, len(data["scatter"]) :]:
+        ax.set_visible(False)
+    for ax, letter, (metric, (label, title)) in zip(axes[1], "def", METRICS.items(), strict=True):
         for pair, (name, color, marker, ls) in PAIRS.items():
             c = data["curves"][pair]["memorization"][metric]
             errorbars(
@@ -85,7 +136,7 @@ def draw(data: Data) -> Figure:
         ax.set_xlabel("hidden width (units)")
         ax.set_ylabel(label)
         panel_label(ax, letter, title)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles, labels = axes[1, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2)
     return fig
 
@@ -98,9 +149,12 @@ def caption(data: Data) -> str:
         "Network memorization against kernel-predicted memorization on a seeded subset of "
         f"MNIST-1D ({s['n_train']} training, {s['n_test']} test examples; {s['replicas']} "
         f"replicas per model, the same masks for all; MLPs with {s['depth']} hidden layer(s), NTK "
-        f"parameterization, full-batch gradient descent on MSE for {s['epochs']} steps) as "
-        "the width grows: (a) Pearson and (b) Spearman correlation across training examples, "
-        "(c) mean absolute difference; error bars: "
+        f"parameterization, full-batch gradient descent on MSE for {s['epochs']} steps). "
+        "(a-c) Each training example's memorization by the network against the NTK dynamics "
+        f"from the same initialization, at widths {', '.join(data['scatter'])} (dotted: "
+        "equality; r: Pearson; a bubble's area counts the examples at that point). As the "
+        "width grows: (d) Pearson and (e) Spearman correlation across training examples, "
+        "(f) mean absolute difference; error bars: "
         f"{data['stderr']}. Network vs the NTK dynamics from the same initialization: Pearson "
         f"{r[0]:.2f} ± {se[0]:.2f} at width {data['widths'][0]}, {r[-1]:.2f} ± {se[-1]:.2f} at "
         f"width {data['widths'][-1]}."

@@ -25,7 +25,7 @@ from memjax.outputs import ReplicaOutputs
 from memjax.study import StudyConfig, build_dataset, open_or_create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.theory_vs_width.__main__ import load_settings  # noqa: E402
+from experiments.theory_vs_width.experiment import load_settings  # noqa: E402
 from paper_figures import FIGURE_NAMES, figure_spec, make_figures  # noqa: E402
 from paper_figures.context import MODES, Context  # noqa: E402
 from paper_figures.runner import FiguresFailedError  # noqa: E402
@@ -144,6 +144,18 @@ def _fill_store(config: dict, directory: Path, seed: int) -> None:
 
 
 THEORY_WIDTHS = [64, 1024]
+THEORY_EXAMPLES = 30
+
+
+def _theory_memorization(k: int) -> dict[str, list]:
+    """Per-example memorization of the paired NTK model and of a network that follows it
+    more closely at the wider width (k=1); one example is undefined (None)."""
+    rng = np.random.default_rng(k)
+    kernel = rng.uniform(0, 1, THEORY_EXAMPLES)
+    network = kernel + (0.5 - 0.4 * k) * rng.standard_normal(THEORY_EXAMPLES)
+    values = {"ntk_gd_paired": kernel.tolist(), "network": network.tolist()}
+    values["network"][0] = None
+    return values
 
 
 def _theory_summary() -> dict:
@@ -167,6 +179,7 @@ def _theory_summary() -> dict:
                 "pairs": {
                     p: {q: metrics(k) for q in ("memorization", "test_accuracy")} for p in pairs
                 },
+                "memorization": _theory_memorization(k),
             }
             for k, w in enumerate(THEORY_WIDTHS)
         ],
@@ -266,9 +279,25 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     assert theory["widths"] == THEORY_WIDTHS
     pearson = theory["curves"]["network~ntk_gd_paired"]["memorization"]["pearson"]["value"]
     assert pearson == [0.4, 0.9]
+    assert list(theory["scatter"]) == [str(w) for w in THEORY_WIDTHS]
+    for k, width in enumerate(THEORY_WIDTHS):
+        points, planted = theory["scatter"][str(width)], _theory_memorization(k)
+        assert points["network"][0] is None
+        for model in ("network", "ntk_gd_paired"):
+            stored = np.array(points[model][1:], dtype=float)
+            np.testing.assert_allclose(stored, planted[model][1:], rtol=1e-5)
+        assert points["pearson"]["value"] == pearson[k]
 
     consistency = _record(out, "consistency")["data"]
     assert consistency["ratios"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+
+
+def test_theory_scatter_shows_narrowest_middle_and_widest():
+    from paper_figures.fig06_theory import scatter_widths
+
+    assert scatter_widths([64, 256, 1024, 4096]) == [64, 1024, 4096]
+    assert scatter_widths([16, 1024]) == [16, 1024]
+    assert scatter_widths([128]) == [128]
 
 
 def test_index_shows_every_figure_with_caption_and_inputs(synthetic):
