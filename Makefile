@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= results/default
 
-.PHONY: install run test test-fast lint bench
+.PHONY: install run test test-fast lint bench figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: install
 
 bench: install
 	$(VENV)/bin/memjax bench --replicas 256 --epochs 10
+
+figures: install
+	$(VENV)/bin/memjax figures --quick
 
 # --- neural-tangents in its own pinned environment (see legacy/nt/README.md) ---------------
 # neural-tangents 0.6.5 needs jax<=0.4.23, so it lives in .venv-nt and never in .venv.
