@@ -27,9 +27,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
             process_id=args.process_id,
         )
         job, jobs = jax.process_index(), jax.process_count()
-    store = run_study(cfg, args.out, job=job, jobs=jobs, progress=not args.quiet)
+    out = args.out or str(Path("results") / cfg.name)
+    store = run_study(cfg, out, job=job, jobs=jobs, progress=not args.quiet)
     done = len(store.done_rows())
-    print(f"{args.out}: {done}/{store.replicas} replicas finished")
+    print(f"{out}: {done}/{store.replicas} replicas finished")
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
@@ -105,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a study; no CONFIG: the embedded default")
     run.add_argument("config", nargs="?", help="study config YAML")
-    run.add_argument("--out", required=True, help="study directory")
+    run.add_argument("--out", help="study directory (default: results/<the study's name>)")
     run.add_argument("--job", type=int, default=0, help="this job's index (multi-job studies)")
     run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")

@@ -183,9 +183,9 @@ def test_killed_study_resumes_to_the_same_result(direct, tmp_path):
     """SIGKILL a running `memjax run` after its first chunk; the resumed run equals the direct."""
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "chunk_size": 2}))
-    out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "memjax", "run", str(cfg_path), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "results" / TINY["name"]  # the default study directory, under the cwd
+    cmd = [sys.executable, "-m", "memjax", "run", str(cfg_path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 240
     while not (out / "done" / "chunk-000000").exists():
         assert proc.poll() is None and time.time() < deadline, "study ended before the kill"
@@ -194,7 +194,7 @@ def test_killed_study_resumes_to_the_same_result(direct, tmp_path):
     proc.wait()
     store = open_store(str(out))
     assert 1 <= len(store.done_chunks()) < store.n_chunks
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0
     assert_same_outputs(open_store(str(out)), *direct)
 
 
