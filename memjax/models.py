@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memjax.patch_conv import PatchConv
+
 __all__ = ["MLP", "CNN1D", "CNN2D", "ACTIVATIONS", "spec_from_dict", "spec_to_dict", "build"]
 
 Params = Any
@@ -132,8 +134,8 @@ class _CNN1DModule(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
         x = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
-        for c in s.channels:
-            x = jax.nn.relu(nn.Conv(c, (s.kernel_size,), padding="SAME")(x))
+        for i, c in enumerate(s.channels):
+            x = jax.nn.relu(PatchConv(c, (s.kernel_size,), name=f"Conv_{i}")(x))
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes)(x)
 
@@ -170,8 +172,8 @@ class _CNN2DModule(nn.Module):
         s = self.spec
         if x.ndim == 2:
             x = x.reshape(x.shape[0], *s.image_shape)
-        for c in s.channels:
-            x = jax.nn.relu(nn.Conv(c, (s.kernel_size, s.kernel_size), padding="SAME")(x))
+        for i, c in enumerate(s.channels):
+            x = jax.nn.relu(PatchConv(c, (s.kernel_size,) * 2, name=f"Conv_{i}")(x))
             if min(x.shape[1:3]) >= 4:
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)

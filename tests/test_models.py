@@ -184,3 +184,26 @@ def test_matmul_flops():
     assert CNN2D().matmul_flops((64,), 10) == 2 * (
         64 * 9 * 32 + 16 * 9 * 32 * 64 + 4 * 64 * 128 + 128 * 10
     )
+
+
+@pytest.mark.parametrize(
+    "shape, kernel", [((3, 40, 1), (5,)), ((2, 8, 9, 3), (3, 3)), ((2, 6, 5, 2), (3, 2))]
+)
+def test_patch_conv_is_flax_conv_same(shape, kernel):
+    """The matmul convolution has nn.Conv's parameters (same init from the same key) and
+    computes its output and gradients, odd and even kernels alike."""
+    from flax import linen as nn
+
+    from memjax.patch_conv import PatchConv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    ref, ours = nn.Conv(4, kernel, padding="SAME"), PatchConv(4, kernel)
+    params = ref.init(jax.random.PRNGKey(1), x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, ours.init(jax.random.PRNGKey(1), x)))
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+
+    def grads(module):
+        return jax.grad(lambda p: jnp.sum(jnp.sin(module.apply(p, x))))(params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads(ours), grads(ref))

@@ -304,12 +304,12 @@ def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
 
 @pytest.mark.slow
 def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
-    cfg = mj.TrainConfig(epochs=20, optimizer="adam", learning_rate=3e-3, schedule="cosine")
+    cfg = mj.TrainConfig(epochs=30, optimizer="adam", learning_rate=3e-3, schedule="cosine")
     out = mj.train_replicas(
         mj.models.CNN1D(), mnist1d, np.ones((1, mnist1d.n_train), bool), cfg, seed=0
     )
     accuracy = out.test_correct.mean()
-    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.920 measured; 10 epochs give 0.867
+    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.917 measured; 20 epochs give 0.914
     assert accuracy >= 0.90
 
 
