@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from memjax.estimators import Estimate, consistency, counterfactual_memorization, memorization
+from memjax.estimators import (
+    Estimate,
+    counterfactual_memorization,
+    held_out_accuracy,
+    memorization,
+)
 from memjax.outputs import ReplicaOutputs
 from memjax.privacy import AttackResult, lira_eval, loss_attack_eval, roc_curve
 from memjax.proxies import all_proxies
@@ -29,7 +34,7 @@ SUSPICIOUS_WHEN_HIGH = {
     "memorization": True,
     "cf_memorization_margin": True,
     "cf_memorization_neg_loss": True,
-    "consistency": False,  # rarely right when held out
+    "held_out_accuracy": False,  # rarely right when held out
     "lira_online": True,
     "lira_offline": True,
     "loss_attack": True,
@@ -48,10 +53,10 @@ SUSPICIOUS_WHEN_HIGH = {
 class Relations:
     """Per-example columns, their relation to memorization, and the attacks behind them.
 
-    ``columns``: name -> (value, stderr), each a float array (n,), in this order:
+    ``columns``: name -> Estimate (value, stderr, 95% interval, each (n,)), in this order:
       memorization (Feldman-Zhang, accuracy; equals counterfactual memorization with the
       accuracy measure), cf_memorization_margin, cf_memorization_neg_loss (Zhang et al.
-      2021), consistency (C-score), lira_online, lira_offline, loss_attack (per-example
+      2021), held_out_accuracy (at this study's ratio; the C-score averages it over ratios), lira_online, lira_offline, loss_attack (per-example
       vulnerability: mean attack score over target replicas holding the example minus
       mean over targets without it), then the proxies of ``memjax.proxies.all_proxies``:
       loss, confidence, margin and, if trajectories were recorded, learning_time,
@@ -69,7 +74,7 @@ class Relations:
       ``MIN_ATTACK_REPLICAS`` replicas.
     """
 
-    columns: dict[str, tuple[np.ndarray, np.ndarray]]
+    columns: dict[str, Estimate]
     spearman: dict[str, float]
     flipped_auc: dict[str, float] | None
     attacks: dict[str, AttackResult]
@@ -107,6 +112,12 @@ def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> float:
     return roc_curve(flipped[ok], score[ok])[2]
 
 
+def _float64(e: Estimate) -> Estimate:
+    """The same estimate with float64 arrays (columns of one table)."""
+    f = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    return Estimate(f(e.value), f(e.stderr), e.n_in, e.n_out, f(e.ci_low), f(e.ci_high))
+
+
 VULNERABILITY = ("lira_online", "lira_offline", "loss_attack")
 
 
@@ -128,13 +139,15 @@ def relations(
     flipped: np.ndarray | None = None,
     n_targets: int = 16,
     early_epoch: int | None = None,
+    blocks: np.ndarray | None = None,
 ) -> Relations:
     """Every per-example score of a study, correlated with memorization (see ``Relations``).
 
     ``masks`` (R, n) and ``outputs`` (R replicas, same row order) come from one study;
     ``flipped`` (n,) bool marks training labels flipped by label noise; the first
     ``n_targets`` replicas are the membership-inference victims; ``early_epoch`` is the
-    recorded epoch of EL2N and GraNd (default: see ``proxies.early_epoch_index``).
+    recorded epoch of EL2N and GraNd (default: see ``proxies.early_epoch_index``);
+    ``blocks`` (R,) the replicas' block ids (``memjax.subsets.block_ids``; None: independent).
     """
     masks = np.asarray(masks)
     if flipped is not None:
@@ -146,22 +159,20 @@ def relations(
             )
     attacks = _attacks(masks, outputs, n_targets) if len(masks) >= MIN_ATTACK_REPLICAS else {}
     estimates: dict[str, Estimate] = {
-        "memorization": memorization(masks, outputs.train_correct),
-        "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin"),
-        "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss"),
-        "consistency": consistency(masks, outputs.train_correct),
+        "memorization": memorization(masks, outputs.train_correct, blocks),
+        "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin", blocks),
+        "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss", blocks),
+        "held_out_accuracy": held_out_accuracy(masks, outputs.train_correct, blocks),
         **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
         **all_proxies(masks, outputs, early_epoch),
     }
-    columns = {
-        k: (e.value.astype(np.float64), e.stderr.astype(np.float64)) for k, e in estimates.items()
-    }
-    mem = columns["memorization"][0]
-    spearman = {k: _spearman(v, mem) for k, (v, _) in columns.items() if k != "memorization"}
+    columns = {k: _float64(e) for k, e in estimates.items()}
+    mem = columns["memorization"].value
+    spearman = {k: _spearman(e.value, mem) for k, e in columns.items() if k != "memorization"}
     flipped_auc = None
     if flipped is not None:
         flipped_auc = {
-            k: _flipped_auc(flipped, v if SUSPICIOUS_WHEN_HIGH[k] else -v)
-            for k, (v, _) in columns.items()
+            k: _flipped_auc(flipped, e.value if SUSPICIOUS_WHEN_HIGH[k] else -e.value)
+            for k, e in columns.items()
         }
     return Relations(columns, spearman, flipped_auc, attacks)

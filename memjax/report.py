@@ -49,9 +49,11 @@ def study_relations(
         "n_in": n_in,
         "n_out": len(masks) - n_in,
     }
-    for name, (value, stderr) in rel.columns.items():
-        cols[name] = value
-        cols[f"{name}_stderr"] = stderr
+    for name, est in rel.columns.items():
+        cols[name] = est.value
+        cols[f"{name}_stderr"] = est.stderr
+        cols[f"{name}_ci_low"] = est.ci_low
+        cols[f"{name}_ci_high"] = est.ci_high
     for key, value in ds.train_info.items():
         cols[key] = value
     return cols, rel

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["DESIGNS", "sample", "balanced_block_size", "validate_design"]
+__all__ = ["DESIGNS", "sample", "balanced_block_size", "block_ids", "validate_design"]
 
 DESIGNS = ("balanced", "fixed", "bernoulli")
 _DESIGN_TAG = {"balanced": 1, "fixed": 2, "bernoulli": 3}
@@ -36,6 +36,23 @@ def validate_design(ratio: float, design: str) -> None:
         raise ValueError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
     if design == "balanced":
         balanced_block_size(ratio)
+
+
+def block_ids(replica_ids: np.ndarray, ratio: float, design: str) -> np.ndarray | None:
+    """Block id (R,) of each replica: the unit of independence of the estimators.
+
+    Under ``balanced`` replica r belongs to block r // b (b from ``balanced_block_size``):
+    the replicas of a block share one balancing constraint, so they are dependent. Under
+    ``fixed`` and ``bernoulli`` every replica is independent: None.
+    """
+    validate_design(ratio, design)
+    ids = np.asarray(replica_ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+        raise ValueError("replica_ids must be a 1-D array of non-negative integers")
+    if design != "balanced":
+        return None
+    b, _ = balanced_block_size(ratio)
+    return ids.astype(np.int64) // b
 
 
 def _check(n: int, ratio: float, design: str) -> None:

@@ -50,8 +50,8 @@ def compute(ctx: Context) -> Data:
         for name, a in rel.attacks.items()
         if name in ATTACKS
     }
-    mem = rel.columns["memorization"][0]
-    vul = rel.columns[VULNERABILITY][0]
+    mem = rel.columns["memorization"].value
+    vul = rel.columns[VULNERABILITY].value
     flipped = study.flipped if study.flipped is not None else np.zeros(len(mem), bool)
     return {
         "study": STUDY,

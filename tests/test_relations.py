@@ -16,7 +16,7 @@ from memjax.outputs import ReplicaOutputs
 from memjax.privacy import FPR_GRID
 from memjax.relations import SUSPICIOUS_WHEN_HIGH, relations
 
-FINAL = ["memorization", "cf_memorization_margin", "cf_memorization_neg_loss", "consistency"]
+FINAL = ["memorization", "cf_memorization_margin", "cf_memorization_neg_loss", "held_out_accuracy"]
 ATTACKS = ["lira_online", "lira_offline", "loss_attack"]
 PROXIES = ["loss", "confidence", "margin"]
 TRAJ = ["learning_time", "forgetting_events", "el2n", "grand", "self_influence"]
@@ -54,9 +54,10 @@ def test_columns_correlations_and_flipped_aucs():
     rel = relations(masks, out, flipped, n_targets=8)
     assert list(rel.columns) == FINAL + ATTACKS + PROXIES + TRAJ
     mem = memorization(masks, out.train_correct).value
-    np.testing.assert_allclose(rel.columns["memorization"][0], mem)
-    for name, (value, stderr) in rel.columns.items():
-        assert value.shape == stderr.shape == (300,)
+    np.testing.assert_allclose(rel.columns["memorization"].value, mem)
+    for name, est in rel.columns.items():
+        value = est.value
+        assert value.shape == est.stderr.shape == est.ci_low.shape == est.ci_high.shape == (300,)
         ok = np.isfinite(value) & np.isfinite(mem)
         if name != "memorization":
             rho = np.corrcoef(rankdata(value[ok]), rankdata(mem[ok]))[0, 1]
@@ -65,7 +66,9 @@ def test_columns_correlations_and_flipped_aucs():
         expected = roc_auc_score(flipped[np.isfinite(value)], oriented[np.isfinite(value)])
         assert rel.flipped_auc[name] == pytest.approx(expected)
     assert rel.flipped_auc["memorization"] > 0.95
-    assert rel.flipped_auc["consistency"] > 0.9  # oriented: low held-out accuracy is suspicious
+    assert (
+        rel.flipped_auc["held_out_accuracy"] > 0.9
+    )  # oriented: low held-out accuracy is suspicious
     assert rel.flipped_auc["learning_time"] > 0.9
     summary = rel.summary()
     assert set(summary["flipped_label_auc"]) == set(rel.columns)
@@ -111,7 +114,7 @@ def test_early_epoch_selects_the_recording_of_el2n_and_grand():
     rel = relations(masks, out, n_targets=4, early_epoch=10)  # recordings at 5, 10, 15, 20
     for name, traj in (("el2n", out.traj_el2n), ("grand", np.sqrt(out.traj_grad_sq))):
         expected = [traj[masks[:, i], 1, i].mean() for i in range(300)]
-        np.testing.assert_allclose(rel.columns[name][0], expected)
+        np.testing.assert_allclose(rel.columns[name].value, expected)
 
 
 def test_experiment_writes_its_tables(tmp_path, monkeypatch):

@@ -73,9 +73,14 @@ def write(out_dir: str, rel: Relations, flipped: np.ndarray, summary: dict[str, 
     with open(os.path.join(out_dir, "per_example.csv"), "w", newline="") as f:
         w = csv.writer(f)
         names = list(rel.columns)
-        w.writerow(["index", "flipped", *[h for k in names for h in (k, f"{k}_stderr")]])
+        parts = ("", "_stderr", "_ci_low", "_ci_high")
+        w.writerow(["index", "flipped", *[f"{k}{part}" for k in names for part in parts]])
         for i in range(len(flipped)):
-            vals = [f"{v[i]:.6g}" for k in names for v in rel.columns[k]]
+            vals = [
+                f"{getattr(rel.columns[k], field)[i]:.6g}"
+                for k in names
+                for field in ("value", "stderr", "ci_low", "ci_high")
+            ]
             w.writerow([i, int(flipped[i]), *vals])
     with open(os.path.join(out_dir, "roc.csv"), "w", newline="") as f:
         w = csv.writer(f)
