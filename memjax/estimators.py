@@ -46,6 +46,8 @@ __all__ = [
 # Above this many replicas per block, the cluster sum of squares of influence is accumulated
 # block by block instead of by pairs of within-block positions (fewer matmuls for pairs).
 _POSITION_PAIRS_MAX_BLOCK = 4
+# A blocked standard error below this is rounding noise of an exact zero (values in [0, 1]).
+_NO_VARIATION = 1e-9
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,14 @@ def _welch(sum_in, sq_in, n_in, sum_all, sq_all, n_all):
     return mean_in, mean_out, stderr, df
 
 
+def _design_effect(stderr: np.ndarray, independent_var: np.ndarray) -> np.ndarray:
+    """Blocked variance over the variance independent replicas would give; 1 where either is
+    0 or undefined (blocks that show no variation at all are not taken as infinite precision:
+    the interval falls back to that of independent replicas)."""
+    ok = (stderr > _NO_VARIATION) & (independent_var > 0)
+    return np.where(ok, stderr**2 / np.where(ok, independent_var, 1.0), 1.0)
+
+
 def _finish(
     mean_in: np.ndarray,
     mean_out: np.ndarray,
@@ -143,9 +153,9 @@ def _finish(
         deff = np.ones_like(value)
         if blocked:
             with np.errstate(invalid="ignore", divide="ignore"):
-                indep = p_in * (1 - p_in) / n_in + p_out * (1 - p_out) / n_out
-                deff = np.where(indep > 0, stderr**2 / indep, 1.0)
-            deff = np.where(np.isfinite(deff), deff, 1.0)
+                deff = _design_effect(
+                    stderr, p_in * (1 - p_in) / n_in + p_out * (1 - p_out) / n_out
+                )
         with np.errstate(invalid="ignore", divide="ignore"):
             eff_in, eff_out = n_in / deff, n_out / deff
             low, high = intervals.newcombe(
@@ -392,9 +402,7 @@ def masked_mean(
         deff = np.ones_like(mean)
         if onehot is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                indep = mean * (1 - mean) / n_in
-                deff = np.where(indep > 0, stderr**2 / indep, 1.0)
-            deff = np.where(np.isfinite(deff), deff, 1.0)
+                deff = _design_effect(stderr, mean * (1 - mean) / n_in)
         with np.errstate(invalid="ignore", divide="ignore"):
             eff = n_in / deff
             low, high = intervals.wilson(mean * eff, eff, intervals.quantile(df))

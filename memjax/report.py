@@ -1,9 +1,11 @@
 """`memjax estimate`: the per-example table, the summary and a histogram from a finished store.
 
 The table holds memorization and every other per-example score of memjax.relations
-(counterfactual memorization, C-score, attack vulnerabilities, proxies), each with its
-standard error; the summary adds their Spearman correlations with memorization and, for a
-study with label noise, each score's ROC AUC for finding the flipped labels.
+(counterfactual memorization, held-out accuracy, attack vulnerabilities, proxies), each with
+its standard error and 95% interval computed for the study's design (blocks of the balanced
+design are the unit of independence); the summary adds their Spearman correlations with
+memorization and, for a study with label noise, each score's ROC AUC for finding the
+flipped labels.
 
 Pure functions of stored arrays: nothing here trains. Files are written atomically, so an
 interrupted estimate never leaves a table that looks complete.
@@ -23,6 +25,7 @@ from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import Store, atomic_write_text
 from memjax.study import build_dataset
+from memjax.subsets import block_ids
 
 __all__ = ["estimate_study", "summary", "study_relations"]
 
@@ -41,7 +44,9 @@ def study_relations(
     """Per-example table columns (name -> (n,) array) and the relations behind them."""
     ds = build_dataset(store.meta["config"]["dataset"])
     flipped = ds.train_info.get("flipped")
-    rel = relations(masks, out, flipped, n_targets=_n_targets(len(masks)))
+    sub = store.meta["config"]["subsets"]
+    blocks = block_ids(out.replica_ids, sub["ratio"], sub["design"])
+    rel = relations(masks, out, flipped, n_targets=_n_targets(len(masks)), blocks=blocks)
     n_in = masks.sum(axis=0)
     cols: dict[str, np.ndarray] = {
         "index": np.arange(ds.n_train),

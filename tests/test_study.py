@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from memjax import subsets, train_replicas
+from memjax.estimators import memorization
 from memjax.store import StoreMismatchError, merge, open_store
 from memjax.study import StudyConfig, build_dataset, load_config, run_study
 
@@ -167,6 +168,14 @@ def test_cli_status_and_estimate(finished, tmp_path):
     top = summary["top_memorized"][0]
     assert top["memorization"] == pytest.approx(np.nanmax(table["memorization"]), abs=1e-5)
     assert (tmp_path / "memorization_hist.png").stat().st_size > 1000
+    # the balanced design's pairs are the unit of independence, and the table says so
+    masks, out = finished.masks(), finished.load_outputs()
+    blocked = memorization(masks, out.train_correct, blocks=np.arange(10) // 2)
+    for name in ("stderr", "ci_low", "ci_high"):
+        np.testing.assert_allclose(
+            table[f"memorization_{name}"], getattr(blocked, name), rtol=1e-5, atol=1e-6
+        )
+    assert (table["memorization_ci_low"] < table["memorization_ci_high"]).all()
 
 
 def test_estimate_refuses_unfinished_study(cfg, tmp_path):
