@@ -56,11 +56,12 @@ class Relations:
     ``columns``: name -> Estimate (value, stderr, 95% interval, each (n,)), in this order:
       memorization (Feldman-Zhang, accuracy; equals counterfactual memorization with the
       accuracy measure), cf_memorization_margin, cf_memorization_neg_loss (Zhang et al.
-      2021), held_out_accuracy (at this study's ratio; the C-score averages it over ratios), lira_online, lira_offline, loss_attack (per-example
-      vulnerability: mean attack score over target replicas holding the example minus
-      mean over targets without it), then the proxies of ``memjax.proxies.all_proxies``:
-      loss, confidence, margin and, if trajectories were recorded, learning_time,
-      forgetting_events, el2n (and grand, self_influence if gradient norms were recorded).
+      2021), held_out_accuracy (at this study's ratio; the C-score averages it over
+      ratios), lira_online, lira_offline, loss_attack (per-example vulnerability: mean
+      attack score over target replicas holding the example minus mean over targets
+      without it), then the proxies of ``memjax.proxies.all_proxies``: loss, confidence,
+      margin and, if trajectories were recorded, learning_time, forgetting_events, el2n
+      (and grand, self_influence if gradient norms were recorded).
       NaN marks examples a score is undefined for (e.g. never IN).
     ``spearman``: name -> Spearman rank correlation of that column's value with
       memorization over examples where both are finite (raw values, not oriented; the
