@@ -1,7 +1,8 @@
 """Figure 2: the most and the least memorized training examples, as the data look.
 
 Digits are drawn as 8x8 images, MNIST-1D examples as signals, each with its label and its
-memorization estimate with standard error: what a high score looks like (atypical or
+memorization estimate with its 95% interval (over the study's replica blocks; Newcombe's
+interval, which stays open when every replica agrees): what a high score looks like (atypical or
 ambiguous examples) next to what a low one looks like (prototypes).
 """
 
@@ -23,10 +24,10 @@ def _examples(ctx: Context, name: str) -> dict:
     ds = study.dataset
     mem = study.memorization
     finite = np.flatnonzero(np.isfinite(mem.value))
-    value, stderr = mem.value[finite], mem.stderr[finite]
-    # most: highest score; least: lowest score; ties broken by the smaller standard error
-    most = finite[np.lexsort((stderr, -value))][:PER_ROW]
-    least = finite[np.lexsort((stderr, value))][:PER_ROW]
+    value, width = mem.value[finite], (mem.ci_high - mem.ci_low)[finite]
+    # most: highest score; least: lowest score; ties broken by the narrower interval
+    most = finite[np.lexsort((width, -value))][:PER_ROW]
+    least = finite[np.lexsort((width, value))][:PER_ROW]
     side = int(round(np.sqrt(ds.x_train.shape[1])))  # digits: 64 = 8x8; MNIST-1D: 40, a signal
     kind = "image" if ds.x_train.ndim == 2 and side * side == ds.x_train.shape[1] else "signal"
 
@@ -36,7 +37,8 @@ def _examples(ctx: Context, name: str) -> dict:
                 "index": int(i),
                 "label": int(ds.y_train[i]),
                 "memorization": float(mem.value[i]),
-                "stderr": float(mem.stderr[i]),
+                "ci_low": float(mem.ci_low[i]),
+                "ci_high": float(mem.ci_high[i]),
                 "x": ds.x_train[i].reshape(side, side) if kind == "image" else ds.x_train[i],
             }
             for i in indices
@@ -72,22 +74,30 @@ def draw(data: Data) -> Figure:
             ax.set_yticks([])
             ax.spines[:].set_visible(False)
             ax.set_title(
-                f"y={ex['label']}  {ex['memorization']:.2f}±{ex['stderr']:.2f}", fontsize=6, pad=2
+                f"y={ex['label']}  {ex['memorization']:.2f}\n"
+                f"[{ex['ci_low']:.2f}, {ex['ci_high']:.2f}]",
+                fontsize=6,
+                pad=2,
             )
         axes[r, 0].set_ylabel(f"{panel['dataset']}\n{which} memorized", fontsize=6)
     return fig
 
 
+def _interval(e: dict) -> str:
+    return f"{e['memorization']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+
+
 def caption(data: Data) -> str:
     parts = []
     for p in data["panels"]:
-        top = ", ".join(f"{e['memorization']:.2f}" for e in p["most"][:3])
-        low = ", ".join(f"{e['memorization']:.2f}" for e in p["least"][:3])
+        top = ", ".join(_interval(e) for e in p["most"][:3])
+        low = ", ".join(_interval(e) for e in p["least"][:3])
         parts.append(f"{p['dataset']} ({p['replicas']} replicas): top scores {top}; lowest {low}")
     return (
         f"The {PER_ROW} most and {PER_ROW} least memorized training examples of digits (8x8 "
         "images) and MNIST-1D (signals, position down the vertical axis); above each: its "
-        "label y and memorization estimate ± standard error. " + "; ".join(parts) + "."
+        "label y and memorization estimate with its 95% interval over the study's replica "
+        "blocks. " + "; ".join(parts) + "."
     )
 
 

@@ -3,8 +3,18 @@
 Influence of training example i on test example j: accuracy on j of the replicas trained
 with i minus those trained without it. High-influence pairs are drawn side by side (a rare
 training example and the test example that needs it), and the largest influence per test
-example is compared with the same statistic after shuffling which replica saw which subset,
-the level that estimation noise alone reaches.
+example is compared with the same statistic after shuffling which block of replicas saw which
+subsets, the level that estimation noise alone reaches.
+
+The null. Under the balanced design the replicas of a block are dependent (at ratio 1/2 a
+complementary pair: one replica's IN set is the other's OUT set), and the estimator's noise
+carries that dependence, so a null that shuffles single replicas would mix halves of
+different pairs and misstate the noise. ``block_permutation`` instead hands each block's
+test results, whole and in their within-block order, to another block's masks: every block
+keeps its internal structure (the noise the estimator sees), while the link between a
+block's subsets and its test results, the only thing influence measures, is broken. It is a
+derangement (no block keeps its own results), so no real influence leaks into the null; for
+designs whose replicas are independent every replica is its own block.
 """
 
 from __future__ import annotations
@@ -39,12 +49,35 @@ def _top_pairs(value: np.ndarray, k: int) -> list[tuple[int, int]]:
     return pairs
 
 
+def block_permutation(blocks: np.ndarray | None, replicas: int, seed: int) -> np.ndarray:
+    """Rows (R,) such that replica r of the null gets the test results of replica rows[r].
+
+    A random cyclic derangement of the blocks (None: one block per replica), block for block
+    in within-block order. Only blocks of equal size can swap; a block whose size no other
+    block shares (an unfinished last block) maps to itself, so it is refused.
+    """
+    ids = np.arange(replicas) if blocks is None else np.asarray(blocks)
+    labels, inverse, sizes = np.unique(ids, return_inverse=True, return_counts=True)
+    if len(labels) < 2:
+        raise ValueError("a block permutation needs at least 2 blocks")
+    if np.any(np.bincount(sizes)[sizes] < 2):
+        raise ValueError(f"blocks of unequal sizes {sorted(set(sizes.tolist()))}: some cannot swap")
+    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    rng = np.random.default_rng(seed)
+    rows = np.empty(replicas, np.int64)
+    for size in np.unique(sizes):
+        order = rng.permutation(np.flatnonzero(sizes == size))
+        for g, h in zip(order, np.roll(order, -1), strict=True):
+            rows[members[g]] = members[h]
+    return rows
+
+
 def compute(ctx: Context) -> Data:
     study = ctx.study(STUDY)
     ds, masks, correct = study.dataset, study.masks, study.outputs.test_correct
-    infl = influence(masks, correct)
-    shuffled = correct[np.random.default_rng(NULL_SEED).permutation(len(correct))]
-    null = influence(masks, shuffled)
+    infl = influence(masks, correct, blocks=study.blocks)
+    rows = block_permutation(study.blocks, len(masks), NULL_SEED)
+    null = influence(masks, correct[rows])  # values only: blocks change no value
     observed_max = np.nanmax(infl.value, axis=0)
     null_max = np.nanmax(null.value, axis=0)
     threshold = float(np.quantile(null_max, 0.99))
@@ -55,7 +88,8 @@ def compute(ctx: Context) -> Data:
             "train_index": i,
             "test_index": j,
             "influence": infl.value[i, j],
-            "stderr": infl.stderr[i, j],
+            "ci_low": infl.ci_low[i, j],
+            "ci_high": infl.ci_high[i, j],
             "train_label": int(ds.y_train[i]),
             "test_label": int(ds.y_test[j]),
             "train_memorization": mem.value[i],
@@ -72,7 +106,7 @@ def compute(ctx: Context) -> Data:
         "bin_edges": EDGES,
         "max_influence_counts": {
             "observed": histogram(observed_max, EDGES),
-            "shuffled replicas (noise level)": histogram(null_max, EDGES),
+            "shuffled blocks (noise level)": histogram(null_max, EDGES),
         },
         "null_99th_percentile": threshold,
         "fraction_above_null_99th": float(np.mean(observed_max > threshold)),
@@ -93,12 +127,14 @@ def draw(data: Data) -> Figure:
             ax.set_yticks([])
             ax.spines[:].set_visible(False)
             ax.set_title(f"{key} y={p[label]}", fontsize=6, pad=1)
-        grid[1, c].set_xlabel(f"infl. {p['influence']:.2f}±{p['stderr']:.2f}", fontsize=6)
+        grid[1, c].set_xlabel(
+            f"infl. {p['influence']:.2f}\n[{p['ci_low']:.2f}, {p['ci_high']:.2f}]", fontsize=6
+        )
     grid[0, 0].set_ylabel("training\nexample", fontsize=6)
     grid[1, 0].set_ylabel("test\nexample", fontsize=6)
     left.suptitle(r"$\bf{a}$  highest-influence train → test pairs", x=0.02, ha="left", fontsize=7)
     ax = right.subplots()
-    colors = {"observed": "C3", "shuffled replicas (noise level)": "0.5"}
+    colors = {"observed": "C3", "shuffled blocks (noise level)": "0.5"}
     for name, counts in data["max_influence_counts"].items():
         stairs(
             ax, data["bin_edges"], counts, name, colors[name], zorder=3 if name == "observed" else 2
@@ -117,9 +153,10 @@ def caption(data: Data) -> str:
         f"Influence of training examples on test examples in {data['dataset']} "
         f"({data['replicas']} replicas): (a) the {len(data['pairs'])} highest-influence pairs "
         "(each training and test example used once), training example above its test "
-        "example, with labels and influence ± standard error; (b) distribution of each test "
-        "example's largest influence over all training examples, against the same statistic "
-        "with the replicas' test results shuffled across subsets (estimation noise only; "
+        "example, with labels and influence with its 95% interval over the study's replica "
+        "blocks; (b) distribution of each test example's largest influence over all training "
+        "examples, against the same statistic with whole blocks of replicas' test results "
+        "shuffled across the blocks' subsets (estimation noise only; "
         f"dotted: its 99th percentile, {data['null_99th_percentile']:.2f}). "
         f"{100 * data['fraction_above_null_99th']:.1f}% of the {data['n_test']} test examples "
         "have a largest influence above that level."

@@ -25,7 +25,7 @@ EXPERIMENT = "experiments.theory_vs_width.experiment"
 SCATTER_PAIR = ("network", "ntk_gd_paired")
 PAIRS = {
     "network~ntk_gd_paired": ("network vs NTK dynamics, same init", "C3", "o", "-"),
-    "network~ntk_gd": ("network vs NTK dynamics, mean init", "C1", "s", "-"),
+    "network~ntk_gd": ("network vs NTK mean predictor (f0 = 0)", "C1", "s", "-"),
     "network~nngp": ("network vs NNGP regression", "C0", "^", "-"),
     "linearized~ntk_gd_paired": ("linearized net vs NTK, same init", "C3", "o", "--"),
 }

@@ -18,11 +18,11 @@ from paper_figures.stats import roc_points
 from paper_figures.style import DOUBLE, floats, new_figure, panel_label, roc_line
 
 STUDY = "mnist1d_noise"
-SCORES = ("memorization", "consistency", *FINAL_PROXIES, *TRAJECTORY_PROXIES)
+SCORES = ("memorization", "held_out_accuracy", *FINAL_PROXIES, *TRAJECTORY_PROXIES)
 FPR_GRID = np.unique(np.r_[np.linspace(0, 1, 201), np.logspace(-3, 0, 31)])
 LABELS = {
     "memorization": "memorization",
-    "consistency": "C-score (low)",
+    "held_out_accuracy": "held-out accuracy (low)",
     "loss": "final loss",
     "confidence": "confidence (low)",
     "margin": "margin (low)",
@@ -43,7 +43,7 @@ def compute(ctx: Context) -> Data:
     for name in SCORES:
         if name not in columns:
             continue  # trajectory proxies exist only if the study recorded them
-        value = columns[name][0]
+        value = columns[name].value
         oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
         curves[name] = {"label": LABELS[name], **roc_points(study.flipped, oriented, FPR_GRID)}
     return {
@@ -90,7 +90,7 @@ def caption(data: Data) -> str:
     return (
         f"Recovering the {data['n_flipped']} flipped labels among {data['n_examples']} "
         f"{data['dataset']} training examples ({data['replicas']} replicas) from each "
-        "per-example score, oriented so that high is suspicious (C-score, confidence and "
+        "per-example score, oriented so that high is suspicious (held-out accuracy, confidence and "
         "margin reversed); proxies are averaged over the replicas that trained on the "
         f"example. (a) ROC curves, (b) AUCs. Memorization AUC {aucs['memorization']:.3f}; "
         f"best proxy {LABELS[best]} {aucs[best]:.3f}."

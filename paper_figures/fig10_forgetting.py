@@ -49,11 +49,11 @@ def compute(ctx: Context) -> Data:
         raise ValueError(f"study {STUDY!r} recorded no trajectories (needs record_every > 0)")
     if study.flipped is None:
         raise ValueError(f"figure 10 needs label noise in study {STUDY!r}")
-    mem = cols["memorization"][0]
+    mem = cols["memorization"].value
     groups = {"clean label": ~study.flipped, "flipped label": study.flipped}
     proxies = {}
     for name, label in PROXIES.items():
-        value = cols[name][0]
+        value = cols[name].value
         edges = _edges(value, name, study.outputs.record_epochs)
         proxies[name] = {
             "label": label,

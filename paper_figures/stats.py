@@ -1,12 +1,21 @@
-"""Small numeric summaries the figures store: histograms, binned means, ROC points."""
+"""Small numeric summaries the figures store: histograms, binned means, ROC points, and
+averages of per-example estimates over groups of examples with design-aware intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from memjax import intervals
 from memjax.privacy import roc_curve, tpr_at
 
-__all__ = ["histogram", "binned_means", "roc_points", "spearman"]
+__all__ = [
+    "histogram",
+    "binned_means",
+    "roc_points",
+    "spearman",
+    "example_average",
+    "difference_statement",
+]
 
 
 def histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
@@ -55,3 +64,75 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
         return float("nan")  # undefined for constant input
     return float(spearmanr(x[ok], y[ok]).statistic)
+
+
+def example_average(
+    masks: np.ndarray,
+    values: np.ndarray,
+    blocks: np.ndarray | None,
+    weights: np.ndarray,
+    held_out: bool = False,
+) -> dict[str, float]:
+    """sum_i weights_i * est_i over examples, with its standard error and 95% interval.
+
+    ``est_i`` is example i's memorization (mean of ``values`` (R, n) over the replicas
+    trained on it minus the mean over the others) or, with ``held_out``, its held-out mean
+    (the mean over the replicas not trained on it). ``weights`` (n,), e.g. 1/|group| on a
+    group for its mean, or +1/|a| on a and -1/|b| on b for a difference of group means; it
+    must be 0 where est_i is undefined. The examples are held fixed: the error is that of
+    the replicas, with the block as the unit of independence (``blocks`` (R,), None:
+    replicas independent), by the same linearization as ``memjax.estimators`` (G/(G-1)
+    corrected), so that it carries the dependence of estimates that share replicas. The
+    interval is value -/+ t(G-1) * stderr, except for the held-out mean of booleans: a
+    Wilson interval on the weights' effective (Kish) count divided by the design effect,
+    which stays inside [0, 1] and open there.
+    """
+    masks = np.asarray(masks, bool)
+    v = np.asarray(values, np.float64)
+    w = np.asarray(weights, np.float64)
+    if masks.ndim != 2 or v.shape != masks.shape or w.shape != masks.shape[1:]:
+        raise ValueError(
+            f"need masks and values (R, n) and weights (n,), got {masks.shape}, {v.shape}, "
+            f"{w.shape}"
+        )
+    m = masks.astype(np.float64)
+    n_in, n_out = m.sum(0), (1 - m).sum(0)
+    defined = (n_out > 0) & (held_out | (n_in > 0))
+    if (w[~defined] != 0).any():
+        raise ValueError("weights must be 0 on examples whose estimate is undefined")
+    a = np.divide(1 - m, n_out, out=np.zeros_like(m), where=n_out > 0)
+    centre = np.broadcast_to((a * v).sum(0), v.shape)
+    if not held_out:
+        a_in = np.divide(m, n_in, out=np.zeros_like(m), where=n_in > 0)
+        centre = np.where(masks, (a_in * v).sum(0), centre)
+        a = a_in - a
+    value = float(((a * v).sum(0) * w).sum())
+    units = np.arange(len(m)) if blocks is None else np.unique(blocks, return_inverse=True)[1]
+    per_unit = np.bincount(units, weights=(a * (v - centre)) @ w)
+    g = len(per_unit)
+    stderr = float(np.sqrt(g / (g - 1) * (per_unit**2).sum())) if g > 1 else float("nan")
+    z = float(intervals.quantile(g - 1.0))
+    if held_out and np.asarray(values).dtype == bool:
+        value = float(np.clip(np.round(value, 12), 0.0, 1.0))  # a mean of 0/1 values
+        kish = 1.0 / ((a * w) ** 2).sum()
+        indep = value * (1 - value) / kish
+        deff = stderr**2 / indep if indep > 0 and stderr > 1e-12 else 1.0  # NaN > x: False
+        low, high = intervals.wilson(value * kish / deff, kish / deff, z)
+    else:
+        low, high = value - z * stderr, value + z * stderr
+    return {"value": value, "stderr": stderr, "ci_low": float(low), "ci_high": float(high)}
+
+
+def difference_statement(
+    more: str, less: str, what: str, value: float, low: float, high: float
+) -> str:
+    """A sentence for "``more`` exceeds ``less`` in ``what``" chosen from the 95% interval
+    of the difference (``value`` = more - less): larger, smaller or not distinguishable."""
+    numbers = f"difference {value:.3f}, 95% interval [{low:.3f}, {high:.3f}]"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{more} vs {less}: {what} difference {value:.3f} (no interval)"
+    if low > 0:
+        return f"{more} have a larger {what} than {less} ({numbers})"
+    if high < 0:
+        return f"{more} have a smaller {what} than {less} ({numbers})"
+    return f"{more} and {less} do not differ distinguishably in {what} ({numbers}, includes 0)"

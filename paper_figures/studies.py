@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from memjax import data, estimators
+from memjax import data, estimators, subsets
 from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import META, Store, open_store
@@ -84,7 +84,12 @@ def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store
 
 
 class StudyData:
-    """A finished study's masks, outputs and dataset, loaded once, with memoized estimates."""
+    """A finished study's masks, outputs and dataset, loaded once, with memoized estimates.
+
+    Every estimate it memoizes gets the study's ``blocks``, so its standard errors and
+    intervals are those of the study's subset design; a figure that estimates on some of the
+    replicas passes ``blocks_of(rows)``.
+    """
 
     def __init__(self, ref: StudyRef, store: Store, n_targets: int) -> None:
         self.ref = ref
@@ -103,6 +108,17 @@ class StudyData:
     def outputs(self) -> ReplicaOutputs:
         return self.store.load_outputs(np.arange(self.store.replicas))
 
+    @cached_property
+    def blocks(self) -> np.ndarray | None:
+        """Block id (R,) of each replica (``memjax.subsets.block_ids``); None when the design's
+        replicas are independent."""
+        cfg = self.ref.config
+        return subsets.block_ids(np.arange(self.store.replicas), cfg.ratio, cfg.design)
+
+    def blocks_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The block ids of the replicas ``rows`` (None for independent designs)."""
+        return None if self.blocks is None else self.blocks[rows]
+
     @property
     def label(self) -> str:
         """Human name of the study's data, e.g. "MNIST-1D, 10% labels flipped"."""
@@ -118,12 +134,19 @@ class StudyData:
 
     @cached_property
     def memorization(self) -> estimators.Estimate:
-        return estimators.memorization(self.masks, self.outputs.train_correct)
+        return estimators.memorization(self.masks, self.outputs.train_correct, self.blocks)
+
+    @cached_property
+    def held_out_accuracy(self) -> estimators.Estimate:
+        """Held-out accuracy of every training example at this study's ratio."""
+        return estimators.held_out_accuracy(self.masks, self.outputs.train_correct, self.blocks)
 
     @cached_property
     def relations(self) -> Relations:
         """Every per-example score (proxies, attacks) beside memorization."""
-        return relations(self.masks, self.outputs, self.flipped, n_targets=self.n_targets)
+        return relations(
+            self.masks, self.outputs, self.flipped, n_targets=self.n_targets, blocks=self.blocks
+        )
 
     def provenance(self, out_dir: Path) -> dict[str, Any]:
         """Which config and which stored study a figure's numbers come from."""

@@ -27,6 +27,7 @@ __all__ = [
     "floats",
     "stairs",
     "errorbars",
+    "interval_bars",
     "log_count_axis",
     "roc_line",
     "scatter",
@@ -92,6 +93,23 @@ def errorbars(
 ) -> None:
     """Points joined by lines, with +-1 standard error bars."""
     ax.errorbar(floats(x), floats(y), yerr=floats(err), label=label, color=color, capsize=2, **kw)
+
+
+def interval_bars(
+    ax: Axes,
+    x: Sequence,
+    y: Sequence,
+    low: Sequence,
+    high: Sequence,
+    label: str,
+    color: str,
+    **kw,
+) -> None:
+    """Points joined by lines, with bars from ``low`` to ``high`` (e.g. 95% intervals; none
+    where a bound is NaN)."""
+    y = floats(y)
+    below, above = y - floats(low), floats(high) - y
+    ax.errorbar(floats(x), y, yerr=[below, above], label=label, color=color, capsize=2, **kw)
 
 
 def roc_line(ax: Axes, fpr: Sequence, tpr: Sequence, label: str, **kw) -> None:

@@ -20,15 +20,20 @@ import numpy as np
 import pytest
 import yaml
 
+import memjax as mj
 from memjax.cli import main as cli_main
 from memjax.outputs import ReplicaOutputs
+from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments.theory_vs_width.experiment import load_settings  # noqa: E402
 from paper_figures import FIGURE_NAMES, figure_spec, make_figures  # noqa: E402
 from paper_figures.context import MODES, Context  # noqa: E402
+from paper_figures.fig04_influence import block_permutation  # noqa: E402
+from paper_figures.fig05_convergence import block_groups  # noqa: E402
 from paper_figures.runner import FiguresFailedError  # noqa: E402
+from paper_figures.stats import difference_statement, example_average  # noqa: E402
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
 DIGITS = {"name": "digits"}
@@ -243,7 +248,8 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     _, out = synthetic
     panels = {p["study"]: p for p in _record(out, "memorization")["data"]["panels"]}
     mean = panels["digits_noise"]["mean"]
-    assert mean["flipped label"] > 0.8 > 0.2 > mean["clean label"]
+    assert mean["flipped label"]["value"] > 0.8 > 0.2 > mean["clean label"]["value"]
+    assert panels["digits_noise"]["flipped_minus_clean"]["ci_low"] > 0.5
     counts = panels["digits_noise"]["counts"]
     assert sum(counts["flipped label"]) == round(0.1 * panels["digits_noise"]["n_examples"])
 
@@ -257,6 +263,9 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     planted = {(p["train_index"], p["test_index"]) for p in pairs}
     assert {(i, i) for i in range(PLANTED_PAIRS)} <= planted
     assert all(p["influence"] == pytest.approx(1.0) for p in pairs[:PLANTED_PAIRS])
+    # right on every IN replica, wrong on every OUT one: still an interval of nonzero width
+    for p in pairs[:PLANTED_PAIRS]:
+        assert 0.5 < p["ci_low"] < 1.0 and p["ci_high"] == pytest.approx(1.0)
 
     tail = _record(out, "long_tail")["data"]
     assert (
@@ -274,6 +283,9 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     designs = _record(out, "convergence")["data"]["designs"]
     assert designs["balanced"]["missing"][0][0] == 0.0
     assert designs["bernoulli"]["R"] == [4, 8, 16]
+    for d in designs.values():
+        for mean, low, high in d["split_half"] + d["missing"]:
+            assert low is None or low <= mean <= high
 
     theory = _record(out, "theory")["data"]
     assert theory["widths"] == THEORY_WIDTHS
@@ -290,6 +302,153 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
 
     consistency = _record(out, "consistency")["data"]
     assert consistency["ratios"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+
+
+def _interval(value: float, low: float, high: float, digits: int) -> str:
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def test_captions_state_the_numbers_of_their_json(synthetic):
+    _, out = synthetic
+    for name in FAST_FIGURES:
+        assert "± 0.00" not in _record(out, name)["caption"], name
+
+    record = _record(out, "memorization")
+    for p in record["data"]["panels"]:
+        for m in p["mean"].values():
+            assert _interval(m["value"], m["ci_low"], m["ci_high"], 3) in record["caption"]
+        # the difference is that of the stored per-example estimates' group means
+        study = open_store(str(out / "studies" / p["study"]))
+        masks, correct = study.masks(), study.load_outputs(np.arange(study.replicas)).train_correct
+        mem = mj.estimators.memorization(masks, correct).value
+        flipped = build_dataset(SYNTHETIC[p["study"]]["dataset"]).train_info.get("flipped")
+        if flipped is None:
+            assert "flipped_minus_clean" not in p
+            continue
+        d = p["flipped_minus_clean"]
+        assert d["value"] == pytest.approx(mem[flipped].mean() - mem[~flipped].mean(), abs=1e-5)
+        numbers = _interval(d["value"], d["ci_low"], d["ci_high"], 3).replace(
+            " [", ", 95% interval ["
+        )
+        assert (
+            f"flipped labels have a larger mean memorization than clean ones (difference {numbers})"
+            in record["caption"]
+        )
+
+    record = _record(out, "extremes")
+    for p in record["data"]["panels"]:
+        for e in p["most"] + p["least"]:
+            assert e["ci_low"] <= e["memorization"] <= e["ci_high"] and e["ci_low"] < e["ci_high"]
+        top = ", ".join(
+            _interval(e["memorization"], e["ci_low"], e["ci_high"], 2) for e in p["most"][:3]
+        )
+        assert f"top scores {top}" in record["caption"]
+
+    record = _record(out, "consistency")
+    for c in record["data"]["c_score_groups"].values():
+        assert _interval(c["mean"], c["ci_low"], c["ci_high"], 2) in record["caption"]
+
+
+def test_difference_statement_wording_follows_the_interval():
+    args = ("flipped labels", "clean ones", "mean memorization")
+    assert "have a larger" in difference_statement(*args, 0.5, 0.4, 0.6)
+    assert "have a smaller" in difference_statement(*args, -0.5, -0.6, -0.4)
+    same = difference_statement(*args, 0.05, -0.01, 0.11)
+    assert "do not differ distinguishably" in same and "includes 0" in same
+    assert "[-0.010, 0.110]" in same
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.25])
+def test_example_average_is_the_estimators_linearization_over_blocks(ratio):
+    """One example's weight: the average is its memorization (held-out accuracy) with the
+    estimators' own design-aware standard error; a group mean is the mean of the estimates."""
+    rng = np.random.default_rng(3)
+    replicas, n = 24, 9
+    masks = mj.subsets.sample(n, replicas, ratio, seed=1)
+    blocks = mj.subsets.block_ids(np.arange(replicas), ratio, "balanced")
+    values = rng.standard_normal((replicas, n)) + masks + rng.standard_normal((replicas, 1))
+    mem = mj.estimators.memorization(masks, values, blocks)
+    held = mj.estimators.held_out_accuracy(masks, values, blocks)
+    for i in range(n):
+        one = np.eye(n)[i]
+        e = example_average(masks, values, blocks, one)
+        assert e["value"] == pytest.approx(mem.value[i]) and e["stderr"] == pytest.approx(
+            mem.stderr[i]
+        )
+        assert e["ci_low"] == pytest.approx(mem.ci_low[i]) and e["ci_high"] == pytest.approx(
+            mem.ci_high[i]
+        )
+        h = example_average(masks, values, blocks, one, held_out=True)
+        assert h["value"] == pytest.approx(held.value[i]) and h["stderr"] == pytest.approx(
+            held.stderr[i]
+        )
+    group = example_average(masks, values, blocks, np.full(n, 1 / n))
+    assert group["value"] == pytest.approx(mem.value.mean())
+    # blocks are the unit: averaging with each replica independent ignores their dependence
+    assert example_average(masks, values, None, np.full(n, 1 / n))["stderr"] != pytest.approx(
+        group["stderr"], rel=1e-3
+    )
+
+
+def test_held_out_group_mean_of_all_right_replicas_has_an_open_interval():
+    masks = mj.subsets.sample(6, 8, 0.5, seed=0)
+    blocks = mj.subsets.block_ids(np.arange(8), 0.5, "balanced")
+    e = example_average(masks, np.ones((8, 6), bool), blocks, np.full(6, 1 / 6), held_out=True)
+    assert e["value"] == 1.0 and e["stderr"] == 0.0
+    assert 0.5 < e["ci_low"] < 1.0 and e["ci_high"] == 1.0
+
+
+def test_influence_null_permutes_whole_blocks():
+    blocks = mj.subsets.block_ids(np.arange(24), 1 / 3, "balanced")  # 8 blocks of 3
+    for seed in range(5):
+        rows = block_permutation(blocks, 24, seed)
+        assert sorted(rows) == list(range(24))
+        targets = set()
+        for g in range(8):
+            mine = np.flatnonzero(blocks == g)
+            (source,) = set(blocks[rows[mine]])  # a block's rows come from one block ...
+            assert source != g  # ... never its own
+            np.testing.assert_array_equal(rows[mine], np.flatnonzero(blocks == source))  # in order
+            targets.add(source)
+        assert len(targets) == 8
+    independent = block_permutation(None, 10, 0)
+    assert sorted(independent) == list(range(10)) and (independent != np.arange(10)).all()
+    # several seeds give different derangements
+    assert len({tuple(block_permutation(blocks, 24, s)) for s in range(5)}) > 1
+    with pytest.raises(ValueError, match="unequal sizes"):
+        block_permutation(np.array([0, 0, 1, 1, 2]), 5, 0)
+
+
+def test_convergence_groups_are_made_of_whole_blocks():
+    blocks = mj.subsets.block_ids(np.arange(20), 0.5, "balanced")  # 10 pairs
+    groups = block_groups(blocks, 20, 2)
+    assert len(groups) == 5
+    np.testing.assert_array_equal(np.concatenate(groups), np.arange(20))
+    for g in groups:
+        assert len(g) == 4 and len(set(blocks[g])) == 2
+        assert all((blocks == b).sum() == (blocks[g] == b).sum() for b in set(blocks[g]))
+    assert [len(g) for g in block_groups(None, 10, 4)] == [4, 4]
+
+
+def test_c_score_is_the_mean_of_per_ratio_held_out_accuracies(synthetic):
+    """Recomputed from the stored studies by plain loops over replicas."""
+    _, out = synthetic
+    data = _record(out, "consistency")["data"]
+    per_ratio = []
+    for name in data["studies"]:
+        store = open_store(str(out / "studies" / name))
+        rows = np.arange(store.replicas)
+        if name == "digits_clean":
+            rows = rows[store.replicas // 2 : 2 * (store.replicas // 2)]
+        masks = store.masks()[rows]
+        correct = store.load_outputs(rows).train_correct
+        per_ratio.append([correct[~masks[:, i], i].mean() for i in range(masks.shape[1])])
+    expected = np.mean(per_ratio, axis=0)
+    np.testing.assert_allclose(np.array(data["c_score"]["value"], float), expected, atol=1e-5)
+    low, high = (np.array(data["c_score"][k], float) for k in ("ci_low", "ci_high"))
+    assert (low <= expected + 1e-5).all() and (expected - 1e-5 <= high).all() and (low < high).all()
+    for g, c in data["c_score_groups"].items():
+        assert c["mean"] == pytest.approx(np.mean(data["curves"][g]["mean"]), abs=1e-5)
 
 
 def test_theory_scatter_shows_narrowest_middle_and_widest():

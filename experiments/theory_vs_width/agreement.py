@@ -1,8 +1,12 @@
-"""How closely two models' per-example quantities agree, with bootstrap-over-replicas errors.
+"""How closely two models' per-example quantities agree, with bootstrap-over-blocks errors.
 
-The pairing matters: both models are resampled on the same replica rows (they were trained
-on the same masks), so the error bars measure the estimate's noise, not the gap between the
-models. Examples never IN or never OUT in a resample are dropped from that resample.
+The bootstrap resamples the units of independence of the subset design: whole blocks of
+replicas (``memjax.subsets.block_ids``; under the balanced design at ratio 1/2 a block is a
+complementary pair, whose replicas are dependent), or single replicas when the design's
+replicas are independent. The pairing matters too: both models are resampled on the same
+replica rows (they were trained on the same masks), so the error bars measure the
+estimate's noise, not the gap between the models. Examples never IN or never OUT in a
+resample are dropped from that resample.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from scipy import stats
 
 import memjax as mj
 
-__all__ = ["PAIRS", "METRICS", "QUANTITIES", "correlations", "compare", "accuracy"]
+__all__ = [
+    "PAIRS",
+    "METRICS",
+    "QUANTITIES",
+    "correlations",
+    "bootstrap_rows",
+    "compare",
+    "accuracy",
+]
 
 PAIRS = (
     ("network", "ntk_gd_paired"),
@@ -56,24 +68,48 @@ def _agreement(masks, a: mj.ReplicaOutputs, b: mj.ReplicaOutputs, rows) -> dict[
     }
 
 
+def bootstrap_rows(blocks: np.ndarray | None, replicas: int, rng: np.random.Generator):
+    """Replica rows of one bootstrap resample: as many blocks as there are, drawn with
+    replacement, each contributing all its replicas (None: each replica is a block)."""
+    ids = np.arange(replicas) if blocks is None else np.asarray(blocks)
+    if ids.shape != (replicas,):
+        raise ValueError(f"blocks must have one id per replica ({replicas}), got {ids.shape}")
+    labels, inverse = np.unique(ids, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    return np.concatenate([members[g] for g in rng.integers(0, len(labels), len(labels))])
+
+
 def compare(
-    masks: np.ndarray, a: mj.ReplicaOutputs, b: mj.ReplicaOutputs, boots: int, seed: int
+    masks: np.ndarray,
+    a: mj.ReplicaOutputs,
+    b: mj.ReplicaOutputs,
+    boots: int,
+    seed: int,
+    blocks: np.ndarray | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Each quantity's metrics between models a and b, with bootstrap-over-replicas stderr."""
+    """Each quantity's metrics between models a and b: value, bootstrap stderr and 95%
+    percentile interval, resampling whole blocks (``blocks`` (R,); None: replicas).
+
+    A resample holds fewer distinct blocks than the study, so its estimates are noisier and
+    a correlation between two models' estimates can shift: the percentile interval shows
+    where the resampled statistic lies and need not be centred on (or hold) the value.
+    """
     R = len(masks)
     point = _agreement(masks, a, b, np.arange(R))
     rng = np.random.default_rng(seed)
-    samples = [_agreement(masks, a, b, rng.integers(0, R, R)) for _ in range(boots)]
-    return {
-        q: {
-            m: {
-                "value": point[q][m],
-                "stderr": float(np.nanstd([s[q][m] for s in samples], ddof=1)),
-            }
-            for m in METRICS
+    samples = [_agreement(masks, a, b, bootstrap_rows(blocks, R, rng)) for _ in range(boots)]
+
+    def summary(q: str, m: str) -> dict[str, float]:
+        draws = np.array([s[q][m] for s in samples], float)
+        low, high = np.nanpercentile(draws, [2.5, 97.5])
+        return {
+            "value": point[q][m],
+            "stderr": float(np.nanstd(draws, ddof=1)),
+            "ci_low": float(low),
+            "ci_high": float(high),
         }
-        for q in QUANTITIES
-    }
+
+    return {q: {m: summary(q, m) for m in METRICS} for q in QUANTITIES}
 
 
 def accuracy(out: mj.ReplicaOutputs) -> dict[str, float]:

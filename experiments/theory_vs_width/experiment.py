@@ -8,16 +8,21 @@ descent on MSE (one step per epoch). Beside them, kernel "models" are fit on the
   steps, memjax's mean loss) started from each replica network's own initial outputs f0.
   An infinitely wide network is exactly this (Lee et al. 2019); at finite width the NTK
   differs from the analytic one and moves during training, which is what is measured.
-* ``ntk_gd``: the same without f0, i.e. the mean over initializations (width independent).
+* ``ntk_gd``: the same from f0 = 0: the mean predictor over initializations (the outputs are
+  linear in f0, whose mean is 0), width independent. Its memorization is that of the mean
+  predictor (the correctness of argmax E_init[f]), not the mean over initializations of
+  the memorization (which would average the correctness of each initialization's model).
 * ``nngp``: the NNGP posterior mean, kernel ridge with a 1e-6 jitter (width independent).
 
 Memorization (Feldman & Zhang, from correctness) of every training example is estimated
 from each model's replicas. Per width, the tables give the Pearson and Spearman correlation
 and the mean absolute difference between the memorization of the network (or linearized
 network) and of a kernel model, and the same for the accuracy on each test example (mean
-over replicas). Standard errors: bootstrap over replicas (replica rows resampled with
-replacement, the same rows for both models so the pairing is kept; examples never IN or
-never OUT in a resample are dropped from that resample).
+over replicas). Errors: bootstrap over the design's blocks (complementary pairs of replicas
+under the balanced design at ratio 1/2, the unit of independence: whole blocks resampled
+with replacement, the same rows for both models so the pairing is kept; examples never IN
+or never OUT in a resample are dropped from that resample), as a standard error and a 95%
+percentile interval.
 
 ``run`` returns the summary: settings, timings, every agreement number, and each model's
 per-example memorization (network, linearized and paired NTK per width; the
@@ -45,6 +50,7 @@ from memjax.train import replica_init_keys
 __all__ = ["load_settings", "mnist1d_subset", "spec_for", "initial_outputs", "run"]
 
 WIDTH_DEPENDENT = ("network", "linearized", "ntk_gd_paired")
+RATIO, DESIGN = 0.5, "balanced"
 
 
 def load_settings(mode: str) -> dict[str, Any]:
@@ -97,7 +103,8 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
     """Train and fit every model at every width; returns the summary (see module doc)."""
     s = settings
     ds = mnist1d_subset(s["n_train"], s["n_test"], s["seed"])
-    masks = mj.subsets.sample(ds.n_train, s["replicas"], 0.5, seed=s["seed"])
+    masks = mj.subsets.sample(ds.n_train, s["replicas"], RATIO, seed=s["seed"], design=DESIGN)
+    blocks = mj.subsets.block_ids(np.arange(s["replicas"]), RATIO, DESIGN)
     cfg = mj.TrainConfig(
         epochs=s["epochs"],
         batch_size=None,
@@ -136,7 +143,9 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
                 "width": width,
                 "accuracy": {name: accuracy(out) for name, out in models.items()},
                 "pairs": {
-                    f"{a}~{b}": compare(masks, models[a], models[b], s["bootstrap"], s["seed"])
+                    f"{a}~{b}": compare(
+                        masks, models[a], models[b], s["bootstrap"], s["seed"], blocks
+                    )
                     for a, b in PAIRS
                 },
                 "seconds": {"network": t1 - t0, "linearized": t2 - t1, "kernel_paired": t3 - t2},
@@ -151,7 +160,8 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
         "question": "does kernel theory predict network memorization better as width grows?",
         "settings": s,
         "dataset": {"name": ds.name, "fingerprint": ds.fingerprint},
-        "stderr": "bootstrap over replicas (paired resampling of replica rows)",
+        "stderr": "bootstrap over blocks of replicas (paired resampling of whole blocks); "
+        "ci_low/ci_high: its 95% percentile interval",
         "timings": timings,
         "widths": per_width,
         "examples": {

@@ -13,7 +13,8 @@ __all__ = ["tables", "write"]
 
 
 def _fmt(d: dict[str, float]) -> str:
-    return f"{d['value']:.3f} ± {d['stderr']:.3f}"
+    """Value and its 95% bootstrap interval (never a "± 0.000" from a degenerate bootstrap)."""
+    return f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
 
 
 def tables(summary: dict[str, Any]) -> str:
@@ -22,6 +23,8 @@ def tables(summary: dict[str, Any]) -> str:
     for q in QUANTITIES:
         lines += [
             f"### {q.replace('_', ' ')}: agreement between models",
+            "",
+            "value [95% interval, bootstrap over blocks of replicas]",
             "",
             "| width | model | kernel / reference | Pearson | Spearman | mean abs. diff. |",
             "|---|---|---|---|---|---|",
@@ -57,7 +60,19 @@ def write(summary: dict[str, Any], out: str) -> None:
         f.write(tables(summary))
     with open(os.path.join(out, "table.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["width", "model", "reference", "quantity", "metric", "value", "stderr"])
+        w.writerow(
+            [
+                "width",
+                "model",
+                "reference",
+                "quantity",
+                "metric",
+                "value",
+                "stderr",
+                "ci_low",
+                "ci_high",
+            ]
+        )
         for row in summary["widths"]:
             for pair, res in row["pairs"].items():
                 for q in QUANTITIES:
@@ -68,7 +83,6 @@ def write(summary: dict[str, Any], out: str) -> None:
                                 *pair.split("~"),
                                 q,
                                 m,
-                                res[q][m]["value"],
-                                res[q][m]["stderr"],
+                                *(res[q][m][k] for k in ("value", "stderr", "ci_low", "ci_high")),
                             ]
                         )
