@@ -64,8 +64,11 @@ class Relations:
       oriented score (value if ``SUSPICIOUS_WHEN_HIGH[name]``, else -value) for finding
       flipped labels, over examples with a finite value.
     ``attacks``: name -> AttackResult of lira_online, lira_offline,
-      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack; empty (and
-      the three vulnerability columns absent) for studies of fewer than
+      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack under LiRA's
+      reference-code convention (the published numbers), then lira_online_paper and
+      lira_offline_paper, the paper's algorithm as written (its one-sided offline test
+      ranks differently; see ``memjax.privacy``); empty (and the three vulnerability
+      columns, all of the reference convention, absent) for studies of fewer than
       ``MIN_ATTACK_REPLICAS`` replicas.
     """
 
@@ -118,6 +121,8 @@ def _attacks(masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int) -> dict
         lira_eval(masks, margins, n_targets, "online", fixed_variance=True),
         lira_eval(masks, margins, n_targets, "offline", fixed_variance=True),
         loss_attack_eval(masks, outputs.train_loss, n_targets),
+        lira_eval(masks, margins, n_targets, "online", convention="paper"),
+        lira_eval(masks, margins, n_targets, "offline", convention="paper"),
     )
     return {a.name: a for a in results}
 
