@@ -13,30 +13,22 @@ The paper's algorithm and its reference code (github.com/tensorflow/privacy,
 ``research/mi_lira_2021``, ``plot.py``), whose numbers are the published ones and the ones
 other libraries reproduce, differ. ``convention="reference"`` (the default) reproduces the
 code, so results compare with published tables; ``convention="paper"`` is the algorithm as
-written. Every difference:
+written. Every difference, reference / paper:
+  * Gaussian centres: medians of the shadow scores / means.
+  * Shadows per example: per target and side, the first k in replica order, k the smallest
+    count over the examples the target scores (the code truncates to the smallest count) /
+    all of them.
+  * Per-example variance: MLE (ddof=0) variance of the kept shadows / of all shadows.
+  * Fixed (global) variance: one std per target, of *all* kept shadow scores pooled over
+    examples (so it includes the spread between the examples' centres), the pooled IN
+    scores for both sides online and the pooled OUT scores offline / per target and side,
+    the root mean over examples of the per-example variances (spread within examples).
+  * Offline test: two-sided, scored by -log N(c; mu_out, s_out^2) (member iff c is
+    improbable under OUT on either side; log s_out ranks too) / one-sided, member iff c is
+    high relative to OUT, scored by (c - mu_out) / s_out.
+  * TPR at FPR alpha: best TPR with FPR < alpha (strict) / with FPR <= alpha.
 
-  ============================  ==========================================  ===================
-  step                          ``"reference"`` (default)                   ``"paper"``
-  ============================  ==========================================  ===================
-  Gaussian centres              medians of the shadow scores                means
-  shadows per example           per target and side, the first k in         all of them
-                                replica order, k the smallest count over
-                                the scored examples (the code truncates
-                                to the smallest count)
-  per-example variance          MLE (ddof=0) variance of the kept shadows   of all shadows
-  fixed (global) variance       one std per target: of *all* kept shadow    per target and
-                                scores pooled over examples (so it          side: root mean
-                                includes the spread between the examples'   over examples of
-                                centres); online uses the pooled IN scores  the per-example
-                                for both sides, offline the pooled OUT      variances
-                                scores
-  offline test                  two-sided: score -log N(c; mu_out, s_out²)  one-sided:
-                                (member iff c is improbable under OUT, on   (c - mu_out) / s_out
-                                either side; log s_out ranks too)
-  TPR at FPR alpha              best TPR with FPR < alpha (strict)          FPR <= alpha
-  ============================  ==========================================  ===================
-
-The online score, log N(c; mu_in, s_in²) - log N(c; mu_out, s_out²), has the same form in
+The online score, log N(c; mu_in, s_in^2) - log N(c; mu_out, s_out^2), has the same form in
 both. Common to both, and different from the code: one query per example (the code averages
 its score over augmented queries; a study stores one); each target's shadows are all other
 replicas (the code's run with one target model, repeated for every target and pooled);
