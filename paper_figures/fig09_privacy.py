@@ -158,9 +158,9 @@ def caption(data: Data) -> str:
         "(a) ROC curves on log-log axes, LiRA as its reference code computes it (convention "
         '"reference": median centres, two-sided offline test, TPR read at FPR < α); legend: '
         "AUC; global var.: one pooled variance instead of per-example variances. Curves stop "
-        "at FPR 1/(non-member pairs) (dotted line); bars: Clopper-Pearson 95% intervals "
-        f"of the TPR. At 0.1% FPR LiRA online finds {_tpr_text(on, 1e-3)} of the members, the "
-        f"loss attack {_tpr_text(loss, 1e-3)}; at 0.001% FPR LiRA online: "
+        "at FPR 1/(non-member pairs) (vertical dotted line); bars: Clopper-Pearson 95% "
+        f"intervals of the TPR. At 0.1% FPR LiRA online finds {_tpr_text(on, 1e-3)} of the "
+        f"members, the loss attack {_tpr_text(loss, 1e-3)}; at 0.001% FPR LiRA online: "
         f"{_tpr_text(on, 1e-5)} (AUC {on['auc']:.3f} vs {loss['auc']:.3f}).{offline} "
         "(b) Per-example vulnerability (mean LiRA score when the example is in the victim's "
         "training set minus when it is not; symmetric-log axis) against memorization; Spearman "
