@@ -5,45 +5,85 @@ replica is a model whose training set is known. Following Carlini et al. (2022, 
 Inference Attacks From First Principles", Section VI), each of the first ``n_targets``
 replicas in turn is the victim and *all other* replicas are its shadow models; the
 (target, example) pairs of all targets are pooled into one ROC curve, from which we report
-AUC, TPR at FPR 1e-5 / 1e-3 / 1e-2 and log-spaced points for plotting.
+AUC, TPR at FPR 1e-5 / 1e-3 / 1e-2 with 95% intervals, and log-spaced points for plotting.
 
-Shadow statistics are per-example sums over all replicas; a target's shadow fit subtracts
-its own contribution, so all targets together cost one O(R n) pass (no (R, R, n) tensor),
-done over blocks of examples so memory stays bounded for any number of replicas.
+Two conventions
+---------------
+The paper's algorithm and its reference code (github.com/tensorflow/privacy,
+``research/mi_lira_2021``, ``plot.py``), whose numbers are the published ones and the ones
+other libraries reproduce, differ. ``convention="reference"`` (the default) reproduces the
+code, so results compare with published tables; ``convention="paper"`` is the algorithm as
+written. Every difference, reference / paper:
+  * Gaussian centres: medians of the shadow scores / means.
+  * Shadows per example: per target and side, the first k in replica order, k the smallest
+    count over the examples the target scores (the code truncates to the smallest count) /
+    all of them.
+  * Per-example variance: MLE (ddof=0) variance of the kept shadows / of all shadows.
+  * Fixed (global) variance: one std per target, of *all* kept shadow scores pooled over
+    examples (so it includes the spread between the examples' centres), the pooled IN
+    scores for both sides online and the pooled OUT scores offline / per target and side,
+    the root mean over examples of the per-example variances (spread within examples).
+  * Offline test: two-sided, scored by -log N(c; mu_out, s_out^2) (member iff c is
+    improbable under OUT on either side; log s_out ranks too) / one-sided, member iff c is
+    high relative to OUT, scored by (c - mu_out) / s_out.
+  * TPR at FPR alpha: best TPR with FPR < alpha (strict) / with FPR <= alpha.
 
-Where the reference implementation (github.com/tensorflow/privacy, ``lira``) differs from
-the paper's equations we follow the paper:
-  * Gaussian centres are means (the reference uses medians);
-  * offline LiRA is the paper's one-sided test, member iff the target's confidence is high
-    relative to the OUT Gaussian (the reference scores with the OUT log-density, i.e. a
-    two-sided test);
-  * one query per example (the reference averages over augmented queries);
-  * fixed ("global") variance is the pooled per-example variance, mean over examples
-    (the reference takes the median over examples of the per-example std).
-Like the reference we fit Gaussians by maximum likelihood (ddof=0).
+The online score, log N(c; mu_in, s_in^2) - log N(c; mu_out, s_out^2), has the same form in
+both. Common to both, and different from the code: one query per example (the code averages
+its score over augmented queries; a study stores one); each target's shadows are all other
+replicas (the code's run with one target model, repeated for every target and pooled);
+stds are floored at ``STD_FLOOR`` (the code adds 1e-30), which matters only for identical
+shadow scores; a pair whose example has too few shadows on a side the attack uses (< 2 for
+per-example variance, < 1 for fixed) is left out and counted (the code would fail). Under
+designs whose per-example counts vary (``bernoulli``) the reference truncation can discard
+many shadows; the paper convention keeps them all.
+
+Low FPR
+-------
+With N non-member pairs the smallest nonzero FPR is 1/N, so a TPR at an FPR that allows no
+false positive (alpha < 1/N; alpha <= 1/N under the strict reading) is not an estimate of
+anything but the zero-false-positive count: it is NaN, with the reason in
+``AttackResult.undefined``. Every defined TPR carries a Clopper-Pearson 95% interval for the
+members' binomial proportion at that threshold. It is conditional on the threshold (whose
+own noise comes from the non-members) and treats pairs as independent, though pairs sharing
+a target or an example are not: read it as a lower bound on the uncertainty. Log-spaced ROC
+points (``tpr_grid``) are NaN below 1/N too, so plots stop there.
+
+Shadow statistics are per-example sums over all replicas (reference: order statistics); a
+target's shadow fit leaves out its own replica, so all targets together cost one O(R n)
+pass (O(n_targets R n) for the reference), done over ``COLUMNS_PER_PASS`` examples at a
+time so memory stays bounded for any number of replicas.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta
 
 from memjax.estimators import Estimate, memorization
 
 __all__ = [
     "AttackResult",
+    "CONVENTIONS",
     "FPRS",
+    "clopper_pearson",
     "lira_eval",
     "loss_attack_eval",
+    "resolvable",
     "roc_curve",
     "tpr_at",
 ]
 
+CONVENTIONS = ("reference", "paper")
 FPRS = (1e-5, 1e-3, 1e-2)
 FPR_GRID = np.logspace(-5, 0, 51)
 STD_FLOOR = 1e-6  # guards identical shadow scores (zero variance)
-BLOCK = 4096  # examples per block of the shadow fits
+COLUMNS_PER_PASS = 4096  # examples per pass of the shadow fits
+LEVEL = 0.95  # of the TPR intervals
 
 
 @dataclass(frozen=True)
@@ -51,16 +91,23 @@ class AttackResult:
     """A pooled membership-inference evaluation.
 
     ``fpr``/``tpr`` is the full ROC curve (one point per distinct score), ``fpr_grid``/
-    ``tpr_grid`` the best TPR at log-spaced FPRs (for log-log plots). ``scores`` (n_targets, n)
-    are the attack scores (higher = member; NaN = pair excluded for too few shadows).
-    ``per_example`` is each example's vulnerability: mean score over the targets that trained
-    on it minus mean over those that did not, with Welch's stderr (NaN if any of its pairs
-    was excluded). ``operating_point`` is (fpr, tpr) of a fixed-threshold rule, if any.
+    ``tpr_grid`` the best TPR at log-spaced FPRs (for log-log plots; NaN below the
+    resolvable FPR). ``tpr_at_fpr[a]`` is the TPR at FPR ``a`` read by the convention's rule,
+    NaN where ``n_nonmembers`` cannot resolve ``a`` (``undefined[a]`` says why);
+    ``tpr_ci[a]`` its Clopper-Pearson 95% interval (NaN, NaN where undefined).
+    ``scores`` (n_targets, n) are the attack scores (higher = member; NaN = pair excluded
+    for too few shadows). ``per_example`` is each example's vulnerability: mean score over
+    the targets that trained on it minus mean over those that did not (NaN if any of its
+    pairs was excluded). ``operating_point`` is (fpr, tpr) of a fixed-threshold rule, if any.
+    ``name`` is the attack, suffixed ``_paper`` under the paper convention.
     """
 
     name: str
+    convention: str
     auc: float
     tpr_at_fpr: dict[float, float]
+    tpr_ci: dict[float, tuple[float, float]]
+    undefined: dict[float, str]
     fpr: np.ndarray
     tpr: np.ndarray
     fpr_grid: np.ndarray
@@ -69,15 +116,32 @@ class AttackResult:
     scores: np.ndarray
     n_pairs: int
     n_excluded: int
+    n_members: int
+    n_nonmembers: int
     operating_point: tuple[float, float] | None = None
 
     def summary(self) -> dict:
-        """JSON-ready numbers: AUC, TPR at the standard FPRs, pair counts."""
+        """JSON-ready numbers (None for NaN): AUC, TPR at the standard FPRs with intervals and
+        the reasons for undefined ones, pair counts, convention."""
+
+        def num(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
         out = {
+            "name": self.name,
+            "convention": self.convention,
             "auc": self.auc,
-            **{f"tpr_at_fpr_{a:g}": self.tpr_at_fpr[a] for a in FPRS},
+            "tpr_at_fpr": {f"{a:g}": num(self.tpr_at_fpr[a]) for a in FPRS},
+            "tpr_ci": {
+                f"{a:g}": None if a in self.undefined else [num(x) for x in self.tpr_ci[a]]
+                for a in FPRS
+            },
+            "undefined": {f"{a:g}": why for a, why in self.undefined.items()},
+            "ci_method": f"Clopper-Pearson {LEVEL:.0%}",
             "n_pairs": self.n_pairs,
             "n_excluded": self.n_excluded,
+            "n_members": self.n_members,
+            "n_nonmembers": self.n_nonmembers,
         }
         if self.operating_point is not None:
             out["threshold_fpr"], out["threshold_tpr"] = self.operating_point
@@ -112,15 +176,43 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return fpr, tpr, float(np.trapezoid(tpr, fpr))
 
 
-def tpr_at(fpr: np.ndarray, tpr: np.ndarray, alphas) -> np.ndarray:
-    """Largest TPR on the curve with FPR <= alpha, for each alpha."""
-    idx = np.searchsorted(fpr, np.asarray(alphas, np.float64), side="right") - 1
+def resolvable(alphas, n_negatives: int, strict: bool = False) -> np.ndarray:
+    """Whether each FPR ``alpha`` lets a threshold flag at least one of ``n_negatives``
+    non-members (1/N <= alpha; 1/N < alpha when FPR is read strictly below alpha)."""
+    alphas = np.asarray(alphas, np.float64)
+    smallest = 1.0 / n_negatives  # the same float as the ROC's first false-positive rate
+    return smallest < alphas if strict else smallest <= alphas
+
+
+def tpr_at(fpr: np.ndarray, tpr: np.ndarray, alphas, strict: bool = False) -> np.ndarray:
+    """Largest TPR on the curve with FPR <= alpha (< alpha if ``strict``), for each alpha."""
+    side = "left" if strict else "right"
+    idx = np.searchsorted(fpr, np.asarray(alphas, np.float64), side=side) - 1
     return tpr[idx]
 
 
-def _check(masks: np.ndarray, values: np.ndarray, what: str, n_targets: int) -> np.ndarray:
+def clopper_pearson(k, n, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper-Pearson) interval for a binomial proportion k/n: (low, high).
+
+    Beta quantiles; low is 0 at k = 0 and high is 1 at k = n, so the interval never
+    collapses to a point."""
+    k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
+    if np.any(n < 1) or np.any((k < 0) | (k > n)):
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    tail = (1 - level) / 2
+    with np.errstate(invalid="ignore"):
+        low = np.where(k > 0, beta.ppf(tail, k, n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - tail, k + 1, n - k), 1.0)
+    return low, high
+
+
+def _check(
+    masks: np.ndarray, values: np.ndarray, what: str, n_targets: int, convention: str
+) -> np.ndarray:
     masks = np.asarray(masks)
     values = np.asarray(values)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}: use one of {CONVENTIONS}")
     if masks.ndim != 2 or masks.dtype != bool:
         raise ValueError(
             f"masks must be a boolean (replicas, n) array, got {masks.dtype} {masks.shape}"
@@ -138,80 +230,201 @@ def _check(masks: np.ndarray, values: np.ndarray, what: str, n_targets: int) -> 
     return values
 
 
+def _target_blocks(blocks, n_replicas: int, n_targets: int) -> np.ndarray | None:
+    if blocks is None:
+        return None
+    blocks = np.asarray(blocks)
+    if blocks.shape != (n_replicas,) or not np.issubdtype(blocks.dtype, np.integer):
+        raise ValueError(
+            f"blocks must be integer block ids of the {n_replicas} replicas, got "
+            f"{blocks.dtype} {blocks.shape}"
+        )
+    return blocks[:n_targets]
+
+
+def _vulnerability(members: np.ndarray, scores: np.ndarray, blocks) -> Estimate:
+    """IN-minus-OUT attack score over the targets, NaN where any pair was excluded."""
+    keep = np.isfinite(scores)
+    values = np.where(keep, scores, 0.0)
+    if blocks is None:
+        mem = memorization(members, values)
+    else:
+        mem = memorization(members, values, blocks=blocks)
+    complete = keep.all(axis=0)
+    masked = {
+        f.name: np.where(complete, getattr(mem, f.name), np.nan)
+        for f in dataclasses.fields(mem)
+        if f.name not in ("n_in", "n_out") and getattr(mem, f.name) is not None
+    }
+    return dataclasses.replace(mem, **masked)
+
+
 def _evaluate(
     name: str,
+    convention: str,
     masks: np.ndarray,
     scores: np.ndarray,
+    blocks: np.ndarray | None,
     operating_point: tuple[float, float] | None = None,
 ) -> AttackResult:
     """Pool the (target, example) pairs of ``scores`` (targets, n) into one evaluation."""
-    t = len(scores)
-    members = masks[:t]
+    strict = convention == "reference"
+    members = masks[: len(scores)]
     keep = np.isfinite(scores)
-    fpr, tpr, auc = roc_curve(members[keep], scores[keep])
-    complete = keep.all(axis=0)
-    mem = memorization(members, np.where(keep, scores, 0.0))
-    nan = np.where(complete, 1.0, np.nan)
-    per_example = Estimate(mem.value * nan, mem.stderr * nan, mem.n_in, mem.n_out)
+    labels = members[keep]
+    fpr, tpr, auc = roc_curve(labels, scores[keep])
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    ok = resolvable(FPRS, n_neg, strict)
+    read = tpr_at(fpr, tpr, FPRS, strict)
+    low, high = clopper_pearson(np.rint(read * n_pos), n_pos)
+    need = "more than" if strict else "at least"
+    rule = "<" if strict else "<="
+    undefined = {
+        a: f"needs {need} 1/fpr = {1 / a:g} non-member pairs (TPR read at FPR {rule} {a:g}), "
+        f"have {n_neg}"
+        for a, fine in zip(FPRS, ok, strict=True)
+        if not fine
+    }
+    nan = float("nan")
     return AttackResult(
-        name=name,
+        name=name + ("_paper" if convention == "paper" else ""),
+        convention=convention,
         auc=auc,
-        tpr_at_fpr={a: float(v) for a, v in zip(FPRS, tpr_at(fpr, tpr, FPRS), strict=True)},
+        tpr_at_fpr={a: float(v) if f else nan for a, v, f in zip(FPRS, read, ok, strict=True)},
+        tpr_ci={
+            a: (float(lo), float(hi)) if f else (nan, nan)
+            for a, lo, hi, f in zip(FPRS, low, high, ok, strict=True)
+        },
+        undefined=undefined,
         fpr=fpr,
         tpr=tpr,
         fpr_grid=FPR_GRID,
-        tpr_grid=tpr_at(fpr, tpr, FPR_GRID),
-        per_example=per_example,
+        tpr_grid=np.where(
+            resolvable(FPR_GRID, n_neg, strict), tpr_at(fpr, tpr, FPR_GRID, strict), np.nan
+        ),
+        per_example=_vulnerability(members, scores, blocks),
         scores=scores,
         n_pairs=int(keep.sum()),
         n_excluded=int((~keep).sum()),
+        n_members=n_pos,
+        n_nonmembers=n_neg,
         operating_point=operating_point,
     )
 
 
-def _shadow_fits(
-    masks: np.ndarray, scores: np.ndarray, n_targets: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Leave-one-out Gaussian fits for the first ``n_targets`` replicas.
+def _passes(n: int):
+    for start in range(0, n, COLUMNS_PER_PASS):
+        yield slice(start, min(start + COLUMNS_PER_PASS, n))
 
-    Returns, per side ("in", "out"), an array (3, n_targets, n) of the shadow count, mean and
-    MLE variance of each example when that target is removed, and the targets' own scores,
-    all shifted per example by the mean over replicas (which leaves every Gaussian test
-    unchanged and keeps the sums well conditioned). Works on blocks of examples so memory
-    stays O(R x BLOCK) however many replicas and examples there are.
+
+def _side_masks(masks: np.ndarray, side: str) -> np.ndarray:
+    return masks if side == "in" else ~masks
+
+
+def _paper_fits(
+    masks: np.ndarray, scores: np.ndarray, n_targets: int, sides: tuple[str, ...], fixed: bool
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Leave-one-out Gaussians of the paper convention for the first ``n_targets`` replicas.
+
+    Returns side -> (mean, std), each (n_targets, n) with NaN where the example has too few
+    shadows on that side, and the targets' own scores; all scores are shifted per example by
+    their mean over replicas (every Gaussian test is unchanged; the sums are well
+    conditioned). Counts, sums and sums of squares leave the target's own replica out.
     """
     t, n = n_targets, masks.shape[1]
-    fits = {side: np.empty((3, t, n)) for side in ("in", "out")}
+    fits = {side: np.empty((3, t, n)) for side in sides}
     own = np.empty((t, n))
-    for start in range(0, n, BLOCK):
-        cols = slice(start, min(start + BLOCK, n))
+    for cols in _passes(n):
         c = scores[:, cols].astype(np.float64)
         c -= c.mean(axis=0)
         own[:, cols] = c[:t]
-        for side, m in (("in", masks[:, cols]), ("out", ~masks[:, cols])):
-            w = m.astype(np.float64)
+        for side in sides:
+            w = _side_masks(masks[:, cols], side).astype(np.float64)
             mine = w[:t]
             count = w.sum(0) - mine
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = ((w * c).sum(0) - mine * c[:t]) / count
                 var = ((w * c * c).sum(0) - mine * c[:t] ** 2) / count - mean**2
             fits[side][:, :, cols] = count, mean, np.maximum(var, 0.0)
-    return fits, own
+    out = {}
+    for side in sides:
+        count, mean, var = fits[side]
+        if fixed:  # root mean over examples (with >= 2 shadows) of the per-example variances
+            ok = count >= 2
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pooled = np.sqrt(np.where(ok, var, 0.0).sum(1, keepdims=True) / ok.sum(1)[:, None])
+            std = np.where(count >= 1, np.maximum(pooled, STD_FLOOR), np.nan)
+        else:
+            std = np.where(count >= 2, np.sqrt(np.maximum(var, STD_FLOOR**2)), np.nan)
+        out[side] = (np.where(np.isfinite(std), mean, np.nan), std)
+    return out, own
 
 
-def _std(count: np.ndarray, var: np.ndarray, fixed: bool) -> np.ndarray:
-    """Per-example std (needs >= 2 shadows), or per target the pooled std over examples
-    (mean of the per-example variances where defined; needs >= 1 shadow)."""
-    if not fixed:
-        return np.where(count >= 2, np.sqrt(np.maximum(var, STD_FLOOR**2)), np.nan)
-    ok = count >= 2
+def _reference_fits(
+    masks: np.ndarray, scores: np.ndarray, n_targets: int, sides: tuple[str, ...], fixed: bool
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Gaussians of the reference convention for the first ``n_targets`` replicas.
+
+    For target t and side s, every scored example keeps its first k_ts shadows (replica
+    order, target left out), k_ts the smallest count over the examples t scores; centre:
+    their median; std: their MLE std, or (``fixed``) the std of all kept scores of one side
+    pooled over the scored examples (IN online, OUT offline), used for every side. Same
+    return shapes and per-example shift as ``_paper_fits`` (the pooled std uses the unshifted
+    scores, less one global constant: it includes the spread between examples' centres).
+    """
+    t, (r, n) = n_targets, masks.shape
+    need = 1 if fixed else 2
+    n_in = masks.sum(axis=0)
+    counts = {"in": n_in[None] - masks[:t], "out": (r - n_in)[None] - ~masks[:t]}  # (t, n)
+    scored = np.all([counts[s] >= need for s in sides], axis=0)
+    keep_n = {s: np.where(scored, counts[s], r).min(axis=1) for s in sides}  # (t,)
+    pooled_side = "in" if "in" in sides else "out"
+    centre = {s: np.full((t, n), np.nan) for s in sides}
+    var = {s: np.full((t, n), np.nan) for s in sides}
+    pooled = np.zeros((3, t))  # count, sum, sum of squares of the pooled kept scores
+    own = np.empty((t, n))
+    offset = scores.mean(dtype=np.float64)
+    rows = np.arange(r)[:, None]
+    for cols in _passes(n):
+        raw = scores[:, cols].astype(np.float64)
+        shift = raw.mean(axis=0)
+        c = raw - shift
+        own[:, cols] = c[:t]
+        for side in sides:
+            w = _side_masks(masks[:, cols], side)
+            for j in range(t):
+                k = int(keep_n[side][j])
+                if not scored[j].any():
+                    continue
+                shadow = w & (rows != j)
+                kept = shadow & (np.cumsum(shadow, axis=0) <= k)
+                vals = np.where(kept, c, np.inf)  # dropped shadows sort last
+                mid = sorted({(k - 1) // 2, k // 2})
+                part = np.partition(vals, mid, axis=0)
+                ok = scored[j, cols]
+                with np.errstate(invalid="ignore"):
+                    centre[side][j, cols] = np.where(ok, part[mid].mean(axis=0), np.nan)
+                    sel = np.where(kept, c, 0.0)
+                    mean = sel.sum(0) / k
+                    v = np.maximum((sel * sel).sum(0) / k - mean**2, 0.0)
+                var[side][j, cols] = np.where(ok, v, np.nan)
+                if side == pooled_side:
+                    x = np.where(kept & ok[None], raw - offset, 0.0)
+                    pooled[:, j] += (kept & ok[None]).sum(), x.sum(), (x * x).sum()
+    out = {}
     with np.errstate(invalid="ignore", divide="ignore"):
-        pooled = np.sqrt(np.where(ok, var, 0.0).sum(1, keepdims=True) / ok.sum(1, keepdims=True))
-    return np.where(count >= 1, np.maximum(pooled, STD_FLOOR), np.nan)
+        pooled_std = np.sqrt(np.maximum(pooled[2] / pooled[0] - (pooled[1] / pooled[0]) ** 2, 0))
+    for side in sides:
+        if fixed:
+            std = np.where(scored, np.maximum(pooled_std, STD_FLOOR)[:, None], np.nan)
+        else:
+            std = np.where(scored, np.sqrt(np.maximum(var[side], STD_FLOOR**2)), np.nan)
+        out[side] = (centre[side], std)
+    return out, own
 
 
 def _log_normal_pdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return -np.log(std) - 0.5 * ((x - mean) / std) ** 2
+    return -np.log(std) - 0.5 * ((x - mean) / std) ** 2 - 0.5 * math.log(2 * math.pi)
 
 
 def lira_eval(
@@ -220,54 +433,78 @@ def lira_eval(
     n_targets: int = 16,
     mode: str = "online",
     fixed_variance: bool = False,
+    convention: str = "reference",
+    blocks: np.ndarray | None = None,
 ) -> AttackResult:
     """LiRA (Carlini et al. 2022) evaluated over the first ``n_targets`` replicas as victims.
 
-    ``scores`` (R, n) are logit-scaled confidences log(p_y / (1 - p_y)), i.e. the stored
-    ``train_margin``. For target t and example i, the shadows are the other replicas, split
-    into IN (trained on i) and OUT. Attack score (higher = member):
+    ``masks`` (R, n) bool; ``scores`` (R, n) are logit-scaled confidences
+    log(p_y / (1 - p_y)), i.e. the stored ``train_margin``. For target t and example i, the
+    shadows are the other replicas, split into IN (trained on i) and OUT. Attack score
+    (higher = member):
       * online: log N(c; mu_in, s_in^2) - log N(c; mu_out, s_out^2) (the likelihood ratio);
-      * offline: (c - mu_out) / s_out, a monotone transform of the paper's one-sided
-        1 - Pr[Z > c], Z ~ N(mu_out, s_out^2), that keeps its ranking but does not saturate
-        at 1 for large c (where low-FPR TPR is decided).
-    ``fixed_variance=True`` uses one pooled variance per side and target (paper's variant
-    for few shadow models). A pair whose example has too few shadows on a side the attack
-    uses (< 2 for per-example variance, < 1 for fixed) gets a NaN score and is left out of
-    the ROC (counted in ``n_excluded``); if every pair is left out this raises.
+      * offline, ``convention="reference"``: -log N(c; mu_out, s_out^2), the code's two-sided
+        test (far from the OUT Gaussian on either side);
+      * offline, ``convention="paper"``: (c - mu_out) / s_out, a monotone transform of the
+        paper's one-sided 1 - Pr[Z > c], Z ~ N(mu_out, s_out^2), that keeps its ranking but
+        does not saturate at 1 for large c (where low-FPR TPR is decided).
+    Centres, shadows kept, variances and the TPR reading follow ``convention`` (module
+    docstring). ``fixed_variance=True`` uses one variance per target (paper's variant for
+    few shadow models): under the reference convention the std of all pooled shadow scores
+    (all IN scores for both sides online, all OUT scores offline), under the paper
+    convention the root mean of the per-example variances, per side. A pair whose example
+    has too few shadows on a side the attack uses (< 2 for per-example variance, < 1 for
+    fixed) gets a NaN score and is left out of the ROC (counted in ``n_excluded``); if every
+    pair is left out this raises. ``blocks`` (R,) are the replicas' block ids
+    (``subsets.block_ids``) for the per-example vulnerability's standard error; None when the
+    replicas are independent.
     """
     if mode not in ("online", "offline"):
         raise ValueError(f"unknown LiRA mode {mode!r}: use 'online' or 'offline'")
-    scores = _check(masks, scores, "scores", n_targets)
-    fits, own = _shadow_fits(masks, scores, n_targets)
-    count_out, mean_out, var_out = fits["out"]
-    std_out = _std(count_out, var_out, fixed_variance)
+    scores = _check(masks, scores, "scores", n_targets, convention)
+    target_blocks = _target_blocks(blocks, len(masks), n_targets)
+    sides = ("in", "out") if mode == "online" else ("out",)
+    fit = _reference_fits if convention == "reference" else _paper_fits
+    gaussians, own = fit(masks, scores, n_targets, sides, fixed_variance)
+    mean_out, std_out = gaussians["out"]
     with np.errstate(invalid="ignore"):
         if mode == "online":
-            count_in, mean_in, var_in = fits["in"]
-            std_in = _std(count_in, var_in, fixed_variance)
+            mean_in, std_in = gaussians["in"]
             attack = _log_normal_pdf(own, mean_in, std_in) - _log_normal_pdf(own, mean_out, std_out)
+        elif convention == "reference":
+            attack = -_log_normal_pdf(own, mean_out, std_out)
         else:
             attack = (own - mean_out) / std_out
     if not np.isfinite(attack).any():
         need = "1" if fixed_variance else "2"
-        sides = "IN and OUT" if mode == "online" else "OUT"
+        sides_text = "IN and OUT" if mode == "online" else "OUT"
         raise ValueError(
             f"too few shadow models: LiRA {mode} needs >= {need} shadow replicas on each side "
-            f"it fits ({sides}) per example; {len(masks)} replicas give no such example"
+            f"it fits ({sides_text}) per example; {len(masks)} replicas give no such example"
         )
     name = f"lira_{mode}" + ("_fixed_variance" if fixed_variance else "")
-    return _evaluate(name, masks, attack)
+    return _evaluate(name, convention, masks, attack, target_blocks)
 
 
-def loss_attack_eval(masks: np.ndarray, losses: np.ndarray, n_targets: int = 16) -> AttackResult:
+def loss_attack_eval(
+    masks: np.ndarray,
+    losses: np.ndarray,
+    n_targets: int = 16,
+    convention: str = "reference",
+    blocks: np.ndarray | None = None,
+) -> AttackResult:
     """Loss-threshold attack (Yeom et al. 2018): member iff the target's loss is low.
 
     One global threshold for every example; the ROC sweeps it. ``operating_point`` is the
     global-threshold baseline at Yeom et al.'s threshold: the mean training loss (over IN
     pairs) of the target's shadow models. For cross-entropy the loss is a decreasing
     function of the margin, so a global margin threshold gives the identical ROC.
+    ``convention`` sets only how TPR at an FPR is read (strictly below it for "reference",
+    as LiRA's code reads its global-threshold baseline), so it compares with LiRA's numbers
+    of the same convention; ``blocks`` as in ``lira_eval``.
     """
-    losses = _check(masks, losses, "losses", n_targets)
+    losses = _check(masks, losses, "losses", n_targets, convention)
+    target_blocks = _target_blocks(blocks, len(masks), n_targets)
     in_sum = np.array([row[m].sum(dtype=np.float64) for row, m in zip(losses, masks, strict=True)])
     in_count = masks.sum(axis=1)
     flagged = np.empty((n_targets, masks.shape[1]), bool)
@@ -279,6 +516,5 @@ def loss_attack_eval(masks: np.ndarray, losses: np.ndarray, n_targets: int = 16)
         float(flagged[~members].sum() / max((~members).sum(), 1)),
         float(flagged[members].sum() / max(members.sum(), 1)),
     )
-    return _evaluate(
-        "loss_attack", masks, -losses[:n_targets].astype(np.float64), operating_point=point
-    )
+    scores = -losses[:n_targets].astype(np.float64)
+    return _evaluate("loss_attack", convention, masks, scores, target_blocks, point)

@@ -70,8 +70,11 @@ class Relations:
       oriented score (value if ``SUSPICIOUS_WHEN_HIGH[name]``, else -value) for finding
       flipped labels, over examples with a finite value.
     ``attacks``: name -> AttackResult of lira_online, lira_offline,
-      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack; empty (and
-      the three vulnerability columns absent) for studies of fewer than
+      lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack under LiRA's
+      reference-code convention (the published numbers), then lira_online_paper and
+      lira_offline_paper, the paper's algorithm as written (its one-sided offline test
+      ranks differently; see ``memjax.privacy``); empty (and the three vulnerability
+      columns, all of the reference convention, absent) for studies of fewer than
       ``MIN_ATTACK_REPLICAS`` replicas.
     """
 
@@ -122,15 +125,26 @@ def _float64(e: Estimate) -> Estimate:
 VULNERABILITY = ("lira_online", "lira_offline", "loss_attack")
 
 
-def _attacks(masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int) -> dict:
+# LiRA variants evaluated for every study: (mode, fixed_variance, convention)
+LIRA_VARIANTS = (
+    ("online", False, "reference"),
+    ("offline", False, "reference"),
+    ("online", True, "reference"),
+    ("offline", True, "reference"),
+    ("online", False, "paper"),
+    ("offline", False, "paper"),
+)
+
+
+def _attacks(
+    masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int, blocks: np.ndarray | None
+) -> dict:
     margins = outputs.train_margin
-    results = (
-        lira_eval(masks, margins, n_targets, "online"),
-        lira_eval(masks, margins, n_targets, "offline"),
-        lira_eval(masks, margins, n_targets, "online", fixed_variance=True),
-        lira_eval(masks, margins, n_targets, "offline", fixed_variance=True),
-        loss_attack_eval(masks, outputs.train_loss, n_targets),
-    )
+    results = [
+        lira_eval(masks, margins, n_targets, mode, fixed, convention=convention, blocks=blocks)
+        for mode, fixed, convention in LIRA_VARIANTS
+    ]
+    results.append(loss_attack_eval(masks, outputs.train_loss, n_targets, blocks=blocks))
     return {a.name: a for a in results}
 
 
@@ -158,7 +172,9 @@ def relations(
                 f"flipped must be a boolean ({masks.shape[1]},) array, got "
                 f"{flipped.dtype} {flipped.shape}"
             )
-    attacks = _attacks(masks, outputs, n_targets) if len(masks) >= MIN_ATTACK_REPLICAS else {}
+    attacks = (
+        _attacks(masks, outputs, n_targets, blocks) if len(masks) >= MIN_ATTACK_REPLICAS else {}
+    )
     estimates: dict[str, Estimate] = {
         "memorization": memorization(masks, outputs.train_correct, blocks),
         "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin", blocks),

@@ -1,8 +1,11 @@
 """Figure 9: membership inference from the replicas (Carlini et al. 2022 style).
 
 Each of the first targets is the victim in turn, the other replicas its shadow models.
-ROC curves on log-log axes, where the attacks differ (low FPR), and each example's
-vulnerability against its memorization: memorized examples are the ones an attacker finds.
+ROC curves on log-log axes, where the attacks differ (low FPR), stopping at FPR
+1/(non-member pairs), with Clopper-Pearson 95% intervals at the standard FPRs; LiRA as its
+reference code computes it (``convention="reference"``), plus the paper's one-sided offline
+test for contrast. Right: each example's vulnerability against its memorization: memorized
+examples are the ones an attacker finds.
 """
 
 from __future__ import annotations
@@ -32,24 +35,32 @@ ATTACKS = {
     "lira_online_fixed_variance": ("LiRA online, global var.", "C3", "--"),
     "lira_offline_fixed_variance": ("LiRA offline, global var.", "C0", "--"),
     "loss_attack": ("loss attack", "0.3", "-"),
+    "lira_offline_paper": ("LiRA offline, paper's one-sided test", "C0", "-."),
 }
 VULNERABILITY = "lira_online"
+FLOOR = 1e-5  # lower limit of the log axes
 
 
 def compute(ctx: Context) -> Data:
     study = ctx.study(STUDY)
     rel = study.relations
-    attacks = {
-        name: {
-            "fpr": a.fpr_grid,
-            "tpr": a.tpr_grid,
+    attacks = {}
+    for name, a in rel.attacks.items():
+        if name not in ATTACKS:
+            continue
+        shown = np.isfinite(a.tpr_grid)  # the curve stops at FPR 1/(non-members)
+        attacks[name] = {
+            "fpr": a.fpr_grid[shown],
+            "tpr": a.tpr_grid[shown],
+            "convention": a.convention,
             "auc": a.auc,
-            "tpr_at_fpr": {f"{f:g}": a.tpr_at_fpr[f] for f in FPRS},
+            "tpr_at_fpr": {f"{f:g}": a.tpr_at_fpr[f] for f in FPRS},  # NaN: undefined
+            "tpr_ci": {f"{f:g}": list(a.tpr_ci[f]) for f in FPRS},
+            "undefined": {f"{f:g}": why for f, why in a.undefined.items()},
             "n_pairs": a.n_pairs,
+            "n_members": a.n_members,
+            "n_nonmembers": a.n_nonmembers,
         }
-        for name, a in rel.attacks.items()
-        if name in ATTACKS
-    }
     mem = rel.columns["memorization"].value
     vul = rel.columns[VULNERABILITY].value
     flipped = study.flipped if study.flipped is not None else np.zeros(len(mem), bool)
@@ -72,16 +83,26 @@ def compute(ctx: Context) -> Data:
 def draw(data: Data) -> Figure:
     fig, axes = new_figure(DOUBLE, 2.5, 1, 2, width_ratios=[1, 1])
     roc_ax, vul_ax = axes[0]
+    lowest = 1.0
     for name, a in data["attacks"].items():
         label, color, ls = ATTACKS[name]
         roc_ax.plot(
             floats(a["fpr"]), floats(a["tpr"]), ls, color=color, label=f"{label} ({a['auc']:.3f})"
         )
-    roc_ax.plot([1e-5, 1], [1e-5, 1], ":", color="0.6", lw=0.8, label="chance")
+        lowest = min(lowest, 1 / a["n_nonmembers"])
+        at = [f for f in FPRS if np.isfinite(a["tpr_at_fpr"][f"{f:g}"])]
+        if name != "lira_offline_paper" and at:  # intervals of the reference convention
+            tpr = np.array([a["tpr_at_fpr"][f"{f:g}"] for f in at])
+            ci = np.array([a["tpr_ci"][f"{f:g}"] for f in at]).T
+            ci[0] = np.maximum(ci[0], FLOOR)  # a log axis cannot show 0
+            yerr = np.abs(ci - np.maximum(tpr, FLOOR))
+            roc_ax.errorbar(at, np.maximum(tpr, FLOOR), yerr, fmt="none", ecolor=color, lw=0.8)
+    roc_ax.axvline(lowest, color="0.6", lw=0.6, ls=":")
+    roc_ax.plot([FLOOR, 1], [FLOOR, 1], ":", color="0.6", lw=0.8, label="chance")
     roc_ax.set_xscale("log")
     roc_ax.set_yscale("log")
-    roc_ax.set_xlim(1e-5, 1)
-    roc_ax.set_ylim(1e-5, 1)
+    roc_ax.set_xlim(FLOOR, 1)
+    roc_ax.set_ylim(FLOOR, 1)
     roc_ax.set_xlabel("false-positive rate\n(non-members flagged)")
     roc_ax.set_ylabel("true-positive rate (members found)")
     roc_ax.legend(
@@ -111,16 +132,36 @@ def draw(data: Data) -> Figure:
     return fig
 
 
+def _tpr_text(a: dict, fpr: float) -> str:
+    """'0.123 [0.100, 0.150]' or why the TPR is undefined."""
+    key = f"{fpr:g}"
+    if not np.isfinite(a["tpr_at_fpr"][key]):
+        return f"undefined ({a['n_nonmembers']} non-member pairs cannot resolve FPR {fpr:g})"
+    low, high = a["tpr_ci"][key]
+    return f"{a['tpr_at_fpr'][key]:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def caption(data: Data) -> str:
     a = data["attacks"]
-    on, loss = a["lira_online"]["tpr_at_fpr"], a["loss_attack"]["tpr_at_fpr"]
+    on, loss = a["lira_online"], a["loss_attack"]
+    offline = ""
+    if "lira_offline_paper" in a:
+        offline = (
+            ' The paper\'s one-sided offline test (dash-dotted, convention "paper") has AUC '
+            f"{a['lira_offline_paper']['auc']:.3f} where the code's two-sided test has "
+            f"{a['lira_offline']['auc']:.3f}."
+        )
     return (
         f"Membership inference on {data['dataset']} ({data['replicas']} replicas; each of the "
-        f"first {data['n_targets']} is the victim in turn, the others its shadow models). "
-        "(a) ROC curves on log-log axes (legend: AUC; global var.: one pooled variance instead "
-        "of per-example variances): at 0.1% FPR LiRA online finds "
-        f"{on['0.001']:.3f} of the members, the loss attack {loss['0.001']:.3f} "
-        f"(AUC {a['lira_online']['auc']:.3f} vs {a['loss_attack']['auc']:.3f}). "
+        f"first {data['n_targets']} is the victim in turn, the others its shadow models; "
+        f"{on['n_members']} member and {on['n_nonmembers']} non-member pairs). "
+        "(a) ROC curves on log-log axes, LiRA as its reference code computes it (convention "
+        '"reference": median centres, two-sided offline test, TPR read at FPR < α); legend: '
+        "AUC; global var.: one pooled variance instead of per-example variances. Curves stop "
+        "at FPR 1/(non-member pairs) (vertical dotted line); bars: Clopper-Pearson 95% "
+        f"intervals of the TPR. At 0.1% FPR LiRA online finds {_tpr_text(on, 1e-3)} of the "
+        f"members, the loss attack {_tpr_text(loss, 1e-3)}; at 0.001% FPR LiRA online: "
+        f"{_tpr_text(on, 1e-5)} (AUC {on['auc']:.3f} vs {loss['auc']:.3f}).{offline} "
         "(b) Per-example vulnerability (mean LiRA score when the example is in the victim's "
         "training set minus when it is not; symmetric-log axis) against memorization; Spearman "
         f"{data['vulnerability']['spearman']:.2f}."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from memjax import intervals
-from memjax.privacy import roc_curve, tpr_at
+from memjax.privacy import resolvable, roc_curve, tpr_at
 
 __all__ = [
     "histogram",
@@ -44,15 +44,20 @@ def binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, l
 def roc_points(labels: np.ndarray, scores: np.ndarray, fpr_grid: np.ndarray) -> dict:
     """ROC of "positive iff score is high" at the given FPRs, plus the full curve's AUC.
 
-    Examples with a non-finite score are left out (their count is returned).
+    Examples with a non-finite score are left out (their count is returned). The points
+    stop at FPR 1/(negatives): below it a TPR would be the zero-false-positive count.
     """
     ok = np.isfinite(scores)
-    fpr, tpr, auc = roc_curve(np.asarray(labels, bool)[ok], np.asarray(scores, float)[ok])
+    labels = np.asarray(labels, bool)[ok]
+    fpr, tpr, auc = roc_curve(labels, np.asarray(scores, float)[ok])
+    n_neg = int((~labels).sum())
+    shown = resolvable(fpr_grid, n_neg)
     return {
-        "fpr": fpr_grid,
-        "tpr": tpr_at(fpr, tpr, fpr_grid),
+        "fpr": fpr_grid[shown],
+        "tpr": tpr_at(fpr, tpr, fpr_grid[shown]),
         "auc": auc,
         "excluded": int((~ok).sum()),
+        "negatives": n_neg,
     }
 
 

@@ -451,6 +451,25 @@ def test_c_score_is_the_mean_of_per_ratio_held_out_accuracies(synthetic):
         assert c["mean"] == pytest.approx(np.mean(data["curves"][g]["mean"]), abs=1e-5)
 
 
+def test_privacy_figure_stops_at_resolvable_fprs_and_shows_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "privacy")
+    attacks = record["data"]["attacks"]
+    assert attacks["lira_online"]["convention"] == "reference"
+    assert attacks["lira_offline_paper"]["convention"] == "paper"
+    for a in attacks.values():
+        n_neg = a["n_nonmembers"]
+        start = min(a["fpr"])  # the first log-grid point (step 10^0.1) that 1/N resolves
+        assert start >= 1 / n_neg > start / 10**0.1
+        for fpr, tpr in a["tpr_at_fpr"].items():
+            if float(fpr) * n_neg <= 1:  # unresolvable: no number, a reason
+                assert tpr is None and str(n_neg) in a["undefined"][fpr]
+            else:
+                low, high = a["tpr_ci"][fpr]
+                assert low <= tpr <= high and high > low
+    assert "undefined" in record["caption"] and "Clopper-Pearson" in record["caption"]
+
+
 def test_theory_scatter_shows_narrowest_middle_and_widest():
     from paper_figures.fig06_theory import scatter_widths
 

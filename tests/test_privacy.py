@@ -1,9 +1,16 @@
-"""Membership inference: memjax.privacy against a plain, per-target implementation of the
-paper's equations (scipy.stats.norm + sklearn ROC), on simulated and on trained replicas."""
+"""Membership inference: memjax.privacy against independent implementations run on the same
+replicas' scores: a transliteration of what LiRA's reference code computes (convention
+"reference"), a plain per-target implementation of the paper's equations (convention
+"paper"), sklearn ROC curves and scipy's exact binomial intervals; on simulated and on
+trained replicas."""
+
+import inspect
+import json
 
 import numpy as np
 import pytest
-from scipy.stats import norm
+from scipy.stats import binomtest, norm, spearmanr
+from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
@@ -14,10 +21,62 @@ from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, run_study
 
 FPRS = (1e-5, 1e-3, 1e-2)
+ALPHAS = (1e-3, 3e-3, 1e-2, 0.05, 0.1)  # resolvable by the simulated sets below
 MODES = [("online", False), ("online", True), ("offline", False), ("offline", True)]
 
 
-def reference_lira(masks, scores, n_targets, mode, fixed_variance):
+def code_lira_prediction(keep, scores, target, mode, fixed):
+    """What LiRA's reference code (tensorflow/privacy, research/mi_lira_2021, plot.py)
+    predicts for one target model when all other replicas are its shadows: each example's
+    IN and OUT shadow scores (replica order) cut to the smallest count over examples,
+    median centres, per-example std, or with fixed variance np.std of the whole IN array
+    (both sides, online) or of the whole OUT array (offline); std + 1e-30. The code's
+    prediction is low for members: online -log N_in + log N_out, offline +log N_out."""
+    shadow = np.arange(len(keep)) != target
+    k, s = keep[shadow], scores[shadow]
+    ins = [s[k[:, j], j] for j in range(k.shape[1])]
+    outs = [s[~k[:, j], j] for j in range(k.shape[1])]
+    dat_in = np.array([x[: min(map(len, ins))] for x in ins])
+    dat_out = np.array([x[: min(map(len, outs))] for x in outs])
+    x = scores[target]
+    if mode == "online":
+        sd_in, sd_out = (dat_in.std(), dat_in.std()) if fixed else (dat_in.std(1), dat_out.std(1))
+        pr_in = -norm.logpdf(x, np.median(dat_in, 1), sd_in + 1e-30)
+        pr_out = -norm.logpdf(x, np.median(dat_out, 1), sd_out + 1e-30)
+        return pr_in - pr_out
+    sd_out = dat_out.std() if fixed else dat_out.std(1)
+    return norm.logpdf(x, np.median(dat_out, 1), sd_out + 1e-30)
+
+
+def code_sweep(prediction, answers, alphas):
+    """The reference code's ROC: sklearn's roc_curve of -prediction (default arguments),
+    sklearn's trapezoid AUC, and TPR at the last curve point with FPR < alpha."""
+    fpr, tpr, _ = sk_roc_curve(answers, -prediction)
+    return sk_auc(fpr, tpr), {a: tpr[np.flatnonzero(fpr < a)[-1]] for a in alphas}
+
+
+def check_against_code(masks, scores, n_targets):
+    labels = masks[:n_targets].ravel()
+    for mode, fixed in MODES:
+        res = privacy.lira_eval(masks, scores, n_targets, mode, fixed_variance=fixed)
+        assert res.convention == "reference" and res.n_excluded == 0
+        pred = np.array(
+            [code_lira_prediction(masks, scores, t, mode, fixed) for t in range(n_targets)]
+        )
+        np.testing.assert_allclose(res.scores, -pred, rtol=1e-6, atol=1e-6)
+        auc, tprs = code_sweep(pred.ravel(), labels, ALPHAS)
+        assert abs(res.auc - auc) < 0.002, (mode, fixed, res.auc, auc)
+        mine = dict(zip(ALPHAS, privacy.tpr_at(res.fpr, res.tpr, ALPHAS, strict=True), strict=True))
+        for a in ALPHAS:
+            assert mine[a] == pytest.approx(tprs[a], rel=0.05, abs=1e-9), (mode, fixed, a)
+        for a in FPRS:
+            if a in res.undefined:
+                continue
+            ref = code_sweep(pred.ravel(), labels, [a])[1][a]
+            assert res.tpr_at_fpr[a] == pytest.approx(ref, rel=0.05, abs=1e-9), (mode, a)
+
+
+def paper_lira(masks, scores, n_targets, mode, fixed_variance):
     """Carlini et al. (2022), eq. for online / offline LiRA, one target at a time."""
     rows = []
     for t in range(n_targets):
@@ -37,16 +96,16 @@ def reference_lira(masks, scores, n_targets, mode, fixed_variance):
     return np.array(rows)
 
 
-def reference_roc(labels, scores):
+def paper_roc(labels, scores):
     fpr, tpr, _ = sk_roc_curve(labels, scores, drop_intermediate=False)
     return roc_auc_score(labels, scores), {a: tpr[fpr <= a].max() for a in FPRS}
 
 
-def simulated(R=48, n=600, n_outliers=0, seed=0):
+def simulated(R=48, n=600, n_outliers=0, seed=0, design="balanced"):
     """Logit-scaled confidences with per-example difficulty and a small membership effect;
     outliers are confidently right when IN and confidently wrong when OUT."""
     rng = np.random.default_rng(seed)
-    masks = mj.subsets.sample(n, R, 0.5, seed=seed)
+    masks = mj.subsets.sample(n, R, 0.5, seed=seed, design=design)
     centre = rng.normal(3.0, 2.0, n)
     effect = rng.exponential(0.4, n)
     spread = rng.uniform(0.5, 1.5, n)
@@ -57,30 +116,42 @@ def simulated(R=48, n=600, n_outliers=0, seed=0):
     return masks, np.where(out, planted, scores), out
 
 
-def check_against_reference(masks, scores, n_targets):
+def check_against_paper(masks, scores, n_targets):
     for mode, fixed in MODES:
-        res = privacy.lira_eval(masks, scores, n_targets, mode, fixed_variance=fixed)
-        ref = reference_lira(masks, scores, n_targets, mode, fixed)
+        res = privacy.lira_eval(masks, scores, n_targets, mode, fixed, convention="paper")
+        assert res.convention == "paper" and res.name.endswith("_paper")
+        ref = paper_lira(masks, scores, n_targets, mode, fixed)
         mine = res.scores if mode == "online" else -norm.logsf(res.scores)
         np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-6)
         labels = masks[:n_targets].ravel()
-        auc, tprs = reference_roc(labels, ref.ravel())
-        assert abs(res.auc - auc) < 0.005, (mode, fixed, res.auc, auc)
+        auc, tprs = paper_roc(labels, ref.ravel())
+        assert abs(res.auc - auc) < 0.002, (mode, fixed, res.auc, auc)
         for a in FPRS:
-            assert res.tpr_at_fpr[a] == pytest.approx(tprs[a], rel=0.1, abs=1e-9), (mode, a)
+            if a not in res.undefined:
+                assert res.tpr_at_fpr[a] == pytest.approx(tprs[a], rel=0.05, abs=1e-9)
 
 
-def test_lira_matches_paper_equations_on_simulated_scores():
-    masks, scores, _ = simulated()
-    check_against_reference(masks, scores, n_targets=8)
+@pytest.mark.parametrize("design", ["balanced", "bernoulli"])
+def test_reference_convention_matches_the_reference_code_on_simulated_scores(design):
+    masks, scores, _ = simulated(n_outliers=30, design=design)
+    if design == "bernoulli":  # per-example counts differ: the truncation matters
+        assert np.ptp(masks[1:].sum(0)) > 5
+    check_against_code(masks, scores, n_targets=8)
 
 
-def test_blocks_of_examples_change_nothing(monkeypatch):
-    masks, scores, _ = simulated(R=20, n=100)
-    whole = [privacy.lira_eval(masks, scores, 6, m, f).scores for m, f in MODES]
-    monkeypatch.setattr(privacy, "BLOCK", 7)
+def test_paper_convention_matches_paper_equations_on_simulated_scores():
+    masks, scores, _ = simulated(n_outliers=30)
+    check_against_paper(masks, scores, n_targets=8)
+
+
+@pytest.mark.parametrize("convention", privacy.CONVENTIONS)
+def test_passes_over_examples_change_nothing(monkeypatch, convention):
+    masks, scores, _ = simulated(R=20, n=100, design="bernoulli")
+    whole = [privacy.lira_eval(masks, scores, 6, m, f, convention).scores for m, f in MODES]
+    monkeypatch.setattr(privacy, "COLUMNS_PER_PASS", 7)
     for (m, f), expected in zip(MODES, whole, strict=True):
-        np.testing.assert_allclose(privacy.lira_eval(masks, scores, 6, m, f).scores, expected)
+        got = privacy.lira_eval(masks, scores, 6, m, f, convention).scores
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_roc_matches_sklearn_with_ties():
@@ -94,6 +165,94 @@ def test_roc_matches_sklearn_with_ties():
     np.testing.assert_allclose(tpr, sk_tpr)
     for a in (0.0, 0.01, 0.2, 1.0):
         assert privacy.tpr_at(fpr, tpr, [a])[0] == sk_tpr[sk_fpr <= a].max()
+    for a in (0.01, 0.2, 1.0):
+        assert privacy.tpr_at(fpr, tpr, [a], strict=True)[0] == sk_tpr[sk_fpr < a].max()
+
+
+def threshold_tpr(res, masks, alpha, strict):
+    """TPR by counting: the threshold is the (f+1)-th largest non-member score, f the most
+    false positives FPR alpha allows (< alpha if strict); members strictly above it count."""
+    members = masks[: len(res.scores)]
+    ok = np.isfinite(res.scores)
+    neg = np.sort(res.scores[~members & ok])[::-1]
+    f = int(np.ceil(alpha * len(neg))) - 1 if strict else int(np.floor(alpha * len(neg)))
+    hits = int((res.scores[members & ok] > neg[f]).sum())
+    return hits, int((members & ok).sum())
+
+
+@pytest.mark.parametrize("convention", privacy.CONVENTIONS)
+def test_too_few_nonmembers_give_nan_with_reason_and_the_rest_intervals(convention):
+    masks, scores, _ = simulated(R=24, n=200, n_outliers=10)
+    res = privacy.lira_eval(masks, scores, n_targets=4, convention=convention)
+    n_neg = int((~masks[:4]).sum())
+    assert res.n_nonmembers == n_neg < 1000
+    for a in (1e-5, 1e-3):
+        assert np.isnan(res.tpr_at_fpr[a]) and np.isnan(res.tpr_ci[a]).all()
+        assert f"have {n_neg}" in res.undefined[a] and f"{1 / a:g}" in res.undefined[a]
+    assert 1e-2 not in res.undefined
+    low, high = res.tpr_ci[1e-2]
+    assert low < res.tpr_at_fpr[1e-2] < high
+    hits, n = threshold_tpr(res, masks, 1e-2, strict=convention == "reference")
+    assert res.tpr_at_fpr[1e-2] == pytest.approx(hits / n)
+    # ROC points stop at 1/non-members
+    below = np.less(privacy.FPR_GRID, 1 / n_neg)
+    assert np.isnan(res.tpr_grid[below]).all() and np.isfinite(res.tpr_grid[~below]).all()
+    summary = json.loads(json.dumps(res.summary(), allow_nan=False))
+    assert summary["convention"] == convention
+    assert summary["tpr_at_fpr"]["0.001"] is None and summary["tpr_ci"]["0.001"] is None
+    assert summary["undefined"]["0.001"] == res.undefined[1e-3]
+    assert summary["tpr_ci"]["0.01"] == pytest.approx([low, high])
+
+
+def test_fpr_of_exactly_one_over_nonmembers_is_read_only_non_strictly():
+    masks = mj.subsets.sample(500, 24, 0.5, seed=0, design="fixed")
+    scores = np.random.default_rng(0).normal(masks * 1.0, 1.0)
+    assert int((~masks[:4]).sum()) == 1000
+    paper = privacy.lira_eval(masks, scores, 4, "offline", convention="paper")
+    code = privacy.lira_eval(masks, scores, 4, "offline")
+    assert 1e-3 not in paper.undefined  # one false positive allowed
+    assert paper.tpr_at_fpr[1e-3] == pytest.approx(
+        np.divide(*threshold_tpr(paper, masks, 1e-3, False))
+    )
+    assert np.isnan(code.tpr_at_fpr[1e-3]) and "more than" in code.undefined[1e-3]
+
+
+def test_clopper_pearson_matches_scipy_exact_binomial_interval():
+    for n in (1, 7, 50, 2400):
+        for k in sorted({0, 1, n // 3, n - 1, n}):
+            low, high = privacy.clopper_pearson(k, n)
+            ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+            assert (float(low), float(high)) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    masks, scores, _ = simulated(n_outliers=30)
+    res = privacy.lira_eval(masks, scores, n_targets=8)
+    for a in (1e-3, 1e-2):
+        hits, n = threshold_tpr(res, masks, a, strict=True)
+        ci = binomtest(hits, n).proportion_ci(method="exact")
+        assert res.tpr_ci[a] == pytest.approx((ci.low, ci.high), abs=1e-9)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        privacy.clopper_pearson(3, 2)
+
+
+def two_way_shifts(seed, R=40, n=400):
+    """Membership moves half the examples' scores up and half down (e.g. a memorized
+    example whose confidence in a competing class rises): only a two-sided test sees both."""
+    rng = np.random.default_rng(seed)
+    masks = mj.subsets.sample(n, R, 0.5, seed=seed)
+    direction = np.where(np.arange(n) < n // 2, 1.0, -1.0)
+    scores = rng.normal(0, 1, n) + 2.5 * direction * masks + rng.standard_normal((R, n))
+    return masks, scores
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_sided_offline_test_ranks_differently_from_two_sided(seed):
+    masks, scores = two_way_shifts(seed)
+    two = privacy.lira_eval(masks, scores, 8, "offline")
+    one = privacy.lira_eval(masks, scores, 8, "offline", convention="paper")
+    assert two.auc > 0.85 and abs(one.auc - 0.5) < 0.1, (two.auc, one.auc)
+    up = np.arange(400) < 200  # where the shift is upwards the two tests nearly agree
+    rho_up = spearmanr(two.scores[:, up].ravel(), one.scores[:, up].ravel()).statistic
+    rho_down = spearmanr(two.scores[:, ~up].ravel(), one.scores[:, ~up].ravel()).statistic
+    assert rho_down < 0 < rho_up
 
 
 def test_per_example_vulnerability_is_in_minus_out_score_over_targets():
@@ -105,14 +264,34 @@ def test_per_example_vulnerability_is_in_minus_out_score_over_targets():
         assert res.per_example.value[i] == pytest.approx(gap)
 
 
+@pytest.mark.skipif(
+    "blocks" not in inspect.signature(memorization).parameters,
+    reason="estimators.memorization has no blocks= yet",
+)
+def test_vulnerability_takes_the_targets_blocks():
+    masks, scores, _ = simulated(R=20, n=50)
+    blocks = mj.subsets.block_ids(np.arange(20), 0.5, "balanced")
+    res = privacy.lira_eval(masks, scores, n_targets=12, blocks=blocks)
+    expected = memorization(masks[:12], res.scores, blocks=blocks[:12])
+    np.testing.assert_allclose(res.per_example.value, expected.value)
+    np.testing.assert_allclose(res.per_example.stderr, expected.stderr)
+
+
 def test_loss_attack_is_a_global_threshold_on_the_loss():
     masks, scores, _ = simulated(R=30, n=400)
     losses = np.log1p(np.exp(-scores))
-    res = privacy.loss_attack_eval(masks, losses, n_targets=10)
+    res = privacy.loss_attack_eval(masks, losses, n_targets=10, convention="paper")
     labels = masks[:10].ravel()
-    auc, tprs = reference_roc(labels, -losses[:10].ravel())
+    auc, tprs = paper_roc(labels, -losses[:10].ravel())
     assert res.auc == pytest.approx(auc, abs=1e-12)
-    assert res.tpr_at_fpr == pytest.approx(tprs)
+    assert {a: res.tpr_at_fpr[a] for a in res.tpr_at_fpr if a not in res.undefined} == (
+        pytest.approx({a: tprs[a] for a in tprs if a not in res.undefined})
+    )
+    code = privacy.loss_attack_eval(masks, losses, n_targets=10)
+    _, strict = code_sweep(losses[:10].ravel(), labels, ALPHAS)
+    assert privacy.tpr_at(code.fpr, code.tpr, ALPHAS, strict=True).tolist() == (
+        pytest.approx([strict[a] for a in ALPHAS])
+    )
     # Yeom et al.'s threshold: the shadows' mean training loss
     fpr0 = []
     tpr0 = []
@@ -129,10 +308,11 @@ def test_loss_attack_is_a_global_threshold_on_the_loss():
     np.testing.assert_allclose(res.per_example.value, memorization(masks[:10], -losses[:10]).value)
 
 
-def test_pairs_with_too_few_shadows_are_excluded_and_counted():
+@pytest.mark.parametrize("convention", privacy.CONVENTIONS)
+def test_pairs_with_too_few_shadows_are_excluded_and_counted(convention):
     masks = mj.subsets.sample(200, 6, 0.5, seed=3, design="bernoulli")
     scores = np.random.default_rng(0).normal(masks * 1.0, 1.0)
-    res = privacy.lira_eval(masks, scores, n_targets=6, mode="online")
+    res = privacy.lira_eval(masks, scores, n_targets=6, mode="online", convention=convention)
     expected = 0
     for t in range(6):
         shadow = np.arange(6) != t
@@ -143,7 +323,7 @@ def test_pairs_with_too_few_shadows_are_excluded_and_counted():
     assert res.n_pairs == 6 * 200 - expected
     assert np.isnan(res.scores).sum() == expected
     # fixed variance needs one shadow per side only
-    fixed = privacy.lira_eval(masks, scores, n_targets=6, mode="online", fixed_variance=True)
+    fixed = privacy.lira_eval(masks, scores, 6, "online", True, convention=convention)
     assert fixed.n_excluded < expected
 
 
@@ -163,6 +343,12 @@ def test_bad_input_fails_early():
         privacy.lira_eval(masks.astype(int), scores, n_targets=4)
     with pytest.raises(ValueError, match="mode"):
         privacy.lira_eval(masks, scores, n_targets=4, mode="two-sided")
+    with pytest.raises(ValueError, match="convention"):
+        privacy.lira_eval(masks, scores, n_targets=4, convention="tf")
+    with pytest.raises(ValueError, match="convention"):
+        privacy.loss_attack_eval(masks, scores, n_targets=4, convention="code")
+    with pytest.raises(ValueError, match="blocks"):
+        privacy.lira_eval(masks, scores, n_targets=4, blocks=np.zeros(9, int))
     with pytest.raises(ValueError, match="too few shadow models"):
         privacy.lira_eval(masks[:2], scores[:2], n_targets=2)
     with pytest.raises(ValueError, match="both classes"):
@@ -211,9 +397,11 @@ def longtail_replicas(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_lira_matches_paper_equations_on_trained_replicas(longtail_replicas):
+def test_both_conventions_match_their_definitions_on_trained_replicas(longtail_replicas):
     _, masks, out = longtail_replicas
-    check_against_reference(masks, out.train_margin.astype(np.float64), n_targets=16)
+    margins = out.train_margin.astype(np.float64)
+    check_against_paper(masks, margins, n_targets=16)
+    check_against_code(masks, margins, n_targets=16)
 
 
 @pytest.mark.slow

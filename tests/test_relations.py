@@ -79,7 +79,12 @@ def test_columns_correlations_and_flipped_aucs():
         "lira_online_fixed_variance",
         "lira_offline_fixed_variance",
         "loss_attack",
+        "lira_online_paper",
+        "lira_offline_paper",
     }
+    for name, attack in summary["attacks"].items():
+        assert attack["convention"] == ("paper" if name.endswith("_paper") else "reference")
+        assert attack["tpr_at_fpr"]["1e-05"] is None and "1e-05" in attack["undefined"]
 
 
 def test_without_trajectories_or_flips():

@@ -3,7 +3,8 @@
 One MNIST-1D study with 10% flipped labels; every replica's trajectory is recorded. Writes
 to ``--out``: ``summary.json`` (settings, timing, attacks, correlations, flipped-label
 AUCs), ``tables.md`` (the same as two tables), ``per_example.csv`` (every score with its
-stderr) and ``roc.csv`` (log-spaced ROC points of each attack, for log-log plots).
+stderr) and ``roc.csv`` (log-spaced ROC points of each attack, for log-log plots; NaN below
+FPR 1/(non-member pairs), where no TPR is resolvable).
 
     python -m experiments.privacy_and_proxies --quick --out DIR
 """
@@ -23,7 +24,7 @@ import yaml
 
 import memjax as mj
 from memjax.models import spec_from_dict
-from memjax.privacy import FPRS
+from memjax.privacy import FPRS, AttackResult
 from memjax.relations import SUSPICIOUS_WHEN_HIGH, Relations, relations
 from memjax.study import build_dataset
 
@@ -43,15 +44,32 @@ def run(settings: dict[str, Any]) -> tuple[np.ndarray, mj.ReplicaOutputs, np.nda
     return masks, out, ds.train_info["flipped"], time.perf_counter() - start
 
 
+def _tpr_cell(attack: AttackResult, fpr: float) -> str:
+    if fpr in attack.undefined:
+        return "—"
+    low, high = attack.tpr_ci[fpr]
+    return f"{attack.tpr_at_fpr[fpr]:.4f} [{low:.4f}, {high:.4f}]"
+
+
 def tables(rel: Relations) -> str:
     """Markdown: the attacks, then every score against memorization and the flipped labels."""
     lines = [
-        "| attack | AUC | " + " | ".join(f"TPR@FPR {a:g}" for a in FPRS) + " |",
-        "|---|---|" + "---|" * len(FPRS),
+        "| attack | convention | AUC | " + " | ".join(f"TPR@FPR {a:g}" for a in FPRS) + " |",
+        "|---|---|---|" + "---|" * len(FPRS),
     ]
     for name, a in rel.attacks.items():
-        tprs = " | ".join(f"{a.tpr_at_fpr[f]:.4f}" for f in FPRS)
-        lines.append(f"| {name} | {a.auc:.4f} | {tprs} |")
+        tprs = " | ".join(_tpr_cell(a, f) for f in FPRS)
+        lines.append(f"| {name} | {a.convention} | {a.auc:.4f} | {tprs} |")
+    if rel.attacks:
+        n_neg = sorted({a.n_nonmembers for a in rel.attacks.values()})
+        lines += [
+            "",
+            f"Non-member pairs: {', '.join(map(str, n_neg))}; a TPR at an FPR below 1/(non-member "
+            "pairs) is undefined (—). Brackets: Clopper-Pearson 95% intervals. Conventions "
+            "(memjax.privacy): reference = LiRA's reference code (median centres, two-sided "
+            "offline test, TPR at FPR < α); paper = the paper's algorithm as written (means, "
+            "one-sided offline test, TPR at FPR ≤ α).",
+        ]
     lines += [
         "",
         "| score | suspicious when | flipped-label AUC | Spearman with memorization |",
