@@ -75,12 +75,16 @@ def newcombe(
 def clopper_pearson(
     successes: np.ndarray | int, n: np.ndarray | int, level: float = LEVEL
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion. NaN where n is 0."""
+    """Exact (Clopper-Pearson) interval for a binomial proportion successes/n: (low, high).
+
+    Beta quantiles; low is 0 at 0 successes and high is 1 at n, so the interval never
+    collapses to a point."""
     x = np.asarray(successes, np.float64)
     n = np.asarray(n, np.float64)
+    if np.any(n < 1) or np.any((x < 0) | (x > n)):
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {x} of {n}")
     a = (1 - level) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore"):
         low = np.where(x > 0, stats.beta.ppf(a, x, n - x + 1), 0.0)
         high = np.where(x < n, stats.beta.ppf(1 - a, x + 1, n - x), 1.0)
-    bad = ~(n > 0)
-    return np.where(bad, np.nan, low), np.where(bad, np.nan, high)
+    return low, high

@@ -62,15 +62,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 from memjax.estimators import Estimate, memorization
+from memjax.intervals import LEVEL, clopper_pearson
 
 __all__ = [
     "AttackResult",
     "CONVENTIONS",
     "FPRS",
-    "clopper_pearson",
     "lira_eval",
     "loss_attack_eval",
     "resolvable",
@@ -83,7 +82,6 @@ FPRS = (1e-5, 1e-3, 1e-2)
 FPR_GRID = np.logspace(-5, 0, 51)
 STD_FLOOR = 1e-6  # guards identical shadow scores (zero variance)
 COLUMNS_PER_PASS = 4096  # examples per pass of the shadow fits
-LEVEL = 0.95  # of the TPR intervals
 
 
 @dataclass(frozen=True)
@@ -189,21 +187,6 @@ def tpr_at(fpr: np.ndarray, tpr: np.ndarray, alphas, strict: bool = False) -> np
     side = "left" if strict else "right"
     idx = np.searchsorted(fpr, np.asarray(alphas, np.float64), side=side) - 1
     return tpr[idx]
-
-
-def clopper_pearson(k, n, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (Clopper-Pearson) interval for a binomial proportion k/n: (low, high).
-
-    Beta quantiles; low is 0 at k = 0 and high is 1 at k = n, so the interval never
-    collapses to a point."""
-    k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
-    if np.any(n < 1) or np.any((k < 0) | (k > n)):
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    tail = (1 - level) / 2
-    with np.errstate(invalid="ignore"):
-        low = np.where(k > 0, beta.ppf(tail, k, n - k + 1), 0.0)
-        high = np.where(k < n, beta.ppf(1 - tail, k + 1, n - k), 1.0)
-    return low, high
 
 
 def _check(

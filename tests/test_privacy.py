@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 import memjax as mj
-from memjax import privacy
+from memjax import intervals, privacy
 from memjax.estimators import memorization
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, run_study
@@ -220,7 +220,7 @@ def test_fpr_of_exactly_one_over_nonmembers_is_read_only_non_strictly():
 def test_clopper_pearson_matches_scipy_exact_binomial_interval():
     for n in (1, 7, 50, 2400):
         for k in sorted({0, 1, n // 3, n - 1, n}):
-            low, high = privacy.clopper_pearson(k, n)
+            low, high = intervals.clopper_pearson(k, n)
             ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
             assert (float(low), float(high)) == pytest.approx((ci.low, ci.high), abs=1e-9)
     masks, scores, _ = simulated(n_outliers=30)
@@ -229,8 +229,8 @@ def test_clopper_pearson_matches_scipy_exact_binomial_interval():
         hits, n = threshold_tpr(res, masks, a, strict=True)
         ci = binomtest(hits, n).proportion_ci(method="exact")
         assert res.tpr_ci[a] == pytest.approx((ci.low, ci.high), abs=1e-9)
-    with pytest.raises(ValueError, match="0 <= k <= n"):
-        privacy.clopper_pearson(3, 2)
+    with pytest.raises(ValueError, match="0 <= successes <= n"):
+        intervals.clopper_pearson(3, 2)
 
 
 def two_way_shifts(seed, R=40, n=400):
