@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from paper_figures.context import Context
 from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.style import DOUBLE, errorbars, floats, new_figure, panel_label
+from paper_figures.style import DOUBLE, floats, interval_bars, new_figure, panel_label
 
 EXPERIMENT = "experiments.theory_vs_width.experiment"
 SCATTER_PAIR = ("network", "ntk_gd_paired")
@@ -66,8 +66,8 @@ def compute(ctx: Context) -> Data:
         pair: {
             q: {
                 m: {
-                    "value": [w["pairs"][pair][q][m]["value"] for w in summary["widths"]],
-                    "stderr": [w["pairs"][pair][q][m]["stderr"] for w in summary["widths"]],
+                    k: [w["pairs"][pair][q][m][k] for w in summary["widths"]]
+                    for k in ("value", "stderr", "ci_low", "ci_high")
                 }
                 for m in METRICS
             }
@@ -95,6 +95,11 @@ def compute(ctx: Context) -> Data:
     }
 
 
+def _interval(metric: dict) -> str:
+    """ "0.93 [0.90, 0.95]": a bootstrap value with its 95% interval."""
+    return f"{metric['value']:.2f} [{metric['ci_low']:.2f}, {metric['ci_high']:.2f}]"
+
+
 def _draw_scatter(ax, points: dict) -> None:
     """Examples as bubbles: with few replicas memorization takes few values, so many
     examples share a point; a bubble's area counts them."""
@@ -111,7 +116,7 @@ def _draw_scatter(ax, points: dict) -> None:
     ax.text(
         0.04,
         0.96,
-        f"r = {r['value']:.2f} ± {r['stderr']:.2f}\n{int(ok.sum())} examples",
+        f"r = {_interval(r)}\n{int(ok.sum())} examples",
         transform=ax.transAxes,
         va="top",
     )
@@ -129,8 +134,16 @@ def draw(data: Data) -> Figure:
     for ax, letter, (metric, (label, title)) in zip(axes[1], "def", METRICS.items(), strict=True):
         for pair, (name, color, marker, ls) in PAIRS.items():
             c = data["curves"][pair]["memorization"][metric]
-            errorbars(
-                ax, data["widths"], c["value"], c["stderr"], name, color, marker=marker, ls=ls
+            interval_bars(
+                ax,
+                data["widths"],
+                c["value"],
+                c["ci_low"],
+                c["ci_high"],
+                name,
+                color,
+                marker=marker,
+                ls=ls,
             )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("hidden width (units)")
@@ -143,7 +156,7 @@ def draw(data: Data) -> Figure:
 
 def caption(data: Data) -> str:
     paired = data["curves"]["network~ntk_gd_paired"]["memorization"]
-    r, se = np.array(paired["pearson"]["value"]), np.array(paired["pearson"]["stderr"])
+    r = [{k: v[i] for k, v in paired["pearson"].items()} for i in (0, -1)]
     s = data["settings"]
     return (
         "Network memorization against kernel-predicted memorization on a seeded subset of "
@@ -154,9 +167,9 @@ def caption(data: Data) -> str:
         f"from the same initialization, at widths {', '.join(data['scatter'])} (dotted: "
         "equality; r: Pearson; a bubble's area counts the examples at that point). As the "
         "width grows: (d) Pearson and (e) Spearman correlation across training examples, "
-        "(f) mean absolute difference; error bars: "
+        "(f) mean absolute difference; error bars: 95% intervals, "
         f"{data['stderr']}. Network vs the NTK dynamics from the same initialization: Pearson "
-        f"{r[0]:.2f} ± {se[0]:.2f} at width {data['widths'][0]}, {r[-1]:.2f} ± {se[-1]:.2f} at "
+        f"{_interval(r[0])} at width {data['widths'][0]}, {_interval(r[1])} at "
         f"width {data['widths'][-1]}."
     )
 

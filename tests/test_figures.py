@@ -169,7 +169,12 @@ def _theory_summary() -> dict:
 
     def metrics(k: int) -> dict:
         return {
-            m: {"value": 0.4 + 0.5 * k if m != "mad" else 0.3 - 0.2 * k, "stderr": 0.05}
+            m: {
+                "value": (v := 0.4 + 0.5 * k if m != "mad" else 0.3 - 0.2 * k),
+                "stderr": 0.05,
+                "ci_low": v - 0.1,
+                "ci_high": v + 0.1,
+            }
             for m in ("pearson", "spearman", "mad")
         }
 
