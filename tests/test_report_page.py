@@ -201,6 +201,17 @@ def test_signal_study_draws_line_plots_and_says_why_attacks_are_missing(signal_s
     assert "learning_time, forgetting_events, el2n: needs recorded trajectories" in text
 
 
+def test_unfinished_study_is_reported_from_its_finished_replicas(digits_study, tmp_path):
+    copy = str(tmp_path / "half")
+    shutil.copytree(digits_study, copy)
+    os.remove(os.path.join(copy, "done", "chunk-000001"))
+    assert main(["report", copy]) == 0
+    with open(os.path.join(copy, "report.html")) as fh:
+        text = fh.read()
+    assert "Unfinished study: 8 of 16 replicas" in text and "8 / 16" in text
+    assert "The first 2 replicas are the targets" in text  # 8 replicas: 2 membership targets
+
+
 def test_changed_fingerprint_is_refused_naming_both(digits_study, tmp_path, capsys):
     copy = str(tmp_path / "copy")
     shutil.copytree(digits_study, copy)
