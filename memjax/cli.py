@@ -1,4 +1,4 @@
-"""The `memjax` command line: run | status | estimate | merge | bench | figures."""
+"""The `memjax` command line: run | status | estimate | report | merge | bench | figures."""
 
 from __future__ import annotations
 
@@ -62,6 +62,12 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
         f"{result['test_accuracy_mean']:.3f} ± {result['test_accuracy_stderr']:.3f}; "
         f"wrote {out}/memorization.csv, summary.json, memorization_hist.png"
     )
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from memjax.report_page import write_report
+
+    print(f"wrote {write_report(args.study, args.out)}")
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
@@ -131,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("--out", help="output directory (default: the study directory)")
     est.add_argument("--partial", action="store_true", help="allow an unfinished study")
     est.set_defaults(fn=_cmd_estimate)
+
+    report = sub.add_parser("report", help="one self-contained HTML page showing a study")
+    report.add_argument("study", help="study directory")
+    report.add_argument("--out", help="output directory (default: the study directory)")
+    report.set_defaults(fn=_cmd_report)
 
     merge = sub.add_parser("merge", help="join study directories written by separate jobs")
     merge.add_argument("dirs", nargs="+")
