@@ -173,6 +173,9 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
     differences = []
     for key in keys:
         differences += _diff({key: existing.get(key)}, {key: meta.get(key)})
+    shapes = [{k: v[:2] for k, v in _array_specs(m).items()} for m in (existing, meta)]
+    if not differences and shapes[0] != shapes[1]:
+        differences.append("stored arrays (the store was written by another memjax version)")
     if differences:
         raise StoreMismatchError(
             f"{path} already holds a different study; differing settings: "

@@ -264,7 +264,9 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
 
     curves = _record(out, "mislabeled")["data"]["curves"]
     assert curves["memorization"]["auc"] > 0.95
-    assert {"learning_time", "forgetting_events", "el2n", "grand", "self_influence"} <= set(curves)
+    per_example = ("learning_time", "forgetting_events", "el2n", "grand", "self_influence")
+    recorded = ("learning_time_recorded", "forgetting_events_recorded")
+    assert {*per_example, *recorded} <= set(curves)
     fpr, tpr = np.array(curves["memorization"]["fpr"]), np.array(curves["memorization"]["tpr"])
     assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
 
