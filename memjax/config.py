@@ -24,11 +24,11 @@ class TrainConfig:
     is L2 added to the gradient for sgd/momentum and decoupled (AdamW) for adam.
     ``linearize`` trains the first-order Taylor expansion of the network around its
     initialization. ``record_every=k > 0`` records every training example's correctness,
-    margin, loss and EL2N after every k-th epoch (plus the squared per-example gradient norm
-    if ``record_grad_norm``). ``group_size`` (0 = automatic) is a speed knob only: how many
-    replicas run side by side in one vectorized step; ``vectorize`` ("auto", "vmap",
-    "unroll") how they are mapped. Both are speed knobs: they do not change results beyond
-    floating-point reduction order.
+    margin, loss and EL2N at initialization (epoch 0) and after every k-th epoch (plus the
+    squared per-example gradient norm if ``record_grad_norm``). ``group_size`` (0 =
+    automatic) is a speed knob only: how many replicas run side by side in one vectorized
+    step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
+    knobs: they do not change results beyond floating-point reduction order.
     """
 
     epochs: int = 30
@@ -91,14 +91,16 @@ class TrainConfig:
         return cls(**d)
 
     def recorded_epochs(self) -> np.ndarray:
-        """Epochs after which trajectories are recorded (empty when record_every is 0)."""
+        """Epochs after which trajectories are recorded: 0 (initialization), k, 2k, ... up to
+        the last multiple of k = record_every (empty when record_every is 0)."""
         if not self.record_every:
             return np.zeros(0, np.int64)
-        return np.arange(1, self.epochs // self.record_every + 1) * self.record_every
+        return np.arange(0, self.epochs // self.record_every + 1) * self.record_every
 
     def recorded_learning_rates(self) -> np.ndarray:
-        """Learning rate at the end of each recorded epoch. The cosine schedule decays over
-        each replica's own step count, so at the end of epoch e every replica is at e/E."""
+        """Learning rate at the end of each recorded epoch (at epoch 0: the initial rate).
+        The cosine schedule decays over each replica's own step count, so at the end of
+        epoch e every replica is at e/E."""
         epochs = self.recorded_epochs()
         if self.schedule == "constant":
             return np.full(len(epochs), self.learning_rate, np.float32)

@@ -12,7 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ReplicaOutputs", "per_example_metrics", "TRAJECTORY_FIELDS", "FINAL_FIELDS"]
+__all__ = [
+    "ReplicaOutputs",
+    "per_example_metrics",
+    "TRAJECTORY_FIELDS",
+    "FINAL_FIELDS",
+    "PRESENTATION_FIELDS",
+]
 
 FINAL_FIELDS = (
     "train_correct",
@@ -22,7 +28,10 @@ FINAL_FIELDS = (
     "test_margin",
     "test_loss",
 )
-# recorded every `record_every` epochs for every training example: arrays (R, T, n)
+# counted by the trainer at every presentation of every training example: int arrays (R, n)
+PRESENTATION_FIELDS = ("forgetting_events", "first_learned")
+# recorded at initialization and every `record_every` epochs for every training example:
+# arrays (R, T, n)
 TRAJECTORY_FIELDS = ("traj_correct", "traj_margin", "traj_loss", "traj_el2n", "traj_grad_sq")
 
 
@@ -32,10 +41,23 @@ class ReplicaOutputs:
 
     ``*_margin`` is the true-class logit minus logsumexp of the other logits
     (= log(p_y / (1 - p_y))), ``*_loss`` the training loss of that example, ``*_correct``
-    whether the argmax is the label. ``traj_*`` (optional, shape (R, T, n)) hold the same for
-    the training set after each epoch in ``record_epochs``, plus EL2N (||softmax - onehot||_2)
-    and, if requested, the squared per-example gradient norm; ``record_lr`` is the learning
-    rate in effect during each recorded epoch (for TracIn-style sums).
+    whether the argmax is the label.
+
+    ``forgetting_events`` and ``first_learned`` (int32 (R, n); from trained networks only)
+    follow Toneva et al. (2019): a presentation is an example's appearance in a minibatch,
+    judged right or wrong by that step's forward pass, before its update.
+    ``forgetting_events`` counts correct -> incorrect transitions between consecutive
+    presentations. ``first_learned`` is the epoch index e (0 = the first epoch) of the
+    presentation from which the example is right at every presentation, i.e. it was learned
+    after e epochs of training; ``epochs`` (one past the last epoch index, a censored "later
+    than the end") if it is wrong at its last presentation. Examples a replica never
+    presented (outside its subset) have 0 events and ``first_learned`` -1.
+
+    ``traj_*`` (optional, shape (R, T, n)) hold correctness, margin and loss of every training
+    example at each epoch in ``record_epochs`` (0 = initialization, then every
+    ``record_every`` epochs), plus EL2N (||softmax - onehot||_2) and, if requested, the
+    squared per-example gradient norm; ``record_lr`` is the learning rate at each recorded
+    epoch (for TracIn-style sums).
     """
 
     replica_ids: np.ndarray
@@ -45,6 +67,8 @@ class ReplicaOutputs:
     test_correct: np.ndarray
     test_margin: np.ndarray
     test_loss: np.ndarray
+    forgetting_events: np.ndarray | None = None
+    first_learned: np.ndarray | None = None
     traj_correct: np.ndarray | None = None
     traj_margin: np.ndarray | None = None
     traj_loss: np.ndarray | None = None
@@ -59,7 +83,7 @@ class ReplicaOutputs:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All non-None replica-indexed arrays by name (replica axis first)."""
-        names = ("replica_ids", *FINAL_FIELDS, *TRAJECTORY_FIELDS)
+        names = ("replica_ids", *FINAL_FIELDS, *PRESENTATION_FIELDS, *TRAJECTORY_FIELDS)
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 

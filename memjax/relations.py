@@ -43,6 +43,8 @@ SUSPICIOUS_WHEN_HIGH = {
     "margin": False,
     "learning_time": True,  # learned late (or never)
     "forgetting_events": True,
+    "learning_time_recorded": True,
+    "forgetting_events_recorded": True,
     "el2n": True,
     "grand": True,
     "self_influence": True,
@@ -60,8 +62,10 @@ class Relations:
       ratios), lira_online, lira_offline, loss_attack (per-example vulnerability: mean
       attack score over target replicas holding the example minus mean over targets
       without it), then the proxies of ``memjax.proxies.all_proxies``: loss, confidence,
-      margin and, if trajectories were recorded, learning_time, forgetting_events, el2n
-      (and grand, self_influence if gradient norms were recorded).
+      margin, learning_time and forgetting_events (counted at every presentation; present
+      for trained networks) and, if trajectories were recorded, learning_time_recorded,
+      forgetting_events_recorded (their recorded-epoch approximations), el2n (and grand,
+      self_influence if gradient norms were recorded).
       NaN marks examples a score is undefined for (e.g. never IN).
     ``spearman``: name -> Spearman rank correlation of that column's value with
       memorization over examples where both are finite (raw values, not oriented; the
@@ -181,7 +185,7 @@ def relations(
         "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss", blocks),
         "held_out_accuracy": held_out_accuracy(masks, outputs.train_correct, blocks),
         **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
-        **all_proxies(masks, outputs, early_epoch),
+        **all_proxies(masks, outputs, early_epoch, blocks),
     }
     columns = {k: _float64(e) for k, e in estimates.items()}
     mem = columns["memorization"].value

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from memjax.outputs import FINAL_FIELDS, TRAJECTORY_FIELDS, ReplicaOutputs
+from memjax.outputs import FINAL_FIELDS, PRESENTATION_FIELDS, TRAJECTORY_FIELDS, ReplicaOutputs
 
 __all__ = [
     "Store",
@@ -132,7 +132,7 @@ class Store:
         rows = self.done_rows() if rows is None else np.asarray(rows)
         group = self._group()
         kw: dict[str, Any] = {}
-        for name in ("replica_ids", *FINAL_FIELDS, *TRAJECTORY_FIELDS):
+        for name in ("replica_ids", *FINAL_FIELDS, *PRESENTATION_FIELDS, *TRAJECTORY_FIELDS):
             if name in group:
                 arr = group[name]
                 sel = (rows,) + (slice(None),) * (arr.ndim - 1)
@@ -155,6 +155,8 @@ def _array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, 
         "test_correct": ((r, m), "bool", (c, m)),
         "test_margin": ((r, m), "float32", (c, m)),
         "test_loss": ((r, m), "float32", (c, m)),
+        "forgetting_events": ((r, n), "int32", (c, n)),
+        "first_learned": ((r, n), "int32", (c, n)),
     }
     t = len(meta.get("record_epochs") or [])
     if t:
@@ -171,6 +173,9 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
     differences = []
     for key in keys:
         differences += _diff({key: existing.get(key)}, {key: meta.get(key)})
+    shapes = [{k: v[:2] for k, v in _array_specs(m).items()} for m in (existing, meta)]
+    if not differences and shapes[0] != shapes[1]:
+        differences.append("stored arrays (the store was written by another memjax version)")
     if differences:
         raise StoreMismatchError(
             f"{path} already holds a different study; differing settings: "

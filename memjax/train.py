@@ -12,6 +12,12 @@ Replica r's key is ``fold_in(PRNGKey(seed), r)``; its init, its per-epoch shuffl
 its whole run depend on (seed, r, its mask) only. Steps past the end of a replica's epoch
 (subsets of unequal size) are exact no-ops, so neither chunking, grouping, nor the device
 count changes any replica's result.
+
+Every step also records, from the logits its forward pass already computes, whether each
+example of its minibatch was classified correctly before the update (Toneva et al. 2019's
+presentations): per replica one bit per example (right at its last presentation?), a count
+of correct -> incorrect transitions and the epoch from which it stays right
+(``ReplicaOutputs.forgetting_events`` / ``first_learned``).
 """
 
 from __future__ import annotations
@@ -41,6 +47,36 @@ __all__ = [
 ]
 
 EVAL_BLOCK = 1024
+NEVER_PRESENTED = -1  # first_learned of an example a replica never saw
+
+
+def _present(
+    seen: tuple[jax.Array, jax.Array, jax.Array],
+    idx: jax.Array,
+    correct: jax.Array,
+    valid: jax.Array,
+    epoch: jax.Array,
+    epochs: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One replica's presentation record after one minibatch (Toneva et al. 2019).
+
+    ``seen`` = (last (n,) bool: right at its last presentation, events (n,) int32:
+    correct -> incorrect transitions between consecutive presentations, first (n,) int32:
+    epoch index (from 0) of the presentation from which it has been right at every
+    presentation; ``epochs`` while its last presentation was wrong; NEVER_PRESENTED before
+    its first presentation). ``idx`` (b,) are the batch's examples, ``correct`` (b,) their
+    correctness before the update, ``valid`` (b,) bool marks the real (non-padding)
+    positions, whose examples are distinct; padding positions change nothing.
+    """
+    last, events, first = seen
+    target = jnp.where(valid, idx, last.shape[0])  # out of bounds: dropped
+    was = last[idx]
+    learned = jnp.where(correct, jnp.where(was, first[idx], epoch), epochs)
+    return (
+        last.at[target].set(correct, mode="drop"),
+        events.at[target].add((was & ~correct).astype(events.dtype), mode="drop"),
+        first.at[target].set(learned.astype(first.dtype), mode="drop"),
+    )
 
 
 def replica_keys(seed: int, replica_ids: np.ndarray) -> jax.Array:
@@ -149,14 +185,18 @@ class _GroupProgram:
     def _example_losses(self, params, params0, x, y):
         return loss_from_logits(self._apply(params, params0, x), y, self.cfg.loss)
 
-    def _step(self, params, opt_state, step, params0, total_steps, xb, yb, valid):
-        """One minibatch step of one replica; a no-op when the batch has no valid example."""
+    def _step(self, params, opt_state, step, seen, params0, total_steps, epoch, xb, yb, idx, valid):
+        """One minibatch step of one replica; a no-op when the batch has no valid example.
+        ``seen`` is the replica's presentation record, updated with the correctness of the
+        batch's examples under the parameters before this step's update."""
 
         def batch_loss(p):
-            losses = self._example_losses(p, params0, xb, yb)
-            return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+            logits = self._apply(p, params0, xb)
+            losses = loss_from_logits(logits, yb, self.cfg.loss)
+            mean = jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+            return mean, jnp.argmax(logits, axis=-1) == yb
 
-        grads = jax.grad(batch_loss)(params)
+        (_, correct), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
         updates, new_state = self.tx.update(grads, opt_state, params)
         lr = _learning_rate(self.cfg, step, total_steps)
         new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
@@ -166,6 +206,7 @@ class _GroupProgram:
             keep(new_params, params),
             keep(new_state, opt_state),
             step + active.astype(step.dtype),
+            _present(seen, idx, correct, valid > 0, epoch, self.cfg.epochs),
         )
 
     def _order(self, epoch_key, mask, n_steps: int):
@@ -180,14 +221,15 @@ class _GroupProgram:
         pos = jnp.arange(n_steps * b).reshape(n_steps, b)
         return order, (pos < usable).astype(jnp.float32)
 
-    def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, masks, n_steps: int):
-        """One pass of every replica of the group over its own subset."""
+    def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, epoch, masks, n_steps: int):
+        """One pass (epoch index ``epoch``, from 0) of every replica over its own subset."""
         order, valid = jax.vmap(partial(self._order, n_steps=n_steps))(epoch_keys, masks)
         step = self.map(self._step)
+        epoch_g = jnp.full(len(masks), epoch, jnp.int32)
 
         def body(c, xs):
             idx, v = xs
-            return step(*c, params0, total_steps, x[idx], y[idx], v), None
+            return step(*c, params0, total_steps, epoch_g, x[idx], y[idx], idx, v), None
 
         carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1)))
         return carry
@@ -227,8 +269,15 @@ class _GroupProgram:
         else:
             steps_r = sizes // self.batch if cfg.drop_last else -(-sizes // self.batch)
         total_steps = cfg.epochs * steps_r
-        carry = (params0, self.map(self.tx.init)(params0), jnp.zeros(len(keys), jnp.int32))
+        g = len(keys)
+        seen = (
+            jnp.zeros((g, self.n), bool),  # right at its last presentation
+            jnp.zeros((g, self.n), jnp.int32),  # forgetting events so far
+            jnp.full((g, self.n), NEVER_PRESENTED, jnp.int32),  # first_learned so far
+        )
+        carry = (params0, self.map(self.tx.init)(params0), jnp.zeros(g, jnp.int32), seen)
         epoch_keys = jax.vmap(lambda k: jax.random.split(k, cfg.epochs))(data_keys).swapaxes(0, 1)
+        epoch_ids = jnp.arange(cfg.epochs, dtype=jnp.int32)
         epoch = partial(
             self._epoch,
             params0=params0,
@@ -239,33 +288,41 @@ class _GroupProgram:
             n_steps=n_steps,
         )
 
-        def epochs(c, keys_e):
-            return lax.scan(lambda cc, k: (epoch(cc, epoch_keys=k), None), c, keys_e)[0]
+        def epochs(c, keys_and_ids):
+            body = lambda cc, ke: (epoch(cc, epoch_keys=ke[0], epoch=ke[1]), None)  # noqa: E731
+            return lax.scan(body, c, keys_and_ids)[0]
 
         traj = None
         if cfg.record_every:
-            t = cfg.epochs // cfg.record_every
-            head = epoch_keys[: t * cfg.record_every]
-            head = head.reshape(t, cfg.record_every, *head.shape[1:])
+            k = cfg.record_every
+            t = cfg.epochs // k
+            head = jax.tree.map(
+                lambda v: v[: t * k].reshape(t, k, *v.shape[1:]), (epoch_keys, epoch_ids)
+            )
             record = self.map(lambda p, p0: self._record(p, p0, x, y))
 
-            def block(c, keys_b):
-                c = epochs(c, keys_b)
+            def block(c, xs):
+                c = epochs(c, xs)
                 return c, record(c[0], params0)
 
+            at_init = record(params0, params0)  # epoch 0: the initialization
             carry, traj = lax.scan(block, carry, head)
-            traj = jax.tree.map(lambda v: v.swapaxes(0, 1), traj)  # (G, T, n)
-            carry = epochs(carry, epoch_keys[t * cfg.record_every :])
+            traj = jax.tree.map(
+                lambda a, b: jnp.concatenate([a[:, None], b.swapaxes(0, 1)], axis=1), at_init, traj
+            )  # (G, T, n), T = 1 + epochs // record_every
+            carry = epochs(carry, (epoch_keys[t * k :], epoch_ids[t * k :]))
         else:
-            carry = epochs(carry, epoch_keys)
+            carry = epochs(carry, (epoch_keys, epoch_ids))
         params = carry[0]
+        _, forgetting_events, first_learned = carry[3]
+        presentations = {"forgetting_events": forgetting_events, "first_learned": first_learned}
 
         def evaluate(a, b):
             return self.map(lambda p, p0: self._metrics(p, p0, a, b, with_el2n=False))(
                 params, params0
             )
 
-        return evaluate(x, y), evaluate(xt, yt), traj
+        return evaluate(x, y), evaluate(xt, yt), traj, presentations
 
 
 _PROGRAMS: dict = {}
@@ -370,7 +427,7 @@ def train_replicas(
         spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, strategy, devices
     )
     keys = replica_keys(seed, ids[pad_rows])
-    train, test, traj = fn(
+    train, test, traj, presentations = fn(
         keys,
         jnp.asarray(masks[pad_rows]),
         jnp.asarray(ds.x_train),
@@ -391,6 +448,8 @@ def train_replicas(
         test_correct=host(test["correct"]),
         test_margin=host(test["margin"]),
         test_loss=host(test["loss"]),
+        forgetting_events=host(presentations["forgetting_events"]),
+        first_learned=host(presentations["first_learned"]),
     )
     if traj is not None:
         out.traj_correct = host(traj["correct"])

@@ -53,9 +53,10 @@ def replica_bytes(spec: Spec, ds: Dataset, cfg: TrainConfig) -> int:
 
 
 def output_bytes(ds: Dataset, cfg: TrainConfig) -> int:
-    """Host/device bytes of one replica's outputs (final metrics and trajectories)."""
-    final = (ds.n_train + ds.n_test) * (1 + 4 + 4)
-    records = cfg.epochs // cfg.record_every if cfg.record_every else 0
+    """Host/device bytes of one replica's outputs (final metrics, per-presentation counts and
+    their one-bit state, trajectories)."""
+    final = (ds.n_train + ds.n_test) * (1 + 4 + 4) + ds.n_train * (1 + 4 + 4)
+    records = len(cfg.recorded_epochs())
     per_record = ds.n_train * (1 + 4 * (3 + int(cfg.record_grad_norm)))
     return final + records * per_record
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from memjax.proxies import FINAL_PROXIES, TRAJECTORY_PROXIES
+from memjax.proxies import FINAL_PROXIES, PRESENTATION_PROXIES, TRAJECTORY_PROXIES
 from memjax.relations import SUSPICIOUS_WHEN_HIGH
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
@@ -18,7 +18,13 @@ from paper_figures.stats import roc_points
 from paper_figures.style import DOUBLE, floats, new_figure, panel_label, roc_line
 
 STUDY = "mnist1d_noise"
-SCORES = ("memorization", "held_out_accuracy", *FINAL_PROXIES, *TRAJECTORY_PROXIES)
+SCORES = (
+    "memorization",
+    "held_out_accuracy",
+    *FINAL_PROXIES,
+    *PRESENTATION_PROXIES,
+    *TRAJECTORY_PROXIES,
+)
 FPR_GRID = np.unique(np.r_[np.linspace(0, 1, 201), np.logspace(-3, 0, 31)])
 LABELS = {
     "memorization": "memorization",
@@ -28,6 +34,8 @@ LABELS = {
     "margin": "margin (low)",
     "learning_time": "learning time",
     "forgetting_events": "forgetting events",
+    "learning_time_recorded": "learning time (recorded epochs)",
+    "forgetting_events_recorded": "forgetting events (recorded epochs)",
     "el2n": "EL2N",
     "grand": "GraNd",
     "self_influence": "self-influence",

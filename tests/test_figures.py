@@ -92,8 +92,11 @@ def _write_configs(directory: Path, studies: dict[str, dict], figures: dict | No
         (directory / "figures.yaml").write_text(yaml.safe_dump(figures))
 
 
-def _planted_outputs(masks: np.ndarray, ds, record_epochs: list[int], grad: bool, seed: int):
-    """Outputs with known structure: flipped (or rare) examples are right only when IN."""
+def _planted_outputs(
+    masks: np.ndarray, ds, epochs: int, record_epochs: list[int], grad: bool, seed: int
+):
+    """Outputs with known structure: flipped (or rare) examples are right only when IN, and
+    are learned in the second half of training and forgotten more often."""
     rng = np.random.default_rng(seed)
     r, n = masks.shape
     hard = ds.train_info.get("flipped", np.zeros(n, bool))
@@ -111,13 +114,20 @@ def _planted_outputs(masks: np.ndarray, ds, record_epochs: list[int], grad: bool
                 :, 0
             ]
     test_margin = np.where(test_correct, 2.0, -2.0).astype(np.float32)
-    kw = {}
+    kw = {
+        "first_learned": np.where(
+            masks, rng.integers(0, epochs // 2, (r, n)) + np.where(hard, epochs // 2, 0), -1
+        ).astype(np.int32),
+        "forgetting_events": np.where(
+            masks, rng.poisson(np.where(hard, 3.0, 0.5), (r, n)), 0
+        ).astype(np.int32),
+    }
     if record_epochs:
         t = len(record_epochs)
         learned = rng.integers(0, t, (r, 1, n)) + np.where(hard, t // 2, 0)[None, None]
         traj_correct = np.arange(t)[None, :, None] >= learned
         traj_correct[:, -1] = train_correct
-        kw = {
+        kw |= {
             "traj_correct": traj_correct,
             "traj_margin": np.repeat(margin[:, None], t, axis=1),
             "traj_loss": np.repeat(np.logaddexp(0, -margin)[:, None], t, axis=1),
@@ -143,7 +153,12 @@ def _fill_store(config: dict, directory: Path, seed: int) -> None:
     for k in range(store.n_chunks):
         rows = store.chunk_rows(k)
         arrays = _planted_outputs(
-            store.masks(rows), ds, store.meta["record_epochs"], cfg.train.record_grad_norm, seed
+            store.masks(rows),
+            ds,
+            cfg.train.epochs,
+            store.meta["record_epochs"],
+            cfg.train.record_grad_norm,
+            seed,
         )
         store.write_chunk(k, ReplicaOutputs(replica_ids=rows, **arrays))
 
@@ -260,7 +275,9 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
 
     curves = _record(out, "mislabeled")["data"]["curves"]
     assert curves["memorization"]["auc"] > 0.95
-    assert {"learning_time", "forgetting_events", "el2n", "grand", "self_influence"} <= set(curves)
+    per_example = ("learning_time", "forgetting_events", "el2n", "grand", "self_influence")
+    recorded = ("learning_time_recorded", "forgetting_events_recorded")
+    assert {*per_example, *recorded} <= set(curves)
     fpr, tpr = np.array(curves["memorization"]["fpr"]), np.array(curves["memorization"]["tpr"])
     assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
 
@@ -282,8 +299,10 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
     single = tail["rare_test_accuracy"]["1"]
     assert single["all IN"]["mean"] == 1.0 and single["none IN"]["mean"] == 0.0
 
-    forgetting = _record(out, "forgetting")["data"]["proxies"]["learning_time"]["mean"]
-    assert forgetting["flipped label"] > forgetting["clean label"]
+    forgetting = _record(out, "forgetting")["data"]
+    for name in ("learning_time", "forgetting_events"):
+        mean = forgetting["proxies"][name]["mean"]
+        assert mean["flipped label"] > mean["clean label"], name
 
     designs = _record(out, "convergence")["data"]["designs"]
     assert designs["balanced"]["missing"][0][0] == 0.0

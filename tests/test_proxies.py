@@ -13,8 +13,8 @@ from memjax.models import build
 from memjax.outputs import ReplicaOutputs
 from memjax.train import replica_init_keys
 
-# recordings after epochs 2, 4, ..., 10; three replicas, four examples
-EPOCHS = np.array([2, 4, 6, 8, 10])
+# recordings at initialization and after epochs 2, 4, 6, 8; three replicas, four examples
+EPOCHS = np.array([0, 2, 4, 6, 8])
 CORRECT = np.array(
     [
         # replica 0: examples 0..3 (columns are examples, rows recordings, transposed below)
@@ -24,8 +24,8 @@ CORRECT = np.array(
     ],
     bool,
 ).transpose(0, 2, 1)  # (R=3, T=5, n=4)
-# by hand: first recorded epoch from which the example stays correct (12 = never learned)
-LEARN = np.array([[4, 10, 12, 12], [2, 8, 8, 12], [10, 2, 6, 12]], float)
+# by hand: first recorded epoch from which the example stays correct (10 = never learned)
+LEARN = np.array([[2, 8, 10, 10], [0, 6, 6, 10], [8, 0, 4, 10]], float)
 FORGET = np.array([[0, 2, 1, 0], [0, 1, 1, 2], [1, 0, 0, 2]], float)
 MASKS = np.array([[1, 0, 1, 1], [1, 1, 0, 1], [0, 1, 1, 0]], bool)
 
@@ -44,13 +44,36 @@ def test_learning_epochs_and_forgetting_counts_by_hand():
 
 def test_trajectory_proxies_average_over_in_replicas_only():
     out = hand_outputs(traj_correct=CORRECT)
-    lt = proxies.learning_time(MASKS, out)
-    fe = proxies.forgetting_events(MASKS, out)
+    lt = proxies.learning_time_recorded(MASKS, out)
+    fe = proxies.forgetting_events_recorded(MASKS, out)
     # example 0 is IN for replicas 0, 1; example 1 for 1, 2; example 2 for 0, 2; example 3 for 0, 1
-    np.testing.assert_allclose(lt.value, [3.0, 5.0, 9.0, 12.0])
+    np.testing.assert_allclose(lt.value, [1.0, 3.0, 7.0, 10.0])
     np.testing.assert_allclose(fe.value, [0.0, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(fe.stderr, [0.0, 0.5, 0.5, 1.0])  # s / sqrt(2) with s = |a-b|/sqrt2
     np.testing.assert_array_equal(fe.n_in, [2, 2, 2, 2])
+
+
+# per-presentation counts as the trainer leaves them (10 epochs): -1 = never presented, 10 =
+# wrong at the last presentation. Replica 1 is IN on example 1 but never presented it (as
+# can happen with drop_last), so only replica 2 counts there.
+EVENTS = np.array([[1, 0, 3, 0], [2, 0, 0, 4], [0, 5, 1, 0]], np.int32)
+FIRST = np.array([[4, -1, 10, 0], [6, -1, -1, 9], [-1, 2, 7, -1]], np.int32)
+
+
+def test_presentation_proxies_average_over_replicas_that_presented_the_example():
+    out = hand_outputs(forgetting_events=EVENTS, first_learned=FIRST, traj_correct=CORRECT)
+    lt = proxies.learning_time(MASKS, out)
+    fe = proxies.forgetting_events(MASKS, out)
+    np.testing.assert_allclose(lt.value, [5.0, 2.0, 8.5, 4.5])
+    np.testing.assert_allclose(fe.value, [1.5, 5.0, 2.0, 2.0])
+    np.testing.assert_array_equal(fe.n_in, [2, 1, 2, 2])
+    np.testing.assert_allclose(fe.stderr, [0.5, np.nan, 1.0, 2.0])
+    assert list(proxies.all_proxies(MASKS, out)) == [
+        "loss", "confidence", "margin", "learning_time", "forgetting_events",
+        "learning_time_recorded", "forgetting_events_recorded",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="first_learned must be"):
+        proxies.learning_time(MASKS, hand_outputs(first_learned=FIRST[:, :3]))
 
 
 def test_masked_mean_against_a_loop():
@@ -77,13 +100,28 @@ def test_final_proxies_and_confidence_from_margin():
     expected = [np.mean(1 / (1 + np.exp(-m[MASKS[:, i], i]))) for i in range(4)]
     np.testing.assert_allclose(conf, expected)
     assert set(proxies.all_proxies(MASKS, out)) == {"loss", "confidence", "margin"}
+    with pytest.raises(ValueError, match="counted by memjax.train_replicas"):
+        proxies.forgetting_events(MASKS, out)
 
 
 def test_early_epoch_choice():
-    assert proxies.early_epoch_index(np.arange(10, 201, 10)) == 1  # epoch 20 of 200
-    assert proxies.early_epoch_index(EPOCHS, 6) == 2
+    assert proxies.early_epoch_index(np.arange(0, 201, 10)) == 2  # epoch 20 of 200
+    assert proxies.early_epoch_index(np.arange(10, 201, 10)) == 1  # stores without epoch 0
+    assert proxies.early_epoch_index(np.array([0, 1, 2, 3])) == 1  # never the initialization
+    assert proxies.early_epoch_index(np.array([0])) == 0  # ... unless it is all there is
+    assert proxies.early_epoch_index(EPOCHS, 0) == 0  # at initialization on request
+    assert proxies.early_epoch_index(EPOCHS, 6) == 3
     with pytest.raises(ValueError, match="not recorded"):
         proxies.early_epoch_index(EPOCHS, 5)
+
+
+def test_self_influence_sums_the_checkpoints_after_initialization():
+    grad_sq = np.arange(1, 61, dtype=float).reshape(3, 5, 4)
+    lr = np.array([9.0, 0.5, 0.4, 0.3, 0.2])  # the rate at epoch 0 must not count
+    out = hand_outputs(traj_correct=CORRECT, traj_grad_sq=grad_sq, record_lr=lr)
+    per_replica = np.einsum("t,rtn->rn", lr[1:], grad_sq[:, 1:])
+    expected = [per_replica[MASKS[:, i], i].mean() for i in range(4)]
+    np.testing.assert_allclose(proxies.self_influence(MASKS, out).value, expected)
 
 
 def test_missing_trajectories_fail_with_the_setting_to_use():
@@ -122,8 +160,9 @@ def tiny_run():
 
 
 def reproduce(ds, spec, masks, cfg, seed):
-    """Per replica and recording: params by gradient descent (with L2 added to the gradient)
-    from the replica's init, then each example's loss gradient computed on its own."""
+    """Per replica and recording (initialization, then each epoch): params by gradient
+    descent (with L2 added to the gradient) from the replica's init, then each example's
+    loss gradient computed on its own."""
     init, apply = build(spec, ds.input_shape, ds.num_classes)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
 
@@ -148,7 +187,7 @@ def reproduce(ds, spec, masks, cfg, seed):
     for r, key in enumerate(replica_init_keys(seed, np.arange(len(masks)))):
         params = jax.jit(init)(key)
         weights = jnp.asarray(masks[r] / masks[r].sum(), jnp.float32)
-        rows = []
+        rows = [[example_grad_sq(params, i) for i in range(ds.n_train)]]
         for _ in range(cfg.epochs):
             params = gd_step(params, weights)
             rows.append([example_grad_sq(params, i) for i in range(ds.n_train)])
@@ -164,9 +203,12 @@ def test_grad_norms_equal_single_example_gradients(tiny_run):
     grad_sq, loss = reproduce(ds, spec, masks, cfg, seed=7)
     np.testing.assert_allclose(out.traj_loss, loss, rtol=1e-4, atol=1e-6)  # same parameters
     np.testing.assert_allclose(out.traj_grad_sq, grad_sq, rtol=1e-4, atol=1e-7)
-    gr = proxies.grand(masks, out, epoch=2).value
-    expected = [np.sqrt(grad_sq[masks[:, i], 1, i]).mean() for i in range(ds.n_train)]
-    np.testing.assert_allclose(gr, expected, rtol=1e-4)
+    np.testing.assert_array_equal(out.record_epochs, [0, 1, 2, 3])
+    for epoch in (0, 2):  # at initialization and after two epochs
+        gr = proxies.grand(masks, out, epoch=epoch).value
+        expected = [np.sqrt(grad_sq[masks[:, i], epoch, i]).mean() for i in range(ds.n_train)]
+        np.testing.assert_allclose(gr, expected, rtol=1e-4)
     si = proxies.self_influence(masks, out).value
-    expected = [(cfg.learning_rate * grad_sq[masks[:, i], :, i].sum(1)).mean() for i in range(24)]
+    lr = cfg.learning_rate
+    expected = [(lr * grad_sq[masks[:, i], 1:, i].sum(1)).mean() for i in range(ds.n_train)]
     np.testing.assert_allclose(si, expected, rtol=1e-4)

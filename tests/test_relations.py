@@ -19,11 +19,14 @@ from memjax.relations import SUSPICIOUS_WHEN_HIGH, relations
 FINAL = ["memorization", "cf_memorization_margin", "cf_memorization_neg_loss", "held_out_accuracy"]
 ATTACKS = ["lira_online", "lira_offline", "loss_attack"]
 PROXIES = ["loss", "confidence", "margin"]
-TRAJ = ["learning_time", "forgetting_events", "el2n", "grand", "self_influence"]
+PRESENTED = ["learning_time", "forgetting_events"]
+TRAJ = ["learning_time_recorded", "forgetting_events_recorded", "el2n", "grand", "self_influence"]
+EPOCHS = 20
 
 
 def simulated_study(R=32, n=300, T=4, trajectories=True, seed=0):
-    """Margins where flipped examples are fit only when IN (and late), as with label noise."""
+    """Margins where flipped examples are fit only when IN (and late, after more forgetting),
+    as with label noise."""
     rng = np.random.default_rng(seed)
     masks = mj.subsets.sample(n, R, 0.5, seed=seed)
     flipped = np.zeros(n, bool)
@@ -34,6 +37,9 @@ def simulated_study(R=32, n=300, T=4, trajectories=True, seed=0):
     out = ReplicaOutputs(
         np.arange(R), margin > 0, margin, np.log1p(np.exp(-margin)), margin > 0, margin, margin
     )
+    half = EPOCHS // 2
+    out.first_learned = np.where(masks, rng.integers(0, half, (R, n)) + half * flipped, -1)
+    out.forgetting_events = np.where(masks, rng.poisson(1.0 + 2.0 * flipped, (R, n)), 0)
     if trajectories:
         progress = np.linspace(0.25, 1.0, T)[None, :, None]
         late = np.where(flipped, 2.0, 1.0)  # noisy labels are learned late
@@ -44,7 +50,7 @@ def simulated_study(R=32, n=300, T=4, trajectories=True, seed=0):
         out.traj_loss = np.log1p(np.exp(-traj_margin))
         out.traj_el2n = np.sqrt(2) * (1 - p)
         out.traj_grad_sq = 3.0 * out.traj_el2n**2
-        out.record_epochs = np.arange(1, T + 1) * 5
+        out.record_epochs = np.arange(T) * 5
         out.record_lr = np.full(T, 0.1)
     return masks, out, flipped
 
@@ -52,7 +58,7 @@ def simulated_study(R=32, n=300, T=4, trajectories=True, seed=0):
 def test_columns_correlations_and_flipped_aucs():
     masks, out, flipped = simulated_study()
     rel = relations(masks, out, flipped, n_targets=8)
-    assert list(rel.columns) == FINAL + ATTACKS + PROXIES + TRAJ
+    assert list(rel.columns) == FINAL + ATTACKS + PROXIES + PRESENTED + TRAJ
     mem = memorization(masks, out.train_correct).value
     np.testing.assert_allclose(rel.columns["memorization"].value, mem)
     for name, est in rel.columns.items():
@@ -70,6 +76,8 @@ def test_columns_correlations_and_flipped_aucs():
         rel.flipped_auc["held_out_accuracy"] > 0.9
     )  # oriented: low held-out accuracy is suspicious
     assert rel.flipped_auc["learning_time"] > 0.9
+    assert rel.flipped_auc["learning_time_recorded"] > 0.9
+    assert rel.flipped_auc["forgetting_events"] > 0.8
     summary = rel.summary()
     assert set(summary["flipped_label_auc"]) == set(rel.columns)
     assert summary["suspicious_when"]["confidence"] == "low"
@@ -90,7 +98,7 @@ def test_columns_correlations_and_flipped_aucs():
 def test_without_trajectories_or_flips():
     masks, out, _ = simulated_study(trajectories=False)
     rel = relations(masks, out, n_targets=4)
-    assert list(rel.columns) == FINAL + ATTACKS + PROXIES
+    assert list(rel.columns) == FINAL + ATTACKS + PROXIES + PRESENTED
     assert rel.flipped_auc is None
     assert rel.summary()["flipped_label_auc"] is None
 
@@ -116,9 +124,9 @@ def test_counterfactual_memorization_is_in_minus_out_of_the_measure():
 
 def test_early_epoch_selects_the_recording_of_el2n_and_grand():
     masks, out, _ = simulated_study()
-    rel = relations(masks, out, n_targets=4, early_epoch=10)  # recordings at 5, 10, 15, 20
+    rel = relations(masks, out, n_targets=4, early_epoch=10)  # recordings at 0, 5, 10, 15
     for name, traj in (("el2n", out.traj_el2n), ("grand", np.sqrt(out.traj_grad_sq))):
-        expected = [traj[masks[:, i], 1, i].mean() for i in range(300)]
+        expected = [traj[masks[:, i], 2, i].mean() for i in range(300)]
         np.testing.assert_allclose(rel.columns[name].value, expected)
 
 
@@ -140,19 +148,21 @@ def test_experiment_writes_its_tables(tmp_path, monkeypatch):
 
 def test_summary_has_no_nan():
     masks, out, flipped = simulated_study()
-    out.traj_correct[:] = True  # no forgetting anywhere: a constant column
+    out.traj_correct[:] = True  # no forgetting anywhere: constant columns
+    out.forgetting_events[:] = 0
     rel = relations(masks, out, flipped, n_targets=4)
-    assert np.isnan(rel.spearman["forgetting_events"])
     summary = rel.summary()
-    assert summary["spearman_with_memorization"]["forgetting_events"] is None
-    assert summary["flipped_label_auc"]["forgetting_events"] == 0.5  # all ties
+    for name in ("forgetting_events", "forgetting_events_recorded"):
+        assert np.isnan(rel.spearman[name])
+        assert summary["spearman_with_memorization"][name] is None
+        assert summary["flipped_label_auc"][name] == 0.5  # all ties
     json.dumps(summary, allow_nan=False)
 
 
 def test_small_studies_skip_the_attacks():
     masks, out, flipped = simulated_study(R=4, trajectories=False)
     rel = relations(masks, out, flipped, n_targets=2)
-    assert list(rel.columns) == FINAL + PROXIES
+    assert list(rel.columns) == FINAL + PROXIES + PRESENTED
     assert rel.attacks == {} and rel.summary()["attacks"] == {}
 
 
@@ -175,12 +185,12 @@ def test_mnist1d_label_noise_found_by_memorization():
         batch_size=128,
         optimizer="adam",
         learning_rate=1e-2,
-        record_every=20,  # one recording keeps it cheap; the columns are what is checked
+        record_every=20,  # init and one recording keep it cheap; the columns are what is checked
         record_grad_norm=True,
     )
     spec = mj.models.MLP(widths=(128, 128), parameterization="standard")
     out = mj.train_replicas(spec, ds, masks, cfg, seed=0)
     rel = relations(masks, out, flipped, n_targets=16)
-    assert list(rel.flipped_auc) == FINAL + ATTACKS + PROXIES + TRAJ
+    assert list(rel.flipped_auc) == FINAL + ATTACKS + PROXIES + PRESENTED + TRAJ
     assert all(np.isfinite(v) for v in rel.flipped_auc.values())
     assert rel.flipped_auc["memorization"] >= 0.9, rel.flipped_auc

@@ -29,7 +29,15 @@ TINY = {
     "seed": 3,
     "chunk_size": 4,
 }
-FIELDS = ("train_correct", "train_margin", "train_loss", "test_margin", "test_loss")
+FIELDS = (
+    "train_correct",
+    "train_margin",
+    "train_loss",
+    "test_margin",
+    "test_loss",
+    "forgetting_events",
+    "first_learned",
+)
 
 
 @pytest.fixture(scope="module")

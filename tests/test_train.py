@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax.outputs import FINAL_FIELDS
+from memjax.outputs import FINAL_FIELDS, PRESENTATION_FIELDS, per_example_metrics
 from memjax.train import replica_init_keys, replica_keys
 
 SPEC = mj.models.MLP(widths=(16,), parameterization="standard")
@@ -38,11 +38,12 @@ def assert_same_rows(
 ) -> None:
     """Replica rows of two runs agree: bit for bit when each replica is its own chain of
     per-replica ops (vectorize "unroll", the CPU default), and to float32 roundoff when
-    replicas are vmapped (the batch width may change XLA's reduction order)."""
+    replicas are vmapped (the batch width may change XLA's reduction order); correctness and
+    the per-presentation counts derived from it always bit for bit."""
     rows_b = slice(None) if rows_b is None else rows_b
-    for name in FINAL_FIELDS:
+    for name in (*FINAL_FIELDS, *PRESENTATION_FIELDS):
         x, y = getattr(a, name)[rows_a], getattr(b, name)[rows_b]
-        if exact or x.dtype == bool:
+        if exact or x.dtype.kind in "bi":
             np.testing.assert_array_equal(x, y, err_msg=name)
         else:
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=name)
@@ -78,6 +79,18 @@ def test_output_shapes_and_dtypes(tiny, full_run):
             assert v.shape == (R, n) and v.dtype == np.float32 and np.isfinite(v).all()
     assert out.traj_correct is None and out.record_epochs is None
     assert (out.train_loss >= 0).all()
+    for name in PRESENTATION_FIELDS:
+        assert getattr(out, name).shape == (R, tiny.n_train)
+        assert getattr(out, name).dtype == np.int32
+
+
+def test_examples_outside_the_subset_are_never_presented(masks, full_run):
+    """OUT: 0 events and first_learned -1; IN (no drop_last): a presentation every epoch, so
+    first_learned is an epoch index 0..E-1 or E (wrong at the last presentation)."""
+    events, first = full_run.forgetting_events, full_run.first_learned
+    assert (events[~masks] == 0).all() and (first[~masks] == -1).all()
+    assert ((first[masks] >= 0) & (first[masks] <= CFG.epochs)).all()
+    assert (events[masks] <= CFG.epochs // 2).all()  # a forgetting needs two presentations
 
 
 def test_training_learns_and_prefers_seen_examples(tiny, masks, full_run):
@@ -127,7 +140,7 @@ def test_margin_definition_against_numpy():
 
 def test_rerun_is_identical_and_seed_matters(tiny, masks, full_run):
     again = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
-    for name in FINAL_FIELDS:
+    for name in (*FINAL_FIELDS, *PRESENTATION_FIELDS):
         np.testing.assert_array_equal(getattr(again, name), getattr(full_run, name))
     other = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED + 1, devices=one_device())
     assert not np.allclose(other.train_loss, full_run.train_loss)
@@ -228,16 +241,112 @@ def test_full_batch_sgd_mse_equals_hand_written_gradient_descent(tiny, masks):
         )
 
 
-def test_recorded_trajectory_ends_at_final_metrics(tiny, masks):
+def test_recorded_trajectory_starts_at_init_and_ends_at_final_metrics(tiny, masks):
     cfg = mj.TrainConfig(**{**CFG.to_dict(), "epochs": 4, "record_every": 2})
     out = mj.train_replicas(SPEC, tiny, masks[:2], cfg, seed=SEED, devices=one_device())
-    np.testing.assert_array_equal(out.record_epochs, [2, 4])
-    for name in ("correct", "margin", "loss"):
+    np.testing.assert_array_equal(out.record_epochs, [0, 2, 4])
+    init, apply = mj.models.build(SPEC, tiny.input_shape, tiny.num_classes)
+    x, y = jnp.asarray(tiny.x_train), jnp.asarray(tiny.y_train)
+    at_init = [
+        per_example_metrics(apply(init(k), x), y, "xent")
+        for k in replica_init_keys(SEED, np.arange(2))
+    ]
+    for name in ("correct", "margin", "loss", "el2n"):
         traj = getattr(out, f"traj_{name}")
-        assert traj.shape == (2, 2, tiny.n_train)
-        np.testing.assert_allclose(traj[:, -1], getattr(out, f"train_{name}"), rtol=1e-6)
-    np.testing.assert_allclose(out.record_lr, [CFG.learning_rate] * 2, rtol=1e-6)
-    assert out.traj_el2n.shape == (2, 2, tiny.n_train) and (out.traj_el2n >= 0).all()
+        assert traj.shape == (2, 3, tiny.n_train)
+        want = np.stack([np.asarray(m[name]) for m in at_init])
+        np.testing.assert_allclose(traj[:, 0], want, rtol=1e-5, atol=1e-6, err_msg=name)
+        if name != "el2n":
+            np.testing.assert_allclose(traj[:, -1], getattr(out, f"train_{name}"), rtol=1e-6)
+    np.testing.assert_allclose(out.record_lr, [CFG.learning_rate] * 3, rtol=1e-6)
+    assert (out.traj_el2n >= 0).all()
+
+
+def forgetting_by_hand(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forgetting events and first_learned of one example from its correctness at its
+    presentations, in epochs 0..E-1 (one presentation per epoch), by a plain loop."""
+    events, last, first = 0, False, -1
+    for e, ok in enumerate(correct):
+        events += int(last and not ok)
+        first = (first if last else e) if ok else len(correct)
+        last = ok
+    return events, first
+
+
+def test_full_batch_forgetting_equals_transitions_of_the_recordings(tiny, masks):
+    """Full-batch training recorded every epoch: the step of epoch e+1 sees the parameters
+    recorded at epoch e, so the per-presentation counts are the correct -> incorrect
+    transitions of [correctness at init, records of epochs 1..E-1]."""
+    epochs, ids = 8, np.arange(4)
+    cfg = mj.TrainConfig(
+        epochs=epochs, batch_size=None, optimizer="sgd", learning_rate=0.5, record_every=1
+    )
+    out = mj.train_replicas(
+        SPEC, tiny, masks[ids], cfg, seed=SEED, replica_ids=ids, devices=one_device()
+    )
+    np.testing.assert_array_equal(out.record_epochs, np.arange(epochs + 1))
+    seen = out.traj_correct[:, :epochs]  # at init and after epochs 1..E-1
+    for row, r in enumerate(ids):
+        for i in range(tiny.n_train):
+            events, first = forgetting_by_hand(seen[row, :, i]) if masks[r, i] else (0, -1)
+            assert out.forgetting_events[row, i] == events, (r, i)
+            assert out.first_learned[row, i] == first, (r, i)
+    assert out.forgetting_events.sum() >= 5  # the bar is not met by an empty count
+    transitions = (seen[:, :-1] & ~seen[:, 1:]).sum(1)
+    np.testing.assert_array_equal(out.forgetting_events, np.where(masks[ids], transitions, 0))
+
+
+def python_loop(ds, mask: np.ndarray, r: int, cfg: mj.TrainConfig) -> tuple[np.ndarray, ...]:
+    """One replica by a plain loop over minibatches (sgd, constant rate): its data order from
+    its key as the trainer documents it, forgetting counted per presentation in python."""
+    init, apply = mj.models.build(SPEC, ds.input_shape, ds.num_classes)
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    init_key, data_key = jax.random.split(replica_keys(SEED, np.array([r]))[0])
+    params = init(init_key)
+
+    @jax.jit
+    def step(params, xb, yb):
+        def loss(p):
+            logits = apply(p, xb)
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(yb)), yb]), logits
+
+        (_, logits), g = jax.value_and_grad(loss, has_aux=True)(params)
+        new = jax.tree.map(lambda p, d: p - cfg.learning_rate * d, params, g)
+        return new, jnp.argmax(logits, -1) == yb
+
+    n, b = ds.n_train, cfg.batch_size
+    events, first, last = np.zeros(n, int), np.full(n, -1), np.zeros(n, bool)
+    for e, key in enumerate(jax.random.split(data_key, cfg.epochs)):
+        order = np.argsort(np.where(mask, np.asarray(jax.random.uniform(key, (n,))), 2.0))
+        order = order[: mask.sum() // b * b if cfg.drop_last else mask.sum()]
+        for start in range(0, len(order), b):
+            idx = order[start : start + b]
+            params, correct = step(params, x[idx], y[idx])
+            for i, ok in zip(idx, np.asarray(correct), strict=True):
+                events[i] += int(last[i] and not ok)
+                first[i] = (first[i] if last[i] else e) if ok else cfg.epochs
+                last[i] = ok
+    losses = -jax.nn.log_softmax(apply(params, x))[jnp.arange(n), y]
+    return events, first, np.asarray(losses)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_minibatch_forgetting_equals_a_python_loop(tiny, masks, drop_last):
+    """Shuffled minibatches (the last one partial, or dropped): counts equal a plain loop's.
+    With drop_last=True an IN example may miss an epoch (or every epoch: first_learned -1)."""
+    ids = np.array([1, R - 1])  # a half subset and the full data
+    cfg = mj.TrainConfig(
+        epochs=5, batch_size=7, optimizer="sgd", learning_rate=1.0, drop_last=drop_last
+    )
+    out = mj.train_replicas(
+        SPEC, tiny, masks[ids], cfg, seed=SEED, replica_ids=ids, devices=one_device()
+    )
+    for row, r in enumerate(ids):
+        events, first, loss = python_loop(tiny, masks[r], r, cfg)
+        np.testing.assert_allclose(out.train_loss[row], loss, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(out.forgetting_events[row], events)
+        np.testing.assert_array_equal(out.first_learned[row], first)
+    assert out.forgetting_events.sum() > 0
 
 
 @pytest.mark.parametrize(
