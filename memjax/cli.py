@@ -95,7 +95,11 @@ def _cmd_merge(args: argparse.Namespace) -> None:
     from memjax.store import merge
 
     store = merge(args.dirs, args.out)
-    print(f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas")
+    left = store.n_chunks - len(store.done_chunks())
+    print(
+        f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas; {left} of "
+        f"{store.n_chunks} chunks unfinished"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:

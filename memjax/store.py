@@ -399,9 +399,11 @@ class Store:
         return out
 
     def _read_design_masks(self, k: int, group: zarr.Group) -> dict[str, np.ndarray]:
-        missing = [f for f in self.missing_files(k) if f.startswith(os.path.join(ARRAYS, "masks"))]
-        if missing or "masks" not in group:
-            raise self._corrupt(k, f"{(missing or [ARRAYS + '/masks'])[0]} is missing")
+        """Unfinished chunk k's stored masks, checked against the subset design."""
+        prefix = os.path.join(ARRAYS, "masks", "")
+        missing = [f for f in self.missing_files(k) if f.startswith(prefix)]
+        if missing:
+            raise self._corrupt(k, f"{missing[0]} is missing")
         rows = self.chunk_rows(k)
         try:
             block = group["masks"][int(rows[0]) : int(rows[-1]) + 1]
@@ -513,7 +515,7 @@ def restore_arrays(store: Store) -> list[str]:
     return their names. The markers of chunks that relied on them must be dropped first."""
     root = os.path.join(store.path, ARRAYS)
     missing = [n for n in store.specs if not os.path.isfile(os.path.join(root, n, "zarr.json"))]
-    if missing:
+    if missing or not os.path.isfile(os.path.join(root, "zarr.json")):
         _create_arrays(store.path, store.meta, missing)
         if "masks" in missing:
             for k in range(store.n_chunks):
@@ -549,6 +551,8 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         return existing
     if os.path.exists(path) and os.listdir(path):
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
+    if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
+        raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
     meta = {**meta, "store_format": STORE_FORMAT}
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -630,7 +634,9 @@ def merge(paths: list[str], out: str) -> Store:
         if bad:
             k = min(bad)
             raise CorruptChunkError(s.path, sorted(bad), bad[k])
-    merged = create_or_open(out, {k: v for k, v in first.meta.items() if k != "store_format"})
+    # the merged directory is a new study directory: no job shares it yet
+    meta = {k: v for k, v in first.meta.items() if k != "store_format"}
+    merged = create_or_open(out, {**meta, "jobs": 1})
     already = set(merged.done_chunks())
     for k, s in sorted(owner.items()):
         if k not in already:

@@ -159,8 +159,10 @@ def test_stray_files_are_reported_and_wrong_markers_not_counted(cfg, original, s
     assert_bit_identical(study, original)
 
 
-def test_deleted_arrays_never_claim_completeness(cfg, original, study, capsys):
-    shutil.rmtree(study / "arrays.zarr")
+@pytest.mark.parametrize("lost", ["arrays.zarr", "arrays.zarr/zarr.json"])
+def test_deleted_arrays_never_claim_completeness(lost, cfg, original, study, capsys):
+    lost_path = study / lost
+    shutil.rmtree(lost_path) if lost_path.is_dir() else lost_path.unlink()
     status = json.loads(cli(capsys, "status", str(study))[1])
     assert not status["complete"] and status["chunks_finished"] == 0
     assert status["chunks_missing_files"] == [0, 1, 2]
@@ -233,7 +235,8 @@ def test_merge_of_verified_jobs(cfg, original, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run_study(cfg, str(a), job=0, jobs=2, progress=False)
     run_study(cfg, str(b), job=1, jobs=2, progress=False)
-    merge([str(a), str(b)], str(tmp_path / "m"))
+    merged = merge([str(a), str(b)], str(tmp_path / "m"))
+    assert merged.jobs == 1  # a new directory: whoever resumes it chooses its jobs
     assert_bit_identical(tmp_path / "m", original)
 
 
