@@ -1,4 +1,5 @@
-"""The `memjax` command line: run | status | estimate | report | merge | bench | figures."""
+"""The `memjax` command line: run | status | verify | estimate | report | merge | bench |
+figures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
-    from memjax.study import default_config, load_config, run_study
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Exit status 0 only if this job's share of the study is finished."""
+    from memjax.study import default_config, job_chunks, load_config, run_study
 
     cfg = load_config(args.config) if args.config else default_config()
     if args.chunk_size:
@@ -29,26 +31,52 @@ def _cmd_run(args: argparse.Namespace) -> None:
         job, jobs = jax.process_index(), jax.process_count()
     out = args.out or str(Path("results") / cfg.name)
     store = run_study(cfg, out, job=job, jobs=jobs, progress=not args.quiet)
-    done = len(store.done_rows())
-    print(f"{out}: {done}/{store.replicas} replicas finished")
+    done = set(store.done_chunks())
+    left = sorted(set(range(store.n_chunks)) - done)
+    mine = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
+    others = f" (other jobs' shares of --jobs {jobs})" if left and not mine else ""
+    print(
+        f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
+        f"{store.n_chunks} chunks unfinished in the whole study{others}"
+    )
+    if mine:
+        print(f"memjax run: error: this job's chunks {mine[:8]} are unfinished", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
     from memjax.store import open_store
 
     store = open_store(args.dir)
-    done = store.done_chunks()
+    scan = store.scan_done()
+    damaged = store.damaged_chunks(sorted(scan.valid))
+    finished = [k for k in sorted(scan.valid) if k not in damaged]
     status = {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
-        "replicas_finished": int(len(store.done_rows())),
+        "replicas_finished": sum(len(store.chunk_rows(k)) for k in finished),
         "replicas_planned": store.replicas,
-        "chunks_finished": len(done),
+        "chunks_finished": len(finished),
         "chunks_planned": store.n_chunks,
-        "complete": store.is_complete(),
+        "complete": len(finished) == store.n_chunks,
+        "jobs": store.jobs,
+        "chunks_missing_files": sorted(damaged),
+        "invalid_markers": scan.invalid,
+        "stray_files": scan.stray,
         "memjax_version": store.meta.get("memjax_version"),
     }
     print(json.dumps(status, indent=2))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit status 1 if a chunk is damaged (0 once --repair has made it unfinished)."""
+    from memjax.store import open_store
+    from memjax.verify import verify_study
+
+    report = verify_study(open_store(args.dir), repair=args.repair)
+    print("\n".join(report.lines()))
+    return 0 if report.ok or report.repaired else 1
 
 
 def _cmd_estimate(args: argparse.Namespace) -> None:
@@ -74,7 +102,11 @@ def _cmd_merge(args: argparse.Namespace) -> None:
     from memjax.store import merge
 
     store = merge(args.dirs, args.out)
-    print(f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas")
+    left = store.n_chunks - len(store.done_chunks())
+    print(
+        f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas; {left} of "
+        f"{store.n_chunks} chunks unfinished"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -132,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("dir")
     status.set_defaults(fn=_cmd_status)
 
+    verify = sub.add_parser(
+        "verify", help="check every finished chunk's files and hashes (reads all data)"
+    )
+    verify.add_argument("dir")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop the markers of damaged chunks so that `memjax run` retrains exactly them",
+    )
+    verify.set_defaults(fn=_cmd_verify)
+
     est = sub.add_parser("estimate", help="per-example memorization table and summary")
     est.add_argument("dir")
     est.add_argument("--out", help="output directory (default: the study directory)")
@@ -173,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
     use_cpu_cores()
     try:
-        args.fn(args)
+        code = args.fn(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"memjax {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
