@@ -233,19 +233,27 @@ def auc_difference(
 ) -> dict[str, float]:
     """AUC(a) - AUC(b) for the same ``labels`` over the examples where both scores are
     finite, with DeLong's paired standard error and the normal interval value -/+ q * se
-    (the two AUCs share examples, so their covariance enters). Keys: value, stderr, ci_low,
-    ci_high, examples."""
+    (the two AUCs share examples, so their covariance enters). Where that variance vanishes
+    (both scores separate perfectly, or rank alike) the interval is the conservative
+    [low(a) - high(b), high(a) - low(b)] of the two ``auc_interval``s, so it stays open.
+    Keys: value, stderr, ci_low, ci_high, examples."""
     labels = np.asarray(labels)
     ok = np.isfinite(a) & np.isfinite(b)
-    auc, cov = delong(labels[ok], np.stack([np.asarray(a)[ok], np.asarray(b)[ok]]))
+    labels, a, b = labels[ok], np.asarray(a)[ok], np.asarray(b)[ok]
+    auc, cov = delong(labels, np.stack([a, b]))
     value = float(auc[0] - auc[1])
     se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
-    half = float(quantile(None, level)) * se
+    if se > 1e-12:
+        half = float(quantile(None, level)) * se
+        low, high = value - half, value + half
+    else:
+        (low_a, high_a), (low_b, high_b) = (auc_interval(labels, s, level) for s in (a, b))
+        low, high = low_a - high_b, high_a - low_b
     return {
         "value": value,
         "stderr": se,
-        "ci_low": value - half,
-        "ci_high": value + half,
+        "ci_low": float(low),
+        "ci_high": float(high),
         "examples": int(ok.sum()),
     }
 

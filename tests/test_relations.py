@@ -230,6 +230,13 @@ def test_delong_covariance_equals_its_structural_components_by_brute_force():
     assert d["value"] == pytest.approx(auc[0] - auc[1])
     assert d["stderr"] ** 2 == pytest.approx(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     assert d["ci_low"] < d["value"] < d["ci_high"] and d["examples"] == 120
+    half = 1.959964 * d["stderr"]
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((d["value"] - half, d["value"] + half))
+    # two perfect separations: DeLong's variance is 0, the interval that of the two AUCs'
+    perfect = mj.relations.auc_difference(labels, labels * 2.0, labels * 1.0)
+    low, high = mj.relations.auc_interval(labels, labels * 1.0)
+    assert perfect["value"] == 0 and perfect["stderr"] == 0
+    assert (perfect["ci_low"], perfect["ci_high"]) == pytest.approx((low - 1, 1 - low))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
