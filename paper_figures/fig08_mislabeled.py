@@ -112,7 +112,7 @@ def draw(data: Data) -> Figure:
     bar_ax.axvline(0.5, color="0.6", lw=0.6, ls=":")
     bar_ax.set_yticks(y, [data["curves"][k]["label"] for k in order])
     bar_ax.set_xlim(min(0.5, np.nanmin(low) - 0.02), 1.08)
-    bar_ax.set_xlabel("ROC AUC for flipped labels, 95% DeLong interval (dotted: chance)")
+    bar_ax.set_xlabel("ROC AUC, flipped labels (bars: 95% DeLong int.)")
     panel_label(bar_ax, "b", "AUC by score")
     return fig
 
