@@ -1,6 +1,6 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import data, estimators, models, privacy, proxies, relations, subsets, theory
+from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
 from memjax.outputs import ReplicaOutputs
 from memjax.runtime import use_cpu_cores
@@ -9,6 +9,7 @@ from memjax.train import train_replicas
 __version__ = "0.1.0"
 
 __all__ = [
+    "auc",
     "data",
     "estimators",
     "models",

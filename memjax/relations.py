@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
+from memjax.auc import auc_interval
 from memjax.estimators import (
     Estimate,
     counterfactual_memorization,
@@ -29,9 +29,6 @@ __all__ = [
     "relations",
     "SUSPICIOUS_WHEN_HIGH",
     "MIN_ATTACK_REPLICAS",
-    "delong",
-    "auc_interval",
-    "auc_difference",
     "spearman_interval",
 ]
 
@@ -157,105 +154,6 @@ def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, f
     half = float(quantile(None, level)) * np.sqrt((1 + rho**2 / 2) / (n - 3))
     z = np.arctanh(rho)
     return float(np.tanh(z - half)), float(np.tanh(z + half))
-
-
-def delong(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC AUCs of k scores of the same examples and their DeLong covariance.
-
-    ``labels`` (n,) bool (positive = True), ``scores`` (k, n) finite, higher = more
-    positive. Returns ``auc`` (k,) (Mann-Whitney, ties counting one half) and ``cov`` (k, k),
-    DeLong, DeLong & Clarke-Pearson's (1988) estimate S10/m + S01/n from the structural
-    components (each positive's share of negatives it outranks, each negative's share of
-    positives outranking it), computed from midranks (Sun & Xu 2014). The examples are the
-    sampled units (m positives and n negatives drawn independently); the scores are fixed.
-    """
-    labels = np.asarray(labels)
-    scores = np.atleast_2d(np.asarray(scores, np.float64))
-    if labels.dtype != bool or labels.ndim != 1 or scores.shape[1:] != labels.shape:
-        raise ValueError(
-            f"need labels (n,) bool and scores (k, n), got {labels.shape} {scores.shape}"
-        )
-    if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or inf")
-    pos, neg = scores[:, labels], scores[:, ~labels]
-    m, n = pos.shape[1], neg.shape[1]
-    if m < 2 or n < 2:
-        raise ValueError(f"DeLong needs >= 2 positives and negatives, got {m} and {n}")
-    both = rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-    v10 = (both[:, :m] - rankdata(pos, axis=1)) / n  # share of negatives each positive beats
-    v01 = 1 - (both[:, m:] - rankdata(neg, axis=1)) / m  # share of positives beating each
-    auc = v10.mean(axis=1)
-    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
-    return auc, cov
-
-
-def _hanley_mcneil_score(auc: float, m: int, n: int, q: float) -> tuple[float, float]:
-    """The AUCs theta with (auc - theta)^2 = q^2 * V(theta), V the Hanley-McNeil (1982)
-    variance at theta (a score interval in the manner of Newcombe 2006); stays open where
-    the observed AUC is 0 or 1."""
-
-    def gap(theta: float) -> float:
-        q1, q2 = theta / (2 - theta), 2 * theta**2 / (1 + theta)
-        var = theta * (1 - theta) + (m - 1) * (q1 - theta**2) + (n - 1) * (q2 - theta**2)
-        return (auc - theta) ** 2 - q * q * var / (m * n)
-
-    eps = 1e-9
-    low = 0.0 if auc <= 0 else brentq(gap, 0.0, max(auc - eps, 0.0) if auc < 1 else 1 - eps)
-    high = 1.0 if auc >= 1 else brentq(gap, min(auc + eps, 1.0) if auc > 0 else eps, 1.0)
-    return float(low), float(high)
-
-
-def auc_interval(labels: np.ndarray, score: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """95% interval of the ROC AUC of ``score`` (n,) for ``labels`` (n,) bool.
-
-    DeLong's standard error on the logit scale, logit(A) -/+ q * se / (A (1 - A)), mapped
-    back, so the interval stays inside (0, 1). Where DeLong's variance vanishes (perfect
-    separation, A = 0 or 1, or a constant score) the Hanley-McNeil score interval is used
-    instead, so that no interval collapses to a point (it is conservative there). Examples
-    are the units (see ``delong``); NaN with fewer than 2 examples of either class. Coverage
-    is near nominal with hundreds of examples of each class; near AUC 1 with few positives
-    it is too narrow (binormal simulations: 0.89-0.92 at 10-30 positives and AUC 0.96-0.98,
-    0.94 at 100-200), as every Wald-type AUC interval is.
-    """
-    labels = np.asarray(labels)
-    if labels.sum() < 2 or (~labels).sum() < 2:
-        return float("nan"), float("nan")
-    (auc,), cov = delong(labels, score)
-    se, q = float(np.sqrt(max(cov[0, 0], 0.0))), float(quantile(None, level))
-    if se > 1e-12 and 0 < auc < 1:
-        z, half = np.log(auc / (1 - auc)), q * se / (auc * (1 - auc))
-        return float(1 / (1 + np.exp(half - z))), float(1 / (1 + np.exp(-z - half)))
-    return _hanley_mcneil_score(float(auc), int(labels.sum()), int((~labels).sum()), q)
-
-
-def auc_difference(
-    labels: np.ndarray, a: np.ndarray, b: np.ndarray, level: float = 0.95
-) -> dict[str, float]:
-    """AUC(a) - AUC(b) for the same ``labels`` over the examples where both scores are
-    finite, with DeLong's paired standard error and the normal interval value -/+ q * se
-    (the two AUCs share examples, so their covariance enters). Where that variance vanishes
-    (both scores separate perfectly, or rank alike) the interval is the conservative
-    [low(a) - high(b), high(a) - low(b)] of the two ``auc_interval``s, so it stays open.
-    Keys: value, stderr, ci_low, ci_high, examples."""
-    labels = np.asarray(labels)
-    ok = np.isfinite(a) & np.isfinite(b)
-    labels, a, b = labels[ok], np.asarray(a)[ok], np.asarray(b)[ok]
-    auc, cov = delong(labels, np.stack([a, b]))
-    value = float(auc[0] - auc[1])
-    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
-    if se > 1e-12:
-        half = float(quantile(None, level)) * se
-        low, high = value - half, value + half
-    else:
-        (low_a, high_a), (low_b, high_b) = (auc_interval(labels, s, level) for s in (a, b))
-        low, high = low_a - high_b, high_a - low_b
-    return {
-        "value": value,
-        "stderr": se,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "examples": int(ok.sum()),
-    }
 
 
 def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> tuple[float, tuple[float, float]]:

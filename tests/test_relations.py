@@ -217,7 +217,7 @@ def test_delong_covariance_equals_its_structural_components_by_brute_force():
     rng = np.random.default_rng(0)
     labels = rng.random(120) < 0.2
     scores = np.round(rng.standard_normal((2, 120)) + [[1.0], [0.5]] * labels, 1)  # with ties
-    auc, cov = mj.relations.delong(labels, scores)
+    auc, cov = mj.auc.delong(labels, scores)
     comps = [_psi_components(labels, s) for s in scores]
     m, n = labels.sum(), (~labels).sum()
     for i in range(2):
@@ -226,15 +226,15 @@ def test_delong_covariance_equals_its_structural_components_by_brute_force():
             (x_i, y_i), (x_j, y_j) = comps[i], comps[j]
             expected = np.cov(x_i, x_j)[0, 1] / m + np.cov(y_i, y_j)[0, 1] / n
             assert cov[i, j] == pytest.approx(expected)
-    d = mj.relations.auc_difference(labels, scores[0], scores[1])
+    d = mj.auc.auc_difference(labels, scores[0], scores[1])
     assert d["value"] == pytest.approx(auc[0] - auc[1])
     assert d["stderr"] ** 2 == pytest.approx(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     assert d["ci_low"] < d["value"] < d["ci_high"] and d["examples"] == 120
     half = 1.959964 * d["stderr"]
     assert (d["ci_low"], d["ci_high"]) == pytest.approx((d["value"] - half, d["value"] + half))
     # two perfect separations: DeLong's variance is 0, the interval that of the two AUCs'
-    perfect = mj.relations.auc_difference(labels, labels * 2.0, labels * 1.0)
-    low, high = mj.relations.auc_interval(labels, labels * 1.0)
+    perfect = mj.auc.auc_difference(labels, labels * 2.0, labels * 1.0)
+    low, high = mj.auc.auc_interval(labels, labels * 1.0)
     assert perfect["value"] == 0 and perfect["stderr"] == 0
     assert (perfect["ci_low"], perfect["ci_high"]) == pytest.approx((low - 1, 1 - low))
 
@@ -244,7 +244,7 @@ def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
     """4000 resamples of the examples within each class (m and n fixed, as DeLong assumes)."""
     rng = np.random.default_rng(seed)
     labels, score = _binormal(rng, 400, 50, 1.2)
-    (auc,), cov = mj.relations.delong(labels, score)
+    (auc,), cov = mj.auc.delong(labels, score)
     pos, neg = score[labels], score[~labels]
     draws = 4000
     x = pos[rng.integers(0, 50, (draws, 50))]
@@ -252,7 +252,7 @@ def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
     ranks = rankdata(np.concatenate([x, y], axis=1), axis=1)[:, :50]
     boot = (ranks.sum(axis=1) - 50 * 51 / 2) / (50 * 350)
     assert np.sqrt(cov[0, 0]) == pytest.approx(boot.std(), rel=0.08)
-    low, high = mj.relations.auc_interval(labels, score)
+    low, high = mj.auc.auc_interval(labels, score)
     assert low < auc < high
     assert (high - low) / 2 == pytest.approx(1.96 * boot.std(), rel=0.15)
 
@@ -268,7 +268,7 @@ def test_auc_interval_covers_the_true_auc():
         truth = norm.cdf(shift / np.sqrt(2))
         hits = []
         for _ in range(1000):
-            low, high = mj.relations.auc_interval(*_binormal(rng, n, positives, shift))
+            low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
             hits.append(low <= truth <= high)
         assert 0.92 <= np.mean(hits) <= 0.975, (shift, np.mean(hits))
 
@@ -286,12 +286,12 @@ def test_auc_interval_stays_open_where_delong_vanishes():
         return inside.min(), inside.max()
 
     for score, auc in ((labels * 1.0, 1.0), (-(labels * 1.0), 0.0), (np.zeros(60), 0.5)):
-        low, high = mj.relations.auc_interval(labels, score)
+        low, high = mj.auc.auc_interval(labels, score)
         assert low < high and low <= auc <= high
         expected = grid_interval(auc, 10, 50)
         assert low == pytest.approx(expected[0], abs=1e-4)
         assert high == pytest.approx(expected[1], abs=1e-4)
-    assert np.isnan(mj.relations.auc_interval(np.arange(5) < 1, np.arange(5.0))).all()
+    assert np.isnan(mj.auc.auc_interval(np.arange(5) < 1, np.arange(5.0))).all()
 
 
 def test_spearman_interval_covers_and_matches_a_bootstrap():
@@ -338,7 +338,7 @@ def test_relations_report_intervals_around_their_values():
         value = rel.columns[name].value
         oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
         ok = np.isfinite(value)
-        expected = mj.relations.auc_interval(flipped[ok], oriented[ok])
+        expected = mj.auc.auc_interval(flipped[ok], oriented[ok])
         assert rel.flipped_auc_ci[name] == pytest.approx(expected)
         assert expected[0] <= auc <= expected[1] and expected[0] < expected[1]
     summary = rel.summary()
