@@ -129,13 +129,7 @@ def positive_ints(
         raise ConfigError(setting, value, allowed)
     if length is not None and len(value) != length:
         raise ConfigError(setting, value, allowed)
-    out = []
-    for i, v in enumerate(value):
-        try:
-            out.append(integer(v, f"{setting}[{i}]", 1, high))
-        except ConfigError as err:
-            raise ConfigError(err.setting, err.value, allowed) from None
-    return tuple(out)
+    return tuple(integer(v, f"{setting}[{i}]", 1, high) for i, v in enumerate(value))
 
 
 def section(
