@@ -7,6 +7,7 @@ directory holding a different study or dataset is refused before anything is wri
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import shutil
@@ -340,16 +341,22 @@ def open_or_create(
 
 
 def check_writable(path: str) -> None:
-    """Create and remove a file in the study's directories: a read-only or full filesystem
-    fails here, before a chunk is trained, not after."""
-    for sub in ("", "arrays.zarr", "done"):
-        fd, tmp = tempfile.mkstemp(dir=os.path.join(path, sub), prefix=".writable-")
-        try:
-            os.write(fd, b"x")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.remove(tmp)
+    """Fail (OSError naming the directory) if the study cannot be written: a read-only
+    filesystem, missing permission, or a probe file that cannot be created and synced in
+    the study directory. Called before a chunk is trained, so nothing is trained in vain."""
+    for sub in ("arrays.zarr", "done"):
+        directory = os.path.join(path, sub)
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), directory)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".writable-")
+    try:
+        os.write(fd, b"x")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.remove(probe)
 
 
 def run_study(
