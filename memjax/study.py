@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import math
 import os
 import shutil
 import tempfile
@@ -25,11 +26,11 @@ import memjax
 from memjax import data, models, schema, subsets
 from memjax.config import TrainConfig
 from memjax.store import Store, create_or_open, open_store
+from memjax.store import _array_specs as array_specs
 from memjax.train import train_replicas
 from memjax.train_memory import (
     available_memory_bytes,
     choose_chunk_size,
-    output_bytes,
     replica_bytes,
 )
 
@@ -288,11 +289,21 @@ def _free_bytes(path: str) -> int:
 
 def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
     """Bytes on disk, per-replica device memory and mask work of ``cfg`` stored at ``out``."""
-    per_replica = output_bytes(ds, cfg.train) + ds.n_train + 8  # outputs, mask, replica id
+    shape = {
+        "replicas": cfg.replicas,
+        "n_train": ds.n_train,
+        "n_test": ds.n_test,
+        "chunk_size": 1,
+        "record_epochs": cfg.train.recorded_epochs().tolist(),
+        "record_grad_norm": cfg.train.record_grad_norm,
+    }
+    disk = sum(
+        math.prod(dims) * np.dtype(dtype).itemsize for dims, dtype, _ in array_specs(shape).values()
+    )
     return SizeEstimate(
         replicas=cfg.replicas,
         n_train=ds.n_train,
-        disk_bytes=cfg.replicas * per_replica,
+        disk_bytes=disk,
         disk_free_bytes=_free_bytes(out),
         replica_device_bytes=replica_bytes(cfg.model, ds, cfg.train),
         device_available_bytes=available_memory_bytes(),

@@ -274,16 +274,18 @@ def test_partial_estimate_names_missing_columns_in_strict_json(tmp_path):
     for name in ("lira_online", "lira_offline", "loss_attack"):
         assert "only 4 replicas" in missing[name]
         assert f"missing column {name}: only 4 replicas" in res.stdout
-    assert "record_every is 0" in missing["learning_time"]
+    assert "(needs train.record_every > 0)" in missing["el2n"]
     table = np.genfromtxt(out / "memorization.csv", delimiter=",", names=True)
     assert "memorization" in table.dtype.names and "lira_online" not in table.dtype.names
     for name in summary["suspicious_when"]:  # every column is present or explained
         assert name in table.dtype.names and name not in missing
-    for row in summary["top_memorized"]:
+    assert summary["top_memorized"]
+    for row in summary["top_memorized"]:  # each with the table's design-aware interval
+        i = row["index"]
         assert row["n_in"] >= 2 and row["n_out"] >= 2
-        half = 1.959963984540054 * row["stderr"]
-        assert row["ci_low"] == pytest.approx(row["memorization"] - half)
-        assert row["ci_high"] == pytest.approx(row["memorization"] + half)
+        assert row["ci_low"] == pytest.approx(table["memorization_ci_low"][i], abs=1e-5)
+        assert row["ci_high"] == pytest.approx(table["memorization_ci_high"][i], abs=1e-5)
+        assert row["ci_low"] <= row["memorization"] <= row["ci_high"]
 
 
 def test_ranking_skips_examples_without_an_interval(tmp_path):
@@ -321,7 +323,7 @@ def test_non_finite_margins_drop_only_the_columns_that_need_them():
         np.arange(r), margin > 0, margin, np.log1p(np.exp(-margin)), margin > 0, margin, margin
     )
     rel = relations(masks, out, n_targets=4)
-    assert "memorization" in rel.columns and "consistency" in rel.columns
+    assert "memorization" in rel.columns and "held_out_accuracy" in rel.columns
     for name in ("lira_online", "lira_offline", "cf_memorization_margin"):
         assert name not in rel.columns and "NaN or inf" in rel.missing[name]
     summary = rel.summary()

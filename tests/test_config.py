@@ -165,8 +165,9 @@ def test_size_estimate_matches_the_stored_arrays(tmp_path):
     ds = build_dataset(cfg.dataset)
     size = study.estimate_size(cfg, ds, str(tmp_path / "s"))
     n, m = ds.n_train, ds.n_test
-    # masks (bool), ids (int64), train/test correct (bool), margin and loss (float32)
-    per_replica = n + 8 + (n + m) * (1 + 4 + 4)
+    # masks (bool), ids (int64), train/test correct (bool), margin and loss (float32),
+    # per-presentation forgetting events and first-learned epochs (int32)
+    per_replica = n + 8 + (n + m) * (1 + 4 + 4) + n * (4 + 4)
     assert size.disk_bytes == cfg.replicas * per_replica
     assert size.mask_cells == 10 * 1437 and size.problems() == []
     store = run_study(cfg, str(tmp_path / "s"), progress=False, max_chunks=0)
