@@ -1,4 +1,5 @@
-"""The `memjax` command line: run | status | estimate | report | merge | bench | figures.
+"""The `memjax` command line: run | status | verify | estimate | report | merge | bench |
+figures.
 
 Every failure ends in one line on stderr that says what happened and where, and an exit
 code that says which kind of failure it was (EXIT_CODES). A study killed at any moment
@@ -22,8 +23,9 @@ from pathlib import Path
 __all__ = ["main", "EXIT_CODES"]
 
 EXIT_CODES = {
+    "unfinished": 1,  # this job's share of the study is not finished (see its message)
     "bad input": 2,  # config, arguments, missing files, a study too large
-    "store": 3,  # the study directory holds another study, or is damaged
+    "store": 3,  # the directory holds another study or partition, or a damaged chunk
     "os": 4,  # the operating system refused: no space, read-only, permission
     "interrupted": 128 + signal.SIGINT,  # 130: Ctrl-C
     "terminated": 128 + signal.SIGTERM,  # 143: SIGTERM (e.g. a cluster's preemption)
@@ -34,8 +36,9 @@ RESUME = "re-run the same command to resume (finished chunks are kept)"
 _where: dict[str, str] = {}
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
-    from memjax.study import default_config, load_config, run_study
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Exit status 0 only if this job's share of the study is finished."""
+    from memjax.study import default_config, job_chunks, load_config, run_study
 
     cfg = load_config(args.config) if args.config else default_config()
     if args.chunk_size:
@@ -55,26 +58,52 @@ def _cmd_run(args: argparse.Namespace) -> None:
     store = run_study(
         cfg, out, job=job, jobs=jobs, progress=not args.quiet, allow_large=args.allow_large
     )
-    done = len(store.done_rows())
-    print(f"{out}: {done}/{store.replicas} replicas finished")
+    done = set(store.done_chunks())
+    left = sorted(set(range(store.n_chunks)) - done)
+    mine = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
+    others = f" (other jobs' shares of --jobs {jobs})" if left and not mine else ""
+    print(
+        f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
+        f"{store.n_chunks} chunks unfinished in the whole study{others}"
+    )
+    if mine:
+        print(f"memjax run: error: this job's chunks {mine[:8]} are unfinished", file=sys.stderr)
+        return EXIT_CODES["unfinished"]
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
     from memjax.store import open_store
 
     store = open_store(args.dir)
-    done = store.done_chunks()
+    scan = store.scan_done()
+    damaged = store.damaged_chunks(sorted(scan.valid))
+    finished = [k for k in sorted(scan.valid) if k not in damaged]
     status = {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
-        "replicas_finished": int(len(store.done_rows())),
+        "replicas_finished": sum(len(store.chunk_rows(k)) for k in finished),
         "replicas_planned": store.replicas,
-        "chunks_finished": len(done),
+        "chunks_finished": len(finished),
         "chunks_planned": store.n_chunks,
-        "complete": store.is_complete(),
+        "complete": len(finished) == store.n_chunks,
+        "jobs": store.jobs,
+        "chunks_missing_files": sorted(damaged),
+        "invalid_markers": scan.invalid,
+        "stray_files": scan.stray,
         "memjax_version": store.meta.get("memjax_version"),
     }
     print(json.dumps(status, indent=2))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit status 1 if a chunk is damaged (0 once --repair has made it unfinished)."""
+    from memjax.store import open_store
+    from memjax.verify import verify_study
+
+    report = verify_study(open_store(args.dir), repair=args.repair)
+    print("\n".join(report.lines()))
+    return 0 if report.ok or report.repaired else 1
 
 
 def _cmd_estimate(args: argparse.Namespace) -> None:
@@ -106,7 +135,11 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 
     _where["path"] = args.out
     store = merge(args.dirs, args.out)
-    print(f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas")
+    left = store.n_chunks - len(store.done_chunks())
+    print(
+        f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas; {left} of "
+        f"{store.n_chunks} chunks unfinished"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -169,6 +202,17 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="progress of a study directory")
     status.add_argument("dir")
     status.set_defaults(fn=_cmd_status)
+
+    verify = sub.add_parser(
+        "verify", help="check every finished chunk's files and hashes (reads all data)"
+    )
+    verify.add_argument("dir")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop the markers of damaged chunks so that `memjax run` retrains exactly them",
+    )
+    verify.set_defaults(fn=_cmd_verify)
 
     est = sub.add_parser("estimate", help="per-example memorization table and summary")
     est.add_argument("dir")
@@ -275,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (see EXIT_CODES)."""
     args = _parser().parse_args(argv)
     from memjax.runtime import use_cpu_cores
-    from memjax.store import StoreMismatchError
+    from memjax.store import CorruptChunkError, StoreMismatchError
+    from memjax.study import JobPartitionError
 
     use_cpu_cores()
     _where.clear()
@@ -283,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     fmt, warnings.formatwarning = warnings.formatwarning, _warning_line
     prefix = f"memjax {args.command}: error:"
     try:
-        args.fn(args)
-    except StoreMismatchError as err:
+        code = args.fn(args)
+    except (StoreMismatchError, CorruptChunkError, JobPartitionError) as err:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_CODES["store"]
     except (ValueError, TypeError, FileNotFoundError) as err:
@@ -296,4 +341,4 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         warnings.formatwarning = fmt
         undo()
-    return 0
+    return code or 0

@@ -49,8 +49,8 @@ IMAGE_SHAPES = {"digits": (8, 8)}
 _TRAJECTORY = "needs recorded trajectories (train.record_every > 0)"
 _GRADIENTS = "needs per-example gradient norms (train.record_grad_norm: true)"
 _MISSING_REASON = {
-    "learning_time": _TRAJECTORY,
-    "forgetting_events": _TRAJECTORY,
+    "learning_time_recorded": _TRAJECTORY,
+    "forgetting_events_recorded": _TRAJECTORY,
     "el2n": _TRAJECTORY,
     "grand": _GRADIENTS,
     "self_influence": _GRADIENTS,

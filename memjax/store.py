@@ -2,49 +2,84 @@
 
 Layout of a study directory::
 
-    study.json          config, dataset fingerprint, memjax version, array shapes, chunk size
-    arrays.zarr/        zarr arrays with the replica axis first, one zarr chunk per study chunk
-    done/chunk-000012   marker written (atomically, after the data is synced) per finished chunk
+    study.json          config, dataset fingerprint, memjax version, array shapes, chunk size,
+                        the job partition, the store format
+    arrays.zarr/        zarr arrays with the replica axis first, one zarr chunk per study chunk;
+                        every chunk file carries a crc32c (and zstd's own content checksum)
+    done/chunk-000012   marker per finished chunk: its rows, the sha256 of each array's rows
+                        and the memjax/jax versions that wrote it
 
-Row r of every array belongs to replica r. A chunk counts as finished only when its marker
-exists, and a marker is written only after the chunk's data is durable, so a study killed at
-any moment resumes without losing finished replicas or counting one twice. Readers only
-ever see finished rows.
+Row r of every array belongs to replica r. A chunk counts as finished only when a valid
+marker names it, and a marker is written (atomically) only after the chunk's own files and
+directories are fsynced, so a study killed at any moment resumes without losing finished
+replicas or counting one twice. Readers only ever see finished rows, and only after checking
+them against their marker: a damaged or missing chunk file is a ``CorruptChunkError`` naming
+the chunk and the repair (``memjax verify DIR --repair``, then ``memjax run``), never numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from memjax.outputs import FINAL_FIELDS, PRESENTATION_FIELDS, TRAJECTORY_FIELDS, ReplicaOutputs
+from memjax import subsets
+from memjax.outputs import ReplicaOutputs
 
 __all__ = [
     "Store",
     "StoreMismatchError",
+    "CorruptChunkError",
+    "DoneScan",
     "atomic_write_text",
     "create_or_open",
+    "design_masks",
     "open_store",
     "merge",
+    "restore_arrays",
 ]
 
 META = "study.json"
 ARRAYS = "arrays.zarr"
 DONE = "done"
+STORE_FORMAT = 2  # 2: checksummed chunk files, hashed markers, recorded job partition
+MARKER_NAME = re.compile(r"chunk-([0-9]{6,})")
 
 
 class StoreMismatchError(ValueError):
     """A study directory holds a different study than the one asked for."""
+
+
+class CorruptChunkError(ValueError):
+    """Stored data disagrees with what was written: ``chunks`` lists the damaged chunk indices."""
+
+    def __init__(self, path: str, chunks: list[int], problem: str) -> None:
+        self.path, self.chunks, self.problem = path, list(chunks), problem
+        super().__init__(
+            f"{path}: {problem}. Repair: `memjax verify {path} --repair` (drops the markers of "
+            f"damaged chunks), then `memjax run <the study's config> --out {path}` retrains them"
+        )
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -66,11 +101,47 @@ def atomic_write_text(path: str, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync(directory)
+
+
+def _fsync_files(files: list[str], top: str) -> None:
+    """fsync each file, then every directory from its parent up to ``top`` (inclusive), so
+    newly created files and directories survive a power cut (not the whole machine's cache)."""
+    top = os.path.abspath(top)
+    dirs: set[str] = set()
+    for path in files:
+        path = os.path.abspath(path)
+        _fsync(path)
+        d = os.path.dirname(path)
+        while d not in dirs and os.path.commonpath([d, top]) == top:
+            dirs.add(d)
+            d = os.path.dirname(d)
+    for d in sorted(dirs, key=len, reverse=True):  # children before parents
+        _fsync(d)
+
+
+def _fsync_tree(top: str) -> None:
+    """fsync every file and directory under ``top`` (children before parents)."""
+    for d, _, names in os.walk(top, topdown=False):
+        for name in names:
+            _fsync(os.path.join(d, name))
+        _fsync(d)
+
+
+def _digest(value: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and C-order bytes."""
+    a = np.ascontiguousarray(value)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B") if a.size else b"")
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import jax
+
+    import memjax
+
+    return {"memjax_version": memjax.__version__, "jax_version": jax.__version__}
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -81,79 +152,6 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix[:-1]} ({a!r} vs {b!r})"]
-
-
-@dataclass
-class Store:
-    """An open study directory."""
-
-    path: str
-    meta: dict[str, Any]
-
-    @property
-    def replicas(self) -> int:
-        return int(self.meta["replicas"])
-
-    @property
-    def chunk_size(self) -> int:
-        return int(self.meta["chunk_size"])
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.replicas // self.chunk_size)
-
-    def chunk_rows(self, k: int) -> np.ndarray:
-        return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
-
-    def _group(self, mode: str = "r") -> zarr.Group:
-        return zarr.open_group(os.path.join(self.path, ARRAYS), mode=mode)
-
-    def _marker(self, k: int) -> str:
-        return os.path.join(self.path, DONE, f"chunk-{k:06d}")
-
-    def done_chunks(self) -> list[int]:
-        names = os.listdir(os.path.join(self.path, DONE))
-        return sorted(int(n.split("-")[1]) for n in names if n.startswith("chunk-"))
-
-    def done_rows(self) -> np.ndarray:
-        rows = [self.chunk_rows(k) for k in self.done_chunks()]
-        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
-
-    def is_complete(self) -> bool:
-        return len(self.done_chunks()) == self.n_chunks
-
-    def masks(self, rows: np.ndarray | None = None) -> np.ndarray:
-        arr = self._group()["masks"]
-        return arr[:] if rows is None else arr.get_orthogonal_selection((rows, slice(None)))
-
-    def write_chunk(self, k: int, outputs: ReplicaOutputs) -> None:
-        """Write chunk k's rows, make them durable, then mark the chunk done."""
-        rows = self.chunk_rows(k)
-        if not np.array_equal(outputs.replica_ids, rows):
-            raise ValueError(f"chunk {k} holds replicas {rows[0]}..{rows[-1]}, got other ids")
-        group = self._group("r+")
-        sl = slice(int(rows[0]), int(rows[-1]) + 1)
-        for name, value in outputs.arrays().items():
-            if name not in group:
-                raise KeyError(f"store has no array {name!r}; was the study created for it?")
-            group[name][sl] = value
-        os.sync()  # the data files of this chunk are on disk before the marker says so
-        atomic_write_text(self._marker(k), json.dumps({"rows": [sl.start, sl.stop]}))
-
-    def load_outputs(self, rows: np.ndarray | None = None) -> ReplicaOutputs:
-        """Outputs of finished replicas only (all of them unless ``rows`` is given)."""
-        rows = self.done_rows() if rows is None else np.asarray(rows)
-        group = self._group()
-        kw: dict[str, Any] = {}
-        for name in ("replica_ids", *FINAL_FIELDS, *PRESENTATION_FIELDS, *TRAJECTORY_FIELDS):
-            if name in group:
-                arr = group[name]
-                sel = (rows,) + (slice(None),) * (arr.ndim - 1)
-                kw[name] = arr.get_orthogonal_selection(sel)
-        for name in ("record_epochs", "record_lr"):
-            if name in self.meta:
-                kw[name] = np.asarray(self.meta[name])
-        return ReplicaOutputs(**kw)
 
 
 def _array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
@@ -179,6 +177,366 @@ def _array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, 
         if meta.get("record_grad_norm"):
             specs["traj_grad_sq"] = ((r, t, n), "float32", (c, 1, n))
     return specs
+
+
+def design_masks(meta: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+    """The masks the study's subset design gives replicas ``rows``: bool (len(rows), n_train)."""
+    cfg = meta["config"]
+    sub = cfg["subsets"]
+    return subsets.sample(
+        int(meta["n_train"]),
+        int(meta["replicas"]),
+        float(sub["ratio"]),
+        int(cfg["seed"]),
+        sub["design"],
+        replica_ids=rows,
+    )
+
+
+@dataclass
+class DoneScan:
+    """What ``done/`` holds: ``valid`` chunk index -> marker; ``invalid`` marker file name ->
+    why it is not a valid marker (its name is a chunk index of this study but its content is
+    not that chunk's marker); ``stray`` other file names (never parsed)."""
+
+    valid: dict[int, dict[str, Any]] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    stray: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Store:
+    """An open study directory."""
+
+    path: str
+    meta: dict[str, Any]
+    _design_checked: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def replicas(self) -> int:
+        return int(self.meta["replicas"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.meta["chunk_size"])
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.replicas // self.chunk_size)
+
+    @property
+    def jobs(self) -> int:
+        """How many jobs share the chunks (chunk k belongs to job k mod jobs)."""
+        return int(self.meta["jobs"])
+
+    @property
+    def specs(self) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
+        return _array_specs(self.meta)
+
+    def chunk_rows(self, k: int) -> np.ndarray:
+        return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
+
+    def _group(self, mode: str = "r") -> zarr.Group:
+        if not os.path.isfile(os.path.join(self.path, ARRAYS, "zarr.json")):
+            done = self.done_chunks()
+            raise CorruptChunkError(
+                self.path, done, f"{ARRAYS} is missing: finished chunks {done[:8]} have no data"
+            )
+        return zarr.open_group(os.path.join(self.path, ARRAYS), mode=mode)
+
+    def _marker(self, k: int) -> str:
+        return os.path.join(self.path, DONE, f"chunk-{k:06d}")
+
+    def _corrupt(self, k: int, problem: str) -> CorruptChunkError:
+        rows = self.chunk_rows(k)
+        return CorruptChunkError(
+            self.path, [k], f"chunk {k} (replicas {rows[0]}..{rows[-1]}) is damaged: {problem}"
+        )
+
+    # ---- markers -------------------------------------------------------------------------
+
+    def _marker_problem(self, k: int, marker: Any) -> str | None:
+        """Why ``marker`` is not a valid marker of chunk k (None if it is)."""
+        rows = self.chunk_rows(k)
+        if not isinstance(marker, dict):
+            return "not a JSON object"
+        if marker.get("format") != STORE_FORMAT:
+            return f"marker format {marker.get('format')!r}, expected {STORE_FORMAT}"
+        if marker.get("chunk") != k or marker.get("rows") != [int(rows[0]), int(rows[-1]) + 1]:
+            return (
+                f"it names chunk {marker.get('chunk')!r} rows {marker.get('rows')!r}, not "
+                f"chunk {k} rows [{rows[0]}, {rows[-1] + 1}]"
+            )
+        hashes = marker.get("sha256")
+        if not isinstance(hashes, dict) or set(hashes) != set(self.specs):
+            return "it does not hold one sha256 per stored array"
+        if not all(isinstance(h, str) and re.fullmatch("[0-9a-f]{64}", h) for h in hashes.values()):
+            return "a sha256 is not 64 hex digits"
+        return None
+
+    def _read_marker(self, k: int) -> tuple[dict[str, Any] | None, str | None]:
+        """Chunk k's marker if it is a valid one, else (None, why not); (None, None): none."""
+        try:
+            with open(self._marker(k)) as fh:
+                marker = json.load(fh)
+        except FileNotFoundError:
+            return None, None
+        except (ValueError, UnicodeDecodeError) as err:
+            return None, f"not JSON ({err})"
+        problem = self._marker_problem(k, marker)
+        return (marker, None) if problem is None else (None, problem)
+
+    def scan_done(self) -> DoneScan:
+        """Read ``done/``: only files named exactly ``chunk-NNNNNN`` with an index of this
+        study are parsed; whatever else is there is listed as stray."""
+        scan = DoneScan()
+        done = os.path.join(self.path, DONE)
+        for name in sorted(os.listdir(done)) if os.path.isdir(done) else []:
+            match = MARKER_NAME.fullmatch(name)
+            k = int(match.group(1)) if match else -1
+            if not (0 <= k < self.n_chunks and name == f"chunk-{k:06d}"):
+                scan.stray.append(name)
+                continue
+            marker, problem = self._read_marker(k)
+            if marker is not None:
+                scan.valid[k] = marker
+            elif problem is not None:
+                scan.invalid[name] = problem
+        return scan
+
+    def done_chunks(self) -> list[int]:
+        """Indices of the chunks with a valid marker (contents are checked when read)."""
+        return sorted(self.scan_done().valid)
+
+    def done_rows(self) -> np.ndarray:
+        rows = [self.chunk_rows(k) for k in self.done_chunks()]
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
+
+    def is_complete(self) -> bool:
+        return len(self.done_chunks()) == self.n_chunks
+
+    # ---- chunk files ---------------------------------------------------------------------
+
+    def chunk_files(self, k: int, names: list[str] | None = None) -> list[str]:
+        """Paths of the zarr chunk files holding chunk k's rows of the given arrays (all)."""
+        files = []
+        for name in self.specs if names is None else names:
+            shape, _, chunks = self.specs[name]
+            grid = [range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:], strict=True)]
+            for coords in itertools.product(*grid):
+                key = "/".join(str(i) for i in ("c", k, *coords))
+                files.append(os.path.join(self.path, ARRAYS, name, key))
+        return files
+
+    def missing_files(self, k: int) -> list[str]:
+        """Files chunk k needs that do not exist (array metadata included), relative paths."""
+        need = [os.path.join(self.path, ARRAYS, "zarr.json")]
+        need += [os.path.join(self.path, ARRAYS, name, "zarr.json") for name in self.specs]
+        need += self.chunk_files(k)
+        return [os.path.relpath(p, self.path) for p in need if not os.path.isfile(p)]
+
+    def damaged_chunks(self, chunks: list[int] | None = None) -> dict[int, list[str]]:
+        """Finished chunks (all, or those given) that lack files: chunk -> missing files.
+        A cheap check (no data is read) that status and resume run before trusting markers."""
+        chunks = self.done_chunks() if chunks is None else chunks
+        out = {k: self.missing_files(k) for k in chunks}
+        return {k: files for k, files in out.items() if files}
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def _read_verified(
+        self, k: int, marker: dict[str, Any], names: list[str], group: zarr.Group
+    ) -> dict[str, np.ndarray]:
+        """Chunk k's rows of ``names``, checked against files, checksums and its marker."""
+        missing = self.missing_files(k)
+        if missing:
+            more = f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""
+            raise self._corrupt(k, f"{missing[0]} is missing{more}")
+        rows = self.chunk_rows(k)
+        out = {}
+        for name in names:
+            try:
+                block = group[name][int(rows[0]) : int(rows[-1]) + 1]
+            except ValueError as err:  # crc32c / zstd checksum mismatch
+                raise self._corrupt(
+                    k, f"a chunk file of {ARRAYS}/{name} fails its checksum"
+                ) from err
+            if name == "replica_ids" and not np.array_equal(block, rows):
+                raise self._corrupt(k, f"replica_ids {block.tolist()} are not its rows")
+            if _digest(block) != marker["sha256"][name]:
+                what = "masks differ from the design's" if name == "masks" else name
+                raise self._corrupt(k, f"{what}: content differs from the sha256 in its marker")
+            out[name] = block
+        return out
+
+    def _check_design(self, k: int, block: np.ndarray) -> None:
+        """Unfinished chunk k's stored masks must be the design's (memoized per content)."""
+        digest = _digest(block)
+        if self._design_checked.get(k) == digest:
+            return
+        if not np.array_equal(block, design_masks(self.meta, self.chunk_rows(k))):
+            raise self._corrupt(k, "its stored masks differ from the subset design's")
+        self._design_checked[k] = digest
+
+    def _gather(self, names: list[str], rows: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Verified rows of ``names`` (rows of finished chunks; masks of any chunk)."""
+        if rows is None:
+            valid = self.scan_done().valid
+            rows = np.concatenate([self.chunk_rows(k) for k in sorted(valid)] or [np.zeros(0, int)])
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        if ((rows < 0) | (rows >= self.replicas)).any():
+            raise ValueError(f"replica ids must lie in [0, {self.replicas})")
+        chunks = np.unique(rows // self.chunk_size).tolist()
+        valid = {k: m for k in chunks if (m := self._read_marker(k)[0]) is not None}
+        if names != ["masks"]:
+            unfinished = [k for k in chunks if k not in valid]
+            if unfinished:
+                raise ValueError(
+                    f"{self.path}: chunks {unfinished[:8]} are not finished; their outputs "
+                    "cannot be read"
+                )
+        group = self._group()
+        blocks = []
+        for k in chunks:
+            if k in valid:
+                blocks.append(self._read_verified(k, valid[k], names, group))
+            else:
+                blocks.append(self._read_design_masks(k, group))
+        have = np.concatenate([self.chunk_rows(k) for k in chunks] or [np.zeros(0, int)])
+        out = {}
+        for name in names:
+            shape, dtype, _ = self.specs[name]
+            if not blocks:
+                out[name] = np.zeros((0, *shape[1:]), dtype)
+                continue
+            value = np.concatenate([b[name] for b in blocks])
+            out[name] = value if np.array_equal(have, rows) else value[np.searchsorted(have, rows)]
+        return out
+
+    def _read_design_masks(self, k: int, group: zarr.Group) -> dict[str, np.ndarray]:
+        """Unfinished chunk k's stored masks, checked against the subset design."""
+        prefix = os.path.join(ARRAYS, "masks", "")
+        missing = [f for f in self.missing_files(k) if f.startswith(prefix)]
+        if missing:
+            raise self._corrupt(k, f"{missing[0]} is missing")
+        rows = self.chunk_rows(k)
+        try:
+            block = group["masks"][int(rows[0]) : int(rows[-1]) + 1]
+        except ValueError as err:
+            raise self._corrupt(k, f"a chunk file of {ARRAYS}/masks fails its checksum") from err
+        self._check_design(k, block)
+        return {"masks": block}
+
+    def masks(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Masks of replicas ``rows`` (all replicas if None), verified: against the marker for
+        finished chunks, against the subset design for unfinished ones."""
+        rows = np.arange(self.replicas) if rows is None else rows
+        return self._gather(["masks"], rows)["masks"]
+
+    def load_outputs(self, rows: np.ndarray | None = None) -> ReplicaOutputs:
+        """Verified outputs of finished replicas (all of them unless ``rows`` is given)."""
+        names = [n for n in self.specs if n != "masks"]
+        kw: dict[str, Any] = self._gather(names, rows)
+        for name in ("record_epochs", "record_lr"):
+            if name in self.meta:
+                kw[name] = np.asarray(self.meta[name])
+        return ReplicaOutputs(**kw)
+
+    def check_chunk(self, k: int, scan: DoneScan | None = None) -> str | None:
+        """What is wrong with chunk k (None if nothing): every file and hash of a finished
+        chunk, the masks of an unfinished one."""
+        scan = self.scan_done() if scan is None else scan
+        try:
+            group = self._group()
+            if k in scan.valid:
+                self._read_verified(k, scan.valid[k], list(self.specs), group)
+            else:
+                self._read_design_masks(k, group)
+        except CorruptChunkError as err:
+            return err.problem
+        return None
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def write_chunk(self, k: int, outputs: ReplicaOutputs) -> None:
+        """Write chunk k's rows, fsync its files and directories, then mark the chunk done
+        with the sha256 of every array's rows (computed from the values written)."""
+        rows = self.chunk_rows(k)
+        if not np.array_equal(outputs.replica_ids, rows):
+            raise ValueError(f"chunk {k} holds replicas {rows[0]}..{rows[-1]}, got other ids")
+        arrays = outputs.arrays()
+        extra = set(arrays) - set(self.specs)
+        if extra:
+            raise KeyError(f"store has no arrays {sorted(extra)}; was the study created for them?")
+        lacking = set(self.specs) - set(arrays) - {"masks"}
+        if lacking:
+            raise ValueError(f"outputs lack {sorted(lacking)}, which this study stores")
+        group = self._group("r+")
+        hashes = {"masks": _digest(self._read_design_masks(k, group)["masks"])}
+        sl = slice(int(rows[0]), int(rows[-1]) + 1)
+        for name, value in arrays.items():
+            shape, dtype, _ = self.specs[name]
+            stored = np.ascontiguousarray(value, dtype=dtype)
+            if stored.shape != (len(rows), *shape[1:]):
+                raise ValueError(f"{name} has shape {stored.shape}, expected {shape[1:]} per row")
+            group[name].with_config({"write_empty_chunks": True})[sl] = stored
+            hashes[name] = _digest(stored)
+        _fsync_files(self.chunk_files(k, list(arrays)), os.path.join(self.path, ARRAYS))
+        marker = {
+            "format": STORE_FORMAT,
+            "chunk": k,
+            "rows": [sl.start, sl.stop],
+            "sha256": dict(sorted(hashes.items())),
+            **_versions(),
+        }
+        os.makedirs(os.path.join(self.path, DONE), exist_ok=True)
+        atomic_write_text(self._marker(k), json.dumps(marker, indent=1))
+
+    def drop_marker(self, name: str) -> None:
+        """Remove ``done/name`` durably: its chunk counts as unfinished from now on."""
+        os.remove(os.path.join(self.path, DONE, name))
+        _fsync(os.path.join(self.path, DONE))
+
+    def write_design_masks(self, k: int) -> None:
+        """(Re)write chunk k's masks from the subset design, durably."""
+        rows = self.chunk_rows(k)
+        arr = self._group("r+")["masks"].with_config({"write_empty_chunks": True})
+        arr[int(rows[0]) : int(rows[-1]) + 1] = design_masks(self.meta, rows)
+        _fsync_files(self.chunk_files(k, ["masks"]), os.path.join(self.path, ARRAYS))
+
+
+def _create_arrays(path: str, meta: dict[str, Any], names: list[str] | None = None) -> None:
+    """Create the study's arrays (all, or ``names``, replacing them) in ``path``/arrays.zarr,
+    every chunk file checksummed (zstd's content checksum, then crc32c over the file)."""
+    group = zarr.open_group(os.path.join(path, ARRAYS), mode="a")
+    for name, (shape, dtype, chunks) in _array_specs(meta).items():
+        if names is not None and name not in names:
+            continue
+        group.create_array(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            fill_value=-1 if name == "replica_ids" else 0,
+            compressors=[ZstdCodec(level=3, checksum=True), Crc32cCodec()],
+            chunk_key_encoding={"name": "default", "separator": "/"},
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )
+
+
+def restore_arrays(store: Store) -> list[str]:
+    """Recreate the arrays whose metadata is missing (empty; masks from the design) and
+    return their names. The markers of chunks that relied on them must be dropped first."""
+    root = os.path.join(store.path, ARRAYS)
+    missing = [n for n in store.specs if not os.path.isfile(os.path.join(root, n, "zarr.json"))]
+    if missing or not os.path.isfile(os.path.join(root, "zarr.json")):
+        _create_arrays(store.path, store.meta, missing)
+        if "masks" in missing:
+            for k in range(store.n_chunks):
+                store.write_design_masks(k)
+        _fsync_tree(root)
+    return missing
 
 
 def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -250,14 +608,14 @@ def _remove_stale_creations(parent: str, name: str) -> None:
         shutil.rmtree(full, ignore_errors=True)
 
 
-def create_or_open(path: str, meta: dict[str, Any], masks_fn) -> Store:
+def create_or_open(path: str, meta: dict[str, Any]) -> Store:
     """Open the study at ``path`` if it matches ``meta``; otherwise create it atomically.
 
-    ``masks_fn(rows)`` gives the masks of the given replicas; all masks are written at
-    creation (they are deterministic), in a temporary directory renamed into place, so a
-    crash during creation leaves nothing that looks like a study (and the next creation
-    removes what it left). Directories and files honour the umask. Opening a study that
-    holds data of another memjax version warns and records both versions.
+    All masks are written at creation (they are the design's, ``design_masks``), in a
+    temporary directory that is fsynced and renamed into place, so a crash during creation
+    leaves nothing that looks like a study (and the next creation removes what it left).
+    ``meta["jobs"]`` is the job partition. Directories and files honour the umask. Opening a
+    study that holds data of another memjax version warns and records both versions.
     """
     meta_path = os.path.join(path, META)
     if os.path.exists(meta_path):
@@ -266,6 +624,9 @@ def create_or_open(path: str, meta: dict[str, Any], masks_fn) -> Store:
         return _record_versions(path, existing, meta)
     if os.path.exists(path) and os.listdir(path):
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
+    if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
+        raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
+    meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_versions(meta))}
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(os.path.abspath(path))
@@ -273,21 +634,21 @@ def create_or_open(path: str, meta: dict[str, Any], masks_fn) -> Store:
     prefix = f"{CREATING.format(name=name)}{socket.gethostname()}-{os.getpid()}-"
     tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
     os.chmod(tmp, 0o777 & ~_umask())
-    meta = {**meta, "memjax_versions": sorted(_versions(meta))}
     try:
         store = Store(tmp, meta)
-        group = zarr.open_group(os.path.join(tmp, ARRAYS), mode="w")
-        for name, (shape, dtype, chunks) in _array_specs(meta).items():
-            fill = -1 if name == "replica_ids" else 0
-            group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill)
+        _create_arrays(tmp, meta)
+        group = store._group("r+")
         for k in range(store.n_chunks):
             rows = store.chunk_rows(k)
-            group["masks"][int(rows[0]) : int(rows[-1]) + 1] = masks_fn(rows)
+            group["masks"][int(rows[0]) : int(rows[-1]) + 1] = design_masks(meta, rows)
         os.makedirs(os.path.join(tmp, DONE))
-        atomic_write_text(os.path.join(tmp, META), json.dumps(meta, indent=2, sort_keys=True))
+        with open(os.path.join(tmp, META), "w") as fh:
+            fh.write(json.dumps(meta, indent=2, sort_keys=True))
+        _fsync_tree(tmp)
         if os.path.exists(path):
             os.rmdir(path)
         os.rename(tmp, path)
+        _fsync(parent)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not os.path.exists(meta_path):
@@ -307,14 +668,22 @@ def open_store(path: str) -> Store:
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{path} is not a memjax study directory (no {META})")
     with open(meta_path) as fh:
-        return Store(path, json.load(fh))
+        meta = json.load(fh)
+    if meta.get("store_format") != STORE_FORMAT:
+        raise StoreMismatchError(
+            f"{path} was written by memjax {meta.get('memjax_version')} in store format "
+            f"{meta.get('store_format', 1)}, without chunk checksums; this memjax reads format "
+            f"{STORE_FORMAT} only: run the study again into a new directory"
+        )
+    return Store(path, meta)
 
 
 def merge(paths: list[str], out: str) -> Store:
     """Join stores of the same study made by separate jobs into a new study directory.
 
     The stores must agree on config and dataset fingerprint; a chunk finished in two of them
-    is an overlap and refused (it would count replicas twice).
+    is an overlap and refused (it would count replicas twice). Every finished chunk of every
+    input is verified (files, checksums, hashes, masks) before anything is written.
     """
     if len(paths) < 2:
         raise ValueError("merge needs at least two study directories")
@@ -326,22 +695,31 @@ def merge(paths: list[str], out: str) -> Store:
             raise StoreMismatchError(
                 f"{s.path} uses chunk size {s.chunk_size}, {first.path} {first.chunk_size}"
             )
-    owner: dict[int, str] = {}
+    owner: dict[int, Store] = {}
     for s in stores:
         for k in s.done_chunks():
             if k in owner:
                 rows = s.chunk_rows(k)
                 raise StoreMismatchError(
                     f"replicas {rows[0]}..{rows[-1]} (chunk {k}) are finished in both "
-                    f"{owner[k]} and {s.path}: refusing to count them twice"
+                    f"{owner[k].path} and {s.path}: refusing to count them twice"
                 )
-            owner[k] = s.path
-    versions = sorted(set().union(*(_versions(s.meta) for s in stores)))
-    meta = {**first.meta, "memjax_versions": versions}
-    merged = create_or_open(out, meta, lambda rows: first.masks(rows))
-    already = set(merged.done_chunks())
+            owner[k] = s
     for s in stores:
-        for k in s.done_chunks():
-            if k not in already:
-                merged.write_chunk(k, s.load_outputs(s.chunk_rows(k)))
+        scan = s.scan_done()
+        bad = {k: p for k in scan.valid if (p := s.check_chunk(k, scan)) is not None}
+        if bad:
+            k = min(bad)
+            raise CorruptChunkError(s.path, sorted(bad), bad[k])
+    # the merged directory is a new study directory: no job shares it yet
+    meta = {k: v for k, v in first.meta.items() if k != "store_format"}
+    meta["memjax_versions"] = sorted(set().union(*(_versions(s.meta) for s in stores)))
+    merged = create_or_open(out, {**meta, "jobs": 1})
+    already = set(merged.done_chunks())
+    for k, s in sorted(owner.items()):
+        if k not in already:
+            rows = s.chunk_rows(k)
+            if not np.array_equal(s.masks(rows), merged.masks(rows)):
+                raise s._corrupt(k, f"its masks differ from those of {out}")
+            merged.write_chunk(k, s.load_outputs(rows))
     return merged

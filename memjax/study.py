@@ -25,7 +25,7 @@ from tqdm import tqdm
 import memjax
 from memjax import data, models, schema, subsets
 from memjax.config import TrainConfig
-from memjax.store import Store, create_or_open, open_store
+from memjax.store import CorruptChunkError, Store, create_or_open, open_store
 from memjax.store import _array_specs as array_specs
 from memjax.train import train_replicas
 from memjax.train_memory import (
@@ -36,6 +36,8 @@ from memjax.train_memory import (
 
 __all__ = [
     "StudyConfig",
+    "JobPartitionError",
+    "job_chunks",
     "StudyTooLargeError",
     "SizeEstimate",
     "load_config",
@@ -202,7 +204,18 @@ def build_dataset(spec: dict[str, Any]) -> data.Dataset:
     return ds
 
 
-def _meta(cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int) -> dict[str, Any]:
+class JobPartitionError(ValueError):
+    """A job was started with another --jobs than the study's recorded partition."""
+
+
+def job_chunks(n_chunks: int, job: int, jobs: int) -> list[int]:
+    """The chunks job ``job`` of ``jobs`` owns: job, job + jobs, job + 2 jobs, ..."""
+    return list(range(job, n_chunks, jobs))
+
+
+def _meta(
+    cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int, jobs: int
+) -> dict[str, Any]:
     t = cfg.train
     return {
         "config": cfg.result_dict(),
@@ -215,6 +228,7 @@ def _meta(cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int) 
         "n_test": ds.n_test,
         "num_classes": ds.num_classes,
         "chunk_size": chunk_size,
+        "jobs": jobs,
         "max_subset_size": max_subset,
         "record_epochs": t.recorded_epochs().tolist(),
         "record_lr": t.recorded_learning_rates().tolist(),
@@ -326,12 +340,15 @@ def check_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
 
 
 def open_or_create(
-    cfg: StudyConfig, out: str, ds: data.Dataset | None = None, allow_large: bool = False
+    cfg: StudyConfig,
+    out: str,
+    ds: data.Dataset | None = None,
+    jobs: int = 1,
+    allow_large: bool = False,
 ) -> Store:
-    """The study's store at ``out``: created on first use, checked against cfg afterwards.
-
-    A new study's size is checked first (``check_size``, skipped if ``allow_large``).
-    """
+    """The study's store at ``out``: created on first use (recording that ``jobs`` jobs share
+    its chunks), checked against cfg afterwards. A new study's size is checked first
+    (``check_size``, skipped if ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
     if os.path.exists(os.path.join(out, "study.json")):
@@ -348,7 +365,7 @@ def open_or_create(
             int(make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1).max())
             for s in range(0, cfg.replicas, chunk)
         )
-    return create_or_open(out, _meta(cfg, ds, chunk, max_subset), make_masks)
+    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs))
 
 
 def check_writable(path: str) -> None:
@@ -381,12 +398,34 @@ def run_study(
 ) -> Store:
     """Train every unfinished chunk assigned to this job (chunks job, job+jobs, ...).
 
-    The study directory's writability is checked before each chunk is trained."""
+    The partition is the study's: fixed by the job that created it (``jobs`` recorded in the
+    store) so that jobs started with different counts cannot each skip the other's chunks;
+    a different ``jobs`` is refused. Finished chunks whose files are gone are refused too
+    (they would otherwise count as done). The study directory's writability is checked
+    before each chunk is trained; a new study's size before it is created (``check_size``,
+    skipped if ``allow_large``).
+    """
     if not 0 <= job < jobs:
         raise ValueError(f"job index {job} must be in [0, {jobs})")
     ds = build_dataset(cfg.dataset)
-    store = open_or_create(cfg, out, ds, allow_large)
-    todo = [k for k in range(job, store.n_chunks, jobs) if k not in set(store.done_chunks())]
+    store = open_or_create(cfg, out, ds, jobs, allow_large)
+    if store.jobs != jobs:
+        raise JobPartitionError(
+            f"{out} is shared by {store.jobs} jobs (recorded when it was created; chunk k "
+            f"belongs to job k mod {store.jobs}) but this run has --jobs {jobs}: run every job "
+            f"of this study with --jobs {store.jobs} (--job 0 .. {store.jobs - 1})"
+        )
+    done = set(store.done_chunks())
+    damaged = store.damaged_chunks(sorted(done))
+    if damaged:
+        k = min(damaged)
+        raise CorruptChunkError(
+            out,
+            sorted(damaged),
+            f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
+            "is missing)",
+        )
+    todo = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
     if max_chunks is not None:
         todo = todo[:max_chunks]
     max_subset = int(store.meta["max_subset_size"])

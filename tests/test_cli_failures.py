@@ -226,7 +226,7 @@ def _pretend_written_by(path: Path, version: str) -> None:
 def test_other_memjax_version_warns_and_is_recorded(tmp_path):
     cfg = StudyConfig.from_dict(TINY)
     a, b = tmp_path / "a", tmp_path / "b"
-    run_study(cfg, str(a), progress=False, max_chunks=1)
+    run_study(cfg, str(a), job=0, jobs=3, progress=False)
     run_study(cfg, str(b), job=1, jobs=3, progress=False)
     _pretend_written_by(a, "0.0.1")
     with pytest.warns(UserWarning, match=rf"memjax 0\.0\.1; this is memjax {memjax.__version__}"):
@@ -239,7 +239,7 @@ def test_other_memjax_version_warns_and_is_recorded(tmp_path):
     assert merged.meta["memjax_versions"] == versions
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        run_study(cfg, str(b), progress=False, max_chunks=0)  # same version: no warning
+        run_study(cfg, str(b), job=1, jobs=3, progress=False)  # same version: no warning
 
 
 def test_cli_warns_in_one_line(tmp_path):

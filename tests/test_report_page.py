@@ -198,7 +198,10 @@ def test_signal_study_draws_line_plots_and_says_why_attacks_are_missing(signal_s
     assert not page.find("img", id="roc")
     assert "No attack was evaluated" in text and "this study has 4" in text
     assert "No label was flipped" in text
-    assert "learning_time, forgetting_events, el2n: needs recorded trajectories" in text
+    assert (
+        "learning_time_recorded, forgetting_events_recorded, el2n: needs recorded trajectories"
+        in text
+    )
 
 
 def test_unfinished_study_is_reported_from_its_finished_replicas(digits_study, tmp_path):

@@ -1,0 +1,248 @@
+"""Verified chunks, verify/repair, stray markers and job partitions, on real study directories.
+
+A tiny study is trained once; each test damages a copy the way a disk, a user or a second job
+would, then checks that every reader refuses to turn the damage into numbers, that the error
+names the chunk and the repair, and that `memjax verify --repair` + `memjax run` give back
+exactly the original bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import zarr
+
+import memjax
+from memjax.cli import main
+from memjax.store import CorruptChunkError, StoreMismatchError, merge, open_store
+from memjax.study import JobPartitionError, StudyConfig, run_study
+from memjax.verify import verify_study
+
+SMALL = {
+    "name": "small",
+    "dataset": {"name": "longtail", "n_train": 200, "n_test": 50, "seed": 0},
+    "model": {"type": "MLP", "widths": [16]},
+    "subsets": {"replicas": 6, "ratio": 0.5, "design": "balanced"},
+    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
+    "seed": 1,
+    "chunk_size": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def cfg() -> StudyConfig:
+    return StudyConfig.from_dict(SMALL)
+
+
+@pytest.fixture(scope="module")
+def original(cfg, tmp_path_factory) -> Path:
+    """A finished study of 3 chunks (2 replicas each); tests damage copies of it."""
+    out = tmp_path_factory.mktemp("original") / "s"
+    run_study(cfg, str(out), progress=False)
+    return out
+
+
+def raw_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every stored array, read with zarr alone (no memjax verification)."""
+    group = zarr.open_group(str(path / "arrays.zarr"), mode="r")
+    return {name: group[name][:] for name in sorted(group.array_keys())}
+
+
+def markers(path: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((path / "done").iterdir())}
+
+
+def assert_bit_identical(path: Path, original: Path) -> None:
+    got, want = raw_arrays(path), raw_arrays(original)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        assert got[name].dtype == want[name].dtype
+    assert markers(path) == markers(original)
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def study(original, tmp_path) -> Path:
+    copy = tmp_path / "s"
+    shutil.copytree(original, copy)
+    return copy
+
+
+def test_chunk_files_are_checksummed_and_markers_record_versions(original):
+    for name in raw_arrays(original):
+        meta = json.loads((original / "arrays.zarr" / name / "zarr.json").read_text())
+        codecs = {c["name"]: c.get("configuration", {}) for c in meta["codecs"]}
+        assert codecs["zstd"]["checksum"] is True and "crc32c" in codecs, name
+        assert [c["name"] for c in meta["codecs"]][-1] == "crc32c"  # over the compressed bytes
+    marker = json.loads((original / "done" / "chunk-000001").read_text())
+    assert marker["rows"] == [2, 4] and marker["chunk"] == 1
+    assert marker["memjax_version"] == memjax.__version__
+    assert marker["jax_version"] == jax.__version__
+    assert set(marker["sha256"]) == set(raw_arrays(original))
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_damaged_chunk_fails_readers_then_repair_restores_bytes(
+    damage, cfg, original, study, tmp_path, capsys
+):
+    chunk_file = study / "arrays.zarr" / "train_correct" / "c" / "1" / "0"
+    _flip_byte(chunk_file) if damage == "flip" else chunk_file.unlink()
+
+    code, _, err = cli(capsys, "estimate", str(study), "--out", str(tmp_path / "est"))
+    assert code == 2 and "chunk 1 (replicas 2..3)" in err and "train_correct" in err
+    assert f"memjax verify {study} --repair" in err
+    assert not (tmp_path / "est" / "summary.json").exists()
+
+    empty = tmp_path / "empty"
+    run_study(cfg, str(empty), progress=False, max_chunks=0)
+    code, _, err = cli(capsys, "merge", str(study), str(empty), "--out", str(tmp_path / "m"))
+    assert code == 2 and "chunk 1 (replicas 2..3)" in err
+    assert not (tmp_path / "m").exists()
+
+    code, out, _ = cli(capsys, "verify", str(study))
+    assert code == 1 and "1 damaged" in out and "chunk 1 (replicas 2..3)" in out
+    assert "chunk 0 " not in out and "chunk 2 " not in out
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert code == 0 and "chunks [1] are now unfinished" in out
+    assert open_store(str(study)).done_chunks() == [0, 2]
+
+    untouched = {k: os.stat(study / "done" / f"chunk-00000{k}").st_mtime_ns for k in (0, 2)}
+    run_study(cfg, str(study), progress=False)
+    assert untouched == {k: os.stat(study / "done" / f"chunk-00000{k}").st_mtime_ns for k in (0, 2)}
+    assert_bit_identical(study, original)
+    assert cli(capsys, "verify", str(study))[0] == 0
+
+
+def test_stray_files_are_reported_and_wrong_markers_not_counted(cfg, original, study, capsys):
+    done = study / "done"
+    (done / "chunk-000001~").write_text("backup made by an editor")
+    (done / "chunk-000099").write_text("{}")
+    (done / "chunk-1").write_text("{}")
+    (done / "chunk-000002").write_text((done / "chunk-000000").read_text())  # chunk 0's rows
+    code, out, _ = cli(capsys, "status", str(study))
+    status = json.loads(out)
+    assert code == 0 and status["stray_files"] == ["chunk-000001~", "chunk-000099", "chunk-1"]
+    assert list(status["invalid_markers"]) == ["chunk-000002"]
+    assert "[0, 2]" in status["invalid_markers"]["chunk-000002"]
+    assert status["chunks_finished"] == 2 and status["replicas_finished"] == 4
+    assert not status["complete"]
+
+    store = open_store(str(study))
+    assert store.done_chunks() == [0, 1] and list(store.done_rows()) == [0, 1, 2, 3]
+    code, _, err = cli(capsys, "estimate", str(study))
+    assert code == 2 and "unfinished (4/6 replicas)" in err
+
+    code, out, _ = cli(capsys, "verify", str(study))
+    assert code == 1 and "done/chunk-000002: invalid marker" in out
+    assert "done/chunk-000001~: not a marker of this study; ignored" in out
+    run_study(cfg, str(study), progress=False)  # retrains chunk 2, overwriting its bad marker
+    for name in ("chunk-000001~", "chunk-000099", "chunk-1"):
+        (done / name).unlink()
+    assert_bit_identical(study, original)
+
+
+@pytest.mark.parametrize("lost", ["arrays.zarr", "arrays.zarr/zarr.json"])
+def test_deleted_arrays_never_claim_completeness(lost, cfg, original, study, capsys):
+    lost_path = study / lost
+    shutil.rmtree(lost_path) if lost_path.is_dir() else lost_path.unlink()
+    status = json.loads(cli(capsys, "status", str(study))[1])
+    assert not status["complete"] and status["chunks_finished"] == 0
+    assert status["chunks_missing_files"] == [0, 1, 2]
+    with pytest.raises(CorruptChunkError, match=r"finished chunks \[0, 1, 2\] lack files"):
+        run_study(cfg, str(study), progress=False)
+    code, _, err = cli(capsys, "estimate", str(study))
+    assert code == 2 and "arrays.zarr" in err and "--repair" in err
+
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert code == 0 and "chunks [0, 1, 2] are now unfinished" in out
+    run_study(cfg, str(study), progress=False)
+    assert_bit_identical(study, original)
+
+
+def test_tampered_masks_are_detected(cfg, original, study, capsys):
+    group = zarr.open_group(str(study / "arrays.zarr"), mode="r+")
+    masks = group["masks"]
+    masks[1, 7] = not masks[1, 7]  # finished chunk 0; zarr keeps the checksum valid
+    store = open_store(str(study))
+    with pytest.raises(CorruptChunkError, match=r"chunk 0 .*masks differ"):
+        store.masks()
+    code, _, err = cli(capsys, "estimate", str(study))
+    assert code == 2 and "chunk 0 (replicas 0..1)" in err and "masks differ" in err
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert code == 0 and "chunks [0] are now unfinished" in out
+    run_study(cfg, str(study), progress=False)
+    assert_bit_identical(study, original)
+
+
+def test_masks_of_unfinished_chunk_must_be_the_design(cfg, original, tmp_path, capsys):
+    out = tmp_path / "s"
+    run_study(cfg, str(out), progress=False, max_chunks=1)
+    masks = zarr.open_group(str(out / "arrays.zarr"), mode="r+")["masks"]
+    masks[5, 0] = not masks[5, 0]  # chunk 2, not trained yet
+    with pytest.raises(CorruptChunkError, match=r"chunk 2 .*differ from the subset design"):
+        run_study(cfg, str(out), progress=False)
+    assert "chunk-000002" not in markers(out)
+    code, text, _ = cli(capsys, "verify", str(out), "--repair")
+    assert code == 0 and "chunk 2 (replicas 4..5)" in text
+    run_study(cfg, str(out), progress=False)
+    assert_bit_identical(out, original)
+
+
+def test_replica_ids_must_be_the_chunk_rows(study):
+    group = zarr.open_group(str(study / "arrays.zarr"), mode="r+")
+    group["replica_ids"][4:6] = [0, 1]
+    with pytest.raises(CorruptChunkError, match=r"chunk 2 .*replica_ids \[0, 1\] are not its"):
+        open_store(str(study)).load_outputs()
+    assert verify_study(open_store(str(study))).bad.keys() == {2}
+
+
+def test_other_jobs_count_is_refused_and_runs_report_the_rest(cfg, tmp_path, capsys):
+    out = tmp_path / "s"
+    config = tmp_path / "small.json"  # JSON is YAML
+    config.write_text(json.dumps(SMALL))
+    args = ("run", str(config), "--out", str(out), "--quiet")
+    code, text, _ = cli(capsys, *args, "--jobs", "2", "--job", "0")
+    assert code == 0 and "1 of 3 chunks unfinished in the whole study (other jobs' shares" in text
+    assert open_store(str(out)).done_chunks() == [0, 2] and open_store(str(out)).jobs == 2
+    code, _, err = cli(capsys, *args, "--jobs", "3", "--job", "1")
+    assert code == 2 and "shared by 2 jobs" in err and "--jobs 3" in err
+    assert open_store(str(out)).done_chunks() == [0, 2]
+    with pytest.raises(JobPartitionError):
+        run_study(cfg, str(out), progress=False)  # --jobs 1 is another partition too
+    code, text, _ = cli(capsys, *args, "--jobs", "2", "--job", "1")
+    assert code == 0 and "6/6 replicas finished; 0 of 3 chunks unfinished" in text
+
+
+def test_merge_of_verified_jobs(cfg, original, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_study(cfg, str(a), job=0, jobs=2, progress=False)
+    run_study(cfg, str(b), job=1, jobs=2, progress=False)
+    merged = merge([str(a), str(b)], str(tmp_path / "m"))
+    assert merged.jobs == 1  # a new directory: whoever resumes it chooses its jobs
+    assert_bit_identical(tmp_path / "m", original)
+
+
+def test_store_without_checksums_is_refused(study):
+    meta = json.loads((study / "study.json").read_text())
+    del meta["store_format"]
+    (study / "study.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreMismatchError, match="without chunk checksums"):
+        open_store(str(study))
