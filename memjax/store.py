@@ -555,7 +555,7 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
         )
 
 
-def _versions(meta: dict[str, Any]) -> set[str]:
+def _study_versions(meta: dict[str, Any]) -> set[str]:
     """Every memjax version recorded as having written a study's data."""
     return set(meta.get("memjax_versions") or [meta.get("memjax_version", "unknown")])
 
@@ -565,7 +565,7 @@ def _record_versions(path: str, store: Store, meta: dict[str, Any]) -> Store:
     every version that wrote to it in study.json (``memjax_versions``)."""
     from memjax import __version__
 
-    seen = _versions(store.meta) | _versions(meta) | {__version__}
+    seen = _study_versions(store.meta) | _study_versions(meta) | {__version__}
     if seen == {__version__}:
         return store
     warnings.warn(
@@ -626,7 +626,7 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
     if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
         raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
-    meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_versions(meta))}
+    meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_study_versions(meta))}
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(os.path.abspath(path))
@@ -713,7 +713,7 @@ def merge(paths: list[str], out: str) -> Store:
             raise CorruptChunkError(s.path, sorted(bad), bad[k])
     # the merged directory is a new study directory: no job shares it yet
     meta = {k: v for k, v in first.meta.items() if k != "store_format"}
-    meta["memjax_versions"] = sorted(set().union(*(_versions(s.meta) for s in stores)))
+    meta["memjax_versions"] = sorted(set().union(*(_study_versions(s.meta) for s in stores)))
     merged = create_or_open(out, {**meta, "jobs": 1})
     already = set(merged.done_chunks())
     for k, s in sorted(owner.items()):
