@@ -7,7 +7,9 @@ purpose, measures how well each score finds the flipped examples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -22,7 +24,7 @@ from memjax.estimators import (
 from memjax.intervals import quantile
 from memjax.outputs import ReplicaOutputs
 from memjax.privacy import AttackResult, lira_eval, loss_attack_eval, roc_curve
-from memjax.proxies import all_proxies
+from memjax.proxies import PRESENTATION_PROXIES, TRAJECTORY_PROXIES, all_proxies
 
 __all__ = [
     "Relations",
@@ -95,6 +97,9 @@ class Relations:
       ranks differently; see ``memjax.privacy``); empty (and the three vulnerability
       columns, all of the reference convention, absent) for studies of fewer than
       ``MIN_ATTACK_REPLICAS`` replicas.
+    ``missing``: name -> why, for every column of ``SUSPICIOUS_WHEN_HIGH`` and every attack
+      these replicas could not support (e.g. too few shadow models for LiRA, trajectories
+      not recorded, non-finite margins). Nothing is dropped without a reason.
     """
 
     columns: dict[str, Estimate]
@@ -103,6 +108,7 @@ class Relations:
     flipped_auc: dict[str, float] | None
     flipped_auc_ci: dict[str, tuple[float, float]] | None
     attacks: dict[str, AttackResult]
+    missing: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """JSON-ready (undefined numbers are None, not NaN): correlations and flipped-label
@@ -121,6 +127,7 @@ class Relations:
                 k: "high" if SUSPICIOUS_WHEN_HIGH[k] else "low" for k in self.columns
             },
             "attacks": {k: a.summary() for k, a in self.attacks.items()},
+            "missing": dict(self.missing),
         }
 
 
@@ -183,16 +190,79 @@ LIRA_VARIANTS = (
 )
 
 
+T = TypeVar("T")
+
+
+def _attempt(missing: dict[str, str], names: tuple[str, ...], fn: Callable[[], T]) -> T | None:
+    """fn(), or None with the reason recorded for each of ``names`` if the data cannot
+    support it (the estimators raise ValueError naming the reason)."""
+    try:
+        return fn()
+    except ValueError as err:
+        missing.update(dict.fromkeys(names, str(err)))
+        return None
+
+
+def _attack_name(mode: str, fixed: bool, convention: str) -> str:
+    return f"lira_{mode}" + "_fixed_variance" * fixed + "_paper" * (convention == "paper")
+
+
+ATTACKS = (*(_attack_name(*v) for v in LIRA_VARIANTS), "loss_attack")
+
+
 def _attacks(
-    masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int, blocks: np.ndarray | None
-) -> dict:
+    masks: np.ndarray,
+    outputs: ReplicaOutputs,
+    n_targets: int,
+    blocks: np.ndarray | None,
+    missing: dict[str, str],
+) -> dict[str, AttackResult]:
+    """Every attack these replicas support; each other one gets its reason in ``missing``."""
+    if len(masks) < MIN_ATTACK_REPLICAS:
+        reason = (
+            f"only {len(masks)} replicas: membership-inference attacks need at least "
+            f"{MIN_ATTACK_REPLICAS} (target replicas plus shadow models with >= 2 IN and "
+            ">= 2 OUT replicas per example)"
+        )
+        missing.update(dict.fromkeys(ATTACKS, reason))
+        return {}
     margins = outputs.train_margin
-    results = [
-        lira_eval(masks, margins, n_targets, mode, fixed, convention=convention, blocks=blocks)
+    runs: dict[str, Callable[[], AttackResult]] = {
+        _attack_name(mode, fixed, convention): lambda m=mode, f=fixed, c=convention: lira_eval(
+            masks, margins, n_targets, m, f, convention=c, blocks=blocks
+        )
         for mode, fixed, convention in LIRA_VARIANTS
-    ]
-    results.append(loss_attack_eval(masks, outputs.train_loss, n_targets, blocks=blocks))
-    return {a.name: a for a in results}
+    }
+    runs["loss_attack"] = lambda: loss_attack_eval(
+        masks, outputs.train_loss, n_targets, blocks=blocks
+    )
+    results = {name: _attempt(missing, (name,), run) for name, run in runs.items()}
+    return {name: a for name, a in results.items() if a is not None}
+
+
+# How a study records what a proxy reads.
+HOW_TO_RECORD = {
+    "record_epochs": "train.record_every > 0",
+    "record_lr": "train.record_every > 0",
+    "traj_correct": "train.record_every > 0",
+    "traj_el2n": "train.record_every > 0",
+    "traj_grad_sq": "train.record_grad_norm: true",
+    "first_learned": "per-presentation counts, which trained networks record",
+    "forgetting_events": "per-presentation counts, which trained networks record",
+}
+
+
+def _unrecorded(outputs: ReplicaOutputs, name: str) -> str:
+    """Why a proxy column is absent although its computation did not fail."""
+    if name in TRAJECTORY_PROXIES:
+        needs = ("record_epochs", *TRAJECTORY_PROXIES[name][0])
+    else:
+        needs = PRESENTATION_PROXIES.get(name, ((), None))[0]
+    absent = [k for k in needs if getattr(outputs, k, None) is None]
+    if not absent:
+        return "not computed from these outputs"
+    how = "; ".join(sorted({HOW_TO_RECORD.get(k, k) for k in absent}))
+    return f"the study did not record {', '.join(absent)} (needs {how})"
 
 
 def relations(
@@ -219,18 +289,32 @@ def relations(
                 f"flipped must be a boolean ({masks.shape[1]},) array, got "
                 f"{flipped.dtype} {flipped.shape}"
             )
-    attacks = (
-        _attacks(masks, outputs, n_targets, blocks) if len(masks) >= MIN_ATTACK_REPLICAS else {}
-    )
-    estimates: dict[str, Estimate] = {
+    missing: dict[str, str] = {}
+    attacks = _attacks(masks, outputs, n_targets, blocks, missing)
+    estimates: dict[str, Estimate | None] = {
         "memorization": memorization(masks, outputs.train_correct, blocks),
-        "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin", blocks),
-        "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss", blocks),
+        **{
+            f"cf_memorization_{measure}": _attempt(
+                missing,
+                (f"cf_memorization_{measure}",),
+                lambda m=measure: counterfactual_memorization(masks, outputs, m, blocks),
+            )
+            for measure in ("margin", "neg_loss")
+        },
         "held_out_accuracy": held_out_accuracy(masks, outputs.train_correct, blocks),
         **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
-        **all_proxies(masks, outputs, early_epoch, blocks),
     }
-    columns = {k: _float64(e) for k, e in estimates.items()}
+    proxy_names = tuple(
+        k for k in SUSPICIOUS_WHEN_HIGH if k not in estimates and k not in VULNERABILITY
+    )
+    proxies = _attempt(
+        missing, proxy_names, lambda: all_proxies(masks, outputs, early_epoch, blocks)
+    )
+    estimates.update(proxies or {})
+    columns = {k: _float64(e) for k, e in estimates.items() if e is not None}
+    for name in SUSPICIOUS_WHEN_HIGH:
+        if name not in columns and name not in missing:
+            missing[name] = _unrecorded(outputs, name)
     mem = columns["memorization"].value
     rho = {k: _spearman(e.value, mem) for k, e in columns.items() if k != "memorization"}
     flipped_auc = flipped_auc_ci = None
@@ -248,4 +332,5 @@ def relations(
         flipped_auc,
         flipped_auc_ci,
         attacks,
+        missing,
     )

@@ -27,10 +27,30 @@ from memjax.store import Store, atomic_write_text
 from memjax.study import build_dataset
 from memjax.subsets import block_ids
 
-__all__ = ["estimate_study", "summary", "study_relations"]
+__all__ = ["estimate_study", "summary", "study_relations", "strict_json"]
 
 TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
+# An example is ranked only if both sides have this many replicas (a sample variance each).
+MIN_RANKED_SIDE = 2
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None and numpy scalars as Python numbers, so
+    ``json.dumps(..., allow_nan=False)`` writes standard JSON (no bare NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _n_targets(replicas: int) -> int:
@@ -72,13 +92,26 @@ def summary(
     rel: Relations,
 ) -> dict[str, Any]:
     """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized,
-    and how every proxy and attack score relates to memorization."""
+    how every proxy and attack score relates to memorization, and why any column is missing.
+
+    "top_memorized" ranks only examples with >= MIN_RANKED_SIDE replicas IN and OUT, a
+    finite standard error and interval, each shown with its design-aware 95% interval;
+    undefined numbers are None (strict JSON)."""
     acc = out.test_correct.mean(axis=1)
-    mem = cols["memorization"]
+    mem, se = cols["memorization"], cols["memorization_stderr"]
     finite = np.isfinite(mem)
     counts, _ = np.histogram(mem[finite], bins=HIST_BINS)
-    order = np.argsort(np.where(finite, -mem, np.inf))[:TOP_K]
-    return {
+    low, high = cols["memorization_ci_low"], cols["memorization_ci_high"]
+    ranked = (
+        finite
+        & np.isfinite(se)
+        & np.isfinite(low)
+        & np.isfinite(high)
+        & (cols["n_in"] >= MIN_RANKED_SIDE)
+        & (cols["n_out"] >= MIN_RANKED_SIDE)
+    )
+    order = np.argsort(np.where(ranked, -mem, np.inf), kind="stable")[: min(TOP_K, ranked.sum())]
+    result = {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
         "replicas_finished": int(len(masks)),
@@ -91,17 +124,26 @@ def summary(
         "memorization_mean": float(np.nanmean(mem)),
         "examples_without_estimate": int((~finite).sum()),
         "histogram": {"bin_edges": HIST_BINS.tolist(), "counts": counts.tolist()},
+        "examples_ranked": int(ranked.sum()),
+        "ranking_requires": (
+            f">= {MIN_RANKED_SIDE} replicas IN and OUT, a finite stderr and interval"
+        ),
         "top_memorized": [
             {
                 "index": int(i),
                 "label": int(cols["label"][i]),
                 "memorization": float(mem[i]),
-                "stderr": float(cols["memorization_stderr"][i]),
+                "stderr": float(se[i]),
+                "ci_low": float(low[i]),
+                "ci_high": float(high[i]),
+                "n_in": int(cols["n_in"][i]),
+                "n_out": int(cols["n_out"][i]),
             }
             for i in order
         ],
         **rel.summary(),
     }
+    return strict_json(result)
 
 
 def _csv_text(cols: dict[str, np.ndarray]) -> str:
@@ -143,7 +185,8 @@ def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title
 def estimate_study(
     store: Store, out_dir: str | None = None, partial: bool = False
 ) -> dict[str, Any]:
-    """Write memorization.csv, summary.json and memorization_hist.png; return the summary."""
+    """Write memorization.csv, summary.json (strict JSON; ``missing`` names each column that
+    could not be computed and why) and memorization_hist.png; return the summary."""
     rows = store.done_rows()
     if len(rows) < 2:
         raise ValueError(f"{store.path}: fewer than 2 finished replicas, nothing to estimate")
@@ -164,5 +207,6 @@ def estimate_study(
         cols["flipped"].astype(bool) if "flipped" in cols else None,
         f"{result['dataset']}: {len(rows)} replicas",
     )
-    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2, allow_nan=False)
+    atomic_write_text(os.path.join(out_dir, "summary.json"), text)
     return result
