@@ -46,15 +46,6 @@ EXAMPLES_PER_SIDE = 10
 # Registered datasets whose flat feature vectors are images: name -> (height, width).
 IMAGE_SHAPES = {"digits": (8, 8)}
 # Why a score of SUSPICIOUS_WHEN_HIGH can be missing from a study's relations.
-_TRAJECTORY = "needs recorded trajectories (train.record_every > 0)"
-_GRADIENTS = "needs per-example gradient norms (train.record_grad_norm: true)"
-_MISSING_REASON = {
-    "learning_time_recorded": _TRAJECTORY,
-    "forgetting_events_recorded": _TRAJECTORY,
-    "el2n": _TRAJECTORY,
-    "grand": _GRADIENTS,
-    "self_influence": _GRADIENTS,
-}
 
 
 @dataclass(frozen=True)
@@ -502,18 +493,12 @@ def _kind(name: str) -> str:
 
 
 def _missing_scores(s: ReportStudy) -> list[str]:
-    """A sentence per reason this study lacks some scores, naming them."""
+    """A sentence per reason this study lacks some scores (``Relations.missing``), naming
+    them."""
     missing: dict[str, list[str]] = {}
-    for name in SUSPICIOUS_WHEN_HIGH:
-        if name in s.relations.columns:
-            continue
-        if name in _MISSING_REASON:
-            why = _MISSING_REASON[name]
-        elif _kind(name) == "attack vulnerability" and len(s.masks) < MIN_ATTACK_REPLICAS:
-            why = f"needs ≥ {MIN_ATTACK_REPLICAS} replicas (this study has {len(s.masks)})"
-        else:
-            why = "not computed for this study"
-        missing.setdefault(why, []).append(name)
+    for name, why in s.relations.missing.items():
+        if name in SUSPICIOUS_WHEN_HIGH:
+            missing.setdefault(why, []).append(name)
     return [f"{', '.join(names)}: {why}." for why, names in missing.items()]
 
 

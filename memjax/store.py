@@ -42,6 +42,7 @@ from memjax.outputs import ReplicaOutputs
 __all__ = [
     "Store",
     "StoreMismatchError",
+    "array_specs",
     "CorruptChunkError",
     "DoneScan",
     "atomic_write_text",
@@ -154,7 +155,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]} ({a!r} vs {b!r})"]
 
 
-def _array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
+def array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
     """name -> (shape, dtype, chunks) of every array a study of this shape stores."""
     r, n, m, c = meta["replicas"], meta["n_train"], meta["n_test"], meta["chunk_size"]
     specs = {
@@ -231,7 +232,7 @@ class Store:
 
     @property
     def specs(self) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
-        return _array_specs(self.meta)
+        return array_specs(self.meta)
 
     def chunk_rows(self, k: int) -> np.ndarray:
         return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
@@ -509,7 +510,7 @@ def _create_arrays(path: str, meta: dict[str, Any], names: list[str] | None = No
     """Create the study's arrays (all, or ``names``, replacing them) in ``path``/arrays.zarr,
     every chunk file checksummed (zstd's content checksum, then crc32c over the file)."""
     group = zarr.open_group(os.path.join(path, ARRAYS), mode="a")
-    for name, (shape, dtype, chunks) in _array_specs(meta).items():
+    for name, (shape, dtype, chunks) in array_specs(meta).items():
         if names is not None and name not in names:
             continue
         group.create_array(
@@ -544,7 +545,7 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
     differences = []
     for key in keys:
         differences += _diff({key: existing.get(key)}, {key: meta.get(key)})
-    shapes = [{k: v[:2] for k, v in _array_specs(m).items()} for m in (existing, meta)]
+    shapes = [{k: v[:2] for k, v in array_specs(m).items()} for m in (existing, meta)]
     if not differences and shapes[0] != shapes[1]:
         differences.append("stored arrays (the store was written by another memjax version)")
     if differences:

@@ -25,8 +25,7 @@ from tqdm import tqdm
 import memjax
 from memjax import data, models, schema, subsets
 from memjax.config import TrainConfig
-from memjax.store import CorruptChunkError, Store, create_or_open, open_store
-from memjax.store import _array_specs as array_specs
+from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
 from memjax.train import train_replicas
 from memjax.train_memory import (
     available_memory_bytes,

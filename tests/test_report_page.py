@@ -199,9 +199,10 @@ def test_signal_study_draws_line_plots_and_says_why_attacks_are_missing(signal_s
     assert "No attack was evaluated" in text and "this study has 4" in text
     assert "No label was flipped" in text
     assert (
-        "learning_time_recorded, forgetting_events_recorded, el2n: needs recorded trajectories"
-        in text
+        "learning_time_recorded, forgetting_events_recorded: the study did not record "
+        "traj_correct (needs train.record_every &gt; 0)" in text
     )
+    assert "el2n: the study did not record traj_el2n" in text
 
 
 def test_unfinished_study_is_reported_from_its_finished_replicas(digits_study, tmp_path):
