@@ -3,6 +3,7 @@
 from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
 from memjax.outputs import ReplicaOutputs
+from memjax.results import Study, open_study
 from memjax.runtime import use_cpu_cores
 from memjax.train import train_replicas
 
@@ -20,6 +21,8 @@ __all__ = [
     "subsets",
     "TrainConfig",
     "ReplicaOutputs",
+    "Study",
+    "open_study",
     "train_replicas",
     "use_cpu_cores",
     "__version__",

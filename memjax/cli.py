@@ -106,18 +106,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok or report.repaired else 1
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.report import estimate_study
-    from memjax.store import open_store
+    from memjax.results import open_study
 
     _where["path"] = args.dir
-    result = estimate_study(open_store(args.dir), args.out, partial=args.partial)
+    result = estimate_study(open_study(args.dir), args.out, partial=args.partial)
     out = args.out or args.dir
-    acc, acc_se = result["test_accuracy_mean"], result["test_accuracy_stderr"]
+    acc = result["test_accuracy"]
+    shown = (
+        "n/a"
+        if acc["value"] is None
+        else f"{acc['value']:.3f} [{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]"
+    )
     print(
-        f"{result['replicas_finished']} replicas, mean test accuracy "
-        f"{'n/a' if acc is None else f'{acc:.3f}'} ± "
-        f"{'n/a' if acc_se is None else f'{acc_se:.3f}'}; "
+        f"{result['replicas_finished']} replicas, mean test accuracy {shown} (95% interval); "
         f"wrote {out}/memorization.csv, summary.json, memorization_hist.png"
     )
     for column, reason in result["missing"].items():

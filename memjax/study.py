@@ -221,6 +221,7 @@ def _meta(
         "name": cfg.name,
         "dataset_fingerprint": ds.fingerprint,
         "dataset_name": ds.name,
+        "data_packages": data.package_versions(),
         "memjax_version": memjax.__version__,
         "replicas": cfg.replicas,
         "n_train": ds.n_train,
