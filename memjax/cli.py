@@ -1,5 +1,4 @@
-"""The `memjax` command line: run | status | verify | estimate | report | merge | bench |
-figures.
+"""The `memjax` command line: run | status | verify | estimate | report | merge | bench.
 
 Every failure ends in one line on stderr that says what happened and where, and an exit
 code that says which kind of failure it was (EXIT_CODES). A study killed at any moment
@@ -155,29 +154,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
 
 
-def _paper_figures():
-    """paper_figures lives in the source checkout beside memjax/, not in the installed package."""
-    try:
-        import paper_figures
-    except ModuleNotFoundError as err:
-        if err.name != "paper_figures":
-            raise
-        checkout = Path(__file__).resolve().parent.parent
-        if not (checkout / "paper_figures" / "__init__.py").is_file():
-            raise FileNotFoundError(
-                "memjax figures needs a source checkout of memjax (paper_figures/ beside "
-                "memjax/); this installation has none: run `python -m paper_figures` from "
-                "a checkout instead"
-            ) from err
-        sys.path.insert(0, str(checkout))
-        import paper_figures
-    return paper_figures
-
-
-def _cmd_figures(args: argparse.Namespace) -> None:
-    _paper_figures().make_figures(args.names, quick=args.quick, out=args.out)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memjax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -244,15 +220,6 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(fn=_cmd_bench)
 
-    figures = sub.add_parser(
-        "figures", help="the paper's figures (PNG, PDF, JSON, index) from cached studies"
-    )
-    figures.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all)")
-    figures.add_argument(
-        "--quick", action="store_true", help="quick configs (CPU, minutes) instead of full ones"
-    )
-    figures.add_argument("--out", help="output directory (default: results/figures/<mode>)")
-    figures.set_defaults(fn=_cmd_figures)
     return p
 
 

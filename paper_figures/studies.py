@@ -33,8 +33,8 @@ RUNTIME_LINE = re.compile(r"^#\s*expected_runtime:\s*(\S.*)$", re.MULTILINE)
 
 
 def log(message: str) -> None:
-    """Progress of ``memjax figures`` on stderr."""
-    print(f"[memjax figures] {message}", file=sys.stderr, flush=True)
+    """Progress of ``python -m paper_figures`` on stderr."""
+    print(f"[paper_figures] {message}", file=sys.stderr, flush=True)
 
 
 def display_path(path: Path, base: Path = CHECKOUT) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -23,37 +25,29 @@ import yaml
 from scipy.stats import t as t_dist
 
 import memjax as mj
-from memjax.cli import main as cli_main
+from experiments.theory_vs_width.experiment import load_settings
 from memjax.outputs import ReplicaOutputs
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.theory_vs_width.experiment import load_settings  # noqa: E402
-from paper_figures import FIGURE_NAMES, figure_spec, make_figures  # noqa: E402
-from paper_figures.context import MODES, Context  # noqa: E402
-from paper_figures.fig04_influence import block_permutation  # noqa: E402
-from paper_figures.fig05_convergence import block_groups  # noqa: E402
-from paper_figures.fig08_mislabeled import LABELS  # noqa: E402
-from paper_figures.runner import FiguresFailedError  # noqa: E402
-from paper_figures.stats import difference_statement, example_average  # noqa: E402
+from paper_figures import figure_names, figure_spec, figures, make_figures
+from paper_figures.__main__ import figure_table
+from paper_figures.__main__ import main as figures_main
+from paper_figures.context import MODES, Context
+from paper_figures.fig04_influence import block_permutation
+from paper_figures.fig05_convergence import block_groups
+from paper_figures.fig08_mislabeled import LABELS
+from paper_figures.registry import collect
+from paper_figures.runner import FiguresFailedError
+from paper_figures.spec import FigureSpec
+from paper_figures.stats import difference_statement, example_average
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
 DIGITS = {"name": "digits"}
 NOISY = {"name": "digits", "label_noise": 0.1, "noise_seed": 0}
 LONGTAIL = {"name": "longtail", "n_train": 400, "n_test": 400, "subpops_per_class": 12}
-FAST_FIGURES = [
-    "memorization",
-    "extremes",
-    "influence",
-    "convergence",
-    "theory",
-    "long_tail",
-    "mislabeled",
-    "privacy",
-    "forgetting",
-    "consistency",
-]
+RETRAINING = "marginal_utility"  # trains new replicas: only the slow end-to-end test makes it
+FAST_FIGURES = [name for name in figure_names() if name != RETRAINING]
+REPO = Path(__file__).resolve().parents[1]
 PLANTED_PAIRS = 5  # train example i decides test example i
 MAX_WIDTH_IN = 7.0  # a two-column paper's text width
 PNG_DPI = 300
@@ -707,7 +701,7 @@ def test_redrawing_reuses_the_stores_and_gives_the_same_numbers(synthetic):
 @pytest.mark.parametrize("mode", MODES)
 def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
     ctx = Context(mode, tmp_path)
-    ctx.check_studies({s for name in FIGURE_NAMES for s in figure_spec(name).studies})
+    ctx.check_studies({s for spec in figures().values() for s in spec.studies})
     assert all(ref.expected_runtime for ref in ctx.refs.values())
     assert {ref.config.design for name, ref in ctx.refs.items() if "ratio" not in name} == {
         "balanced",
@@ -721,10 +715,82 @@ def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
 def test_unknown_figure_names_fail_early_with_the_valid_names(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown figure name.*'nope'.*valid names are"):
         make_figures(["memorization", "nope"], quick=True, out=tmp_path)
-    assert cli_main(["figures", "nope", "--quick", "--out", str(tmp_path)]) == 2
+    assert figures_main(["nope", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "'nope'" in err and ", ".join(FIGURE_NAMES) in err
+    assert err.startswith("python -m paper_figures: error:")
+    assert "'nope'" in err and ", ".join(figure_names()) in err
     assert not any(tmp_path.iterdir())
+
+
+def test_every_figure_module_registers_itself_once_in_paper_order():
+    """The registry is exactly the figNN_<name>.py files, read off the file names here."""
+    files = sorted(
+        (int(m[1]), m[2])
+        for path in (REPO / "paper_figures").glob("*.py")
+        if (m := re.fullmatch(r"fig(\d+)_(\w+)", path.stem))
+    )
+    specs = figures()
+    assert [(spec.number, spec.name) for spec in specs.values()] == files
+    assert list(specs) == [name for _, name in files] == list(figure_names())
+    assert all(figure_spec(name) is spec for name, spec in specs.items())
+
+
+def _spec(number: int, name: str) -> FigureSpec:
+    return FigureSpec(number, name, "title", (), dict, lambda d: None, str)
+
+
+def test_registry_refuses_misnamed_duplicate_and_missing_figures():
+    one, two = _spec(1, "one"), _spec(2, "two")
+    got = collect(
+        {"fig02_two": SimpleNamespace(FIGURE=two), "fig01_one": SimpleNamespace(FIGURE=one)}
+    )
+    assert list(got.items()) == [("one", one), ("two", two)]
+    with pytest.raises(ValueError, match="fig01_one holds figure fig02_two: name the module"):
+        collect({"fig01_one": SimpleNamespace(FIGURE=two)})
+    with pytest.raises(ValueError, match="fig01_one and fig01_two share the number 1"):
+        collect(
+            {
+                "fig01_one": SimpleNamespace(FIGURE=one),
+                "fig01_two": SimpleNamespace(FIGURE=_spec(1, "two")),
+            }
+        )
+    with pytest.raises(ValueError, match="fig01_one and fig02_one share the name 'one'"):
+        collect(
+            {
+                "fig01_one": SimpleNamespace(FIGURE=one),
+                "fig02_one": SimpleNamespace(FIGURE=_spec(2, "one")),
+            }
+        )
+    with pytest.raises(TypeError, match="fig03_three defines no FIGURE"):
+        collect({"fig03_three": SimpleNamespace()})
+
+
+def test_command_line_lists_the_figures_from_the_repository_root():
+    """``python -m paper_figures`` runs from a checkout's root with nothing on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "paper_figures", "--list"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split(" | ") for line in listed.splitlines()[2:]]
+    assert listed.strip() == figure_table()
+    assert [(int(r[0].strip("| ")), r[1].strip("`")) for r in rows] == [
+        (spec.number, spec.name) for spec in figures().values()
+    ]
+    assert "| 6 | `theory` |" in listed and "digits_ratio_90" in listed
+
+
+def test_help_names_every_figure(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        figures_main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m paper_figures [-h] [--quick] [--out OUT]")
+    assert f"figures: {', '.join(figure_names())}" in text
 
 
 def test_missing_study_config_and_runtime_line_are_refused(tmp_path):

@@ -3,7 +3,6 @@ computations (rank correlations, sklearn AUCs) on simulated outputs, and on a re
 MNIST-1D study with 10% label noise."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,8 +130,7 @@ def test_early_epoch_selects_the_recording_of_el2n_and_grand():
         np.testing.assert_allclose(rel.columns[name].value, expected)
 
 
-def test_experiment_writes_its_tables(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
+def test_experiment_writes_its_tables(tmp_path):
     from experiments.privacy_and_proxies.__main__ import tables, write
 
     masks, out, flipped = simulated_study()
