@@ -17,6 +17,7 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/memjax run --out $(OUT)
 	$(VENV)/bin/memjax estimate $(OUT)
+	$(VENV)/bin/memjax report $(OUT)
 
 test: install
 	$(PY) -m pytest -m "slow or not slow" -q

@@ -42,6 +42,7 @@ __all__ = [
     "counterfactual_memorization",
     "masked_mean",
     "replica_mean",
+    "check_blocks",
 ]
 
 # Above this many replicas per block, the cluster sum of squares of influence is accumulated
@@ -91,8 +92,8 @@ def _check_masks(masks: np.ndarray, values: np.ndarray, what: str) -> tuple[np.n
     return masks, values
 
 
-def _block_matrix(blocks: np.ndarray | None, replicas: int) -> np.ndarray | None:
-    """One-hot (G, R) float64 matrix of the blocks present (None: independent replicas)."""
+def check_blocks(blocks: np.ndarray | None, replicas: int) -> np.ndarray | None:
+    """``blocks`` as an integer (R,) array of block ids, or None; a specific error otherwise."""
     if blocks is None:
         return None
     blocks = np.asarray(blocks)
@@ -101,6 +102,14 @@ def _block_matrix(blocks: np.ndarray | None, replicas: int) -> np.ndarray | None
             f"blocks must be an integer array with one block id per replica ({replicas}), "
             f"got {blocks.dtype} {blocks.shape}"
         )
+    return blocks
+
+
+def _block_matrix(blocks: np.ndarray | None, replicas: int) -> np.ndarray | None:
+    """One-hot (G, R) float64 matrix of the blocks present (None: independent replicas)."""
+    blocks = check_blocks(blocks, replicas)
+    if blocks is None:
+        return None
     _, inverse = np.unique(blocks, return_inverse=True)
     onehot = np.zeros((inverse.max() + 1, replicas))
     onehot[inverse, np.arange(replicas)] = 1.0

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memjax.auc import auc_interval
-from memjax.estimators import Estimate, memorization
+from memjax.estimators import Estimate, check_blocks, memorization
 from memjax.intervals import LEVEL, clopper_pearson
 
 __all__ = [
@@ -219,15 +219,8 @@ def _check(
 
 
 def _target_blocks(blocks, n_replicas: int, n_targets: int) -> np.ndarray | None:
-    if blocks is None:
-        return None
-    blocks = np.asarray(blocks)
-    if blocks.shape != (n_replicas,) or not np.issubdtype(blocks.dtype, np.integer):
-        raise ValueError(
-            f"blocks must be integer block ids of the {n_replicas} replicas, got "
-            f"{blocks.dtype} {blocks.shape}"
-        )
-    return blocks[:n_targets]
+    blocks = check_blocks(blocks, n_replicas)
+    return None if blocks is None else blocks[:n_targets]
 
 
 def _vulnerability(members: np.ndarray, scores: np.ndarray, blocks) -> Estimate:

@@ -33,21 +33,24 @@ HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
 MIN_RANKED_SIDE = 2
 
 
-def strict_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float as None and numpy scalars as Python numbers, so
-    ``json.dumps(..., allow_nan=False)`` writes standard JSON (no bare NaN or Infinity)."""
+def strict_json(obj: Any, significant: int | None = None) -> Any:
+    """``obj`` with every non-finite float as None, numpy arrays and scalars as Python lists
+    and numbers and keys as strings, so ``json.dumps(..., allow_nan=False)`` writes standard
+    JSON (no bare NaN or Infinity); floats rounded to ``significant`` digits if given."""
     if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
+        return {str(k): strict_json(v, significant) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
+        return [strict_json(v, significant) for v in obj]
     if isinstance(obj, np.ndarray):
-        return strict_json(obj.tolist())
+        return strict_json(obj.tolist(), significant)
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
+        if not np.isfinite(obj):
+            return None
+        return float(obj) if significant is None else float(f"{float(obj):.{significant}g}")
     return obj
 
 

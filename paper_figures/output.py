@@ -14,8 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from memjax.report import strict_json
 from paper_figures.spec import Data, FigureSpec
 
 __all__ = ["to_json", "from_json", "write_figure", "FORMATS"]
@@ -27,22 +26,7 @@ SIGNIFICANT = 6
 
 def to_json(obj: Any) -> Any:
     """JSON-ready copy: numpy -> lists, floats to 6 significant digits, NaN/inf -> None."""
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return float(f"{x:.{SIGNIFICANT}g}") if math.isfinite(x) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    raise TypeError(f"cannot write {type(obj).__name__} into a figure's JSON")
+    return strict_json(obj, SIGNIFICANT)
 
 
 def from_json(obj: Any) -> Any:
