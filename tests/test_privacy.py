@@ -364,16 +364,24 @@ def subgroup_tpr(res, masks, group, alpha):
 
 
 def test_planted_outliers_found_by_lira_not_by_loss_attack():
-    masks, scores, outlier = simulated(R=64, n=1000, n_outliers=20)
-    losses = np.log1p(np.exp(-scores))
-    lira = privacy.lira_eval(masks, scores, n_targets=16)
-    loss = privacy.loss_attack_eval(masks, losses, n_targets=16)
-    assert subgroup_tpr(lira, masks, outlier, 1e-3) > 0.9
-    assert subgroup_tpr(loss, masks, outlier, 1e-3) < 0.1
-    mem = memorization(masks, scores > 0).value
-    assert mem[outlier].min() > 0.9 > np.quantile(mem[~outlier], 0.99)
-    top = np.argsort(-lira.per_example.value)[:20]
-    assert outlier[top].all()
+    """Medians over 5 seeds (each measured: LiRA TPR 1.0, loss attack 0.0 on the outliers;
+    smallest outlier memorization 1.0 vs a 99th percentile of the rest 0.31-0.35; all 20 top
+    vulnerabilities outliers)."""
+    lira_tpr, loss_tpr, mem_outlier, mem_rest, top_outliers = [], [], [], [], []
+    for seed in range(5):
+        masks, scores, outlier = simulated(R=64, n=1000, n_outliers=20, seed=seed)
+        losses = np.log1p(np.exp(-scores))
+        lira = privacy.lira_eval(masks, scores, n_targets=16)
+        loss = privacy.loss_attack_eval(masks, losses, n_targets=16)
+        lira_tpr.append(subgroup_tpr(lira, masks, outlier, 1e-3))
+        loss_tpr.append(subgroup_tpr(loss, masks, outlier, 1e-3))
+        mem = memorization(masks, scores > 0).value
+        mem_outlier.append(mem[outlier].min())
+        mem_rest.append(np.quantile(mem[~outlier], 0.99))
+        top_outliers.append(outlier[np.argsort(-lira.per_example.value)[:20]].mean())
+    assert np.median(lira_tpr) > 0.9 and np.median(loss_tpr) < 0.1, (lira_tpr, loss_tpr)
+    assert np.median(mem_outlier) > 0.9 > np.median(mem_rest), (mem_outlier, mem_rest)
+    assert np.median(top_outliers) == 1.0, top_outliers
 
 
 @pytest.fixture(scope="module")
