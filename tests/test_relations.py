@@ -71,13 +71,6 @@ def test_columns_correlations_and_flipped_aucs():
         oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
         expected = roc_auc_score(flipped[np.isfinite(value)], oriented[np.isfinite(value)])
         assert rel.flipped_auc[name] == pytest.approx(expected)
-    assert rel.flipped_auc["memorization"] > 0.95
-    assert (
-        rel.flipped_auc["held_out_accuracy"] > 0.9
-    )  # oriented: low held-out accuracy is suspicious
-    assert rel.flipped_auc["learning_time"] > 0.9
-    assert rel.flipped_auc["learning_time_recorded"] > 0.9
-    assert rel.flipped_auc["forgetting_events"] > 0.8
     summary = rel.summary()
     assert set(summary["flipped_label_auc"]) == set(rel.columns)
     assert summary["suspicious_when"]["confidence"] == "low"
@@ -93,6 +86,29 @@ def test_columns_correlations_and_flipped_aucs():
     for name, attack in summary["attacks"].items():
         assert attack["convention"] == ("paper" if name.endswith("_paper") else "reference")
         assert attack["tpr_at_fpr"]["1e-05"] is None and "1e-05" in attack["undefined"]
+
+
+# Flipped-label AUC bars, each on the median over 5 simulated studies (measured per seed:
+# memorization 0.997-1.0, held-out accuracy 0.993-0.996, learning time 1.0, recorded learning
+# time 0.954-0.972, forgetting events 1.0).
+FLIPPED_AUC_BARS = {
+    "memorization": 0.95,
+    "held_out_accuracy": 0.9,  # oriented: low held-out accuracy is suspicious
+    "learning_time": 0.9,
+    "learning_time_recorded": 0.9,
+    "forgetting_events": 0.8,
+}
+
+
+def test_flipped_labels_ranked_first_on_the_median_of_seeds():
+    aucs = {name: [] for name in FLIPPED_AUC_BARS}
+    for seed in range(5):
+        masks, out, flipped = simulated_study(seed=seed)
+        rel = relations(masks, out, flipped, n_targets=8)
+        for name in aucs:
+            aucs[name].append(rel.flipped_auc[name])
+    for name, bar in FLIPPED_AUC_BARS.items():
+        assert np.median(aucs[name]) > bar, (name, aucs[name])
 
 
 def test_without_trajectories_or_flips():
