@@ -63,9 +63,13 @@ def masks(tiny) -> np.ndarray:
     return m
 
 
+def train(tiny, masks: np.ndarray, seed: int) -> mj.ReplicaOutputs:
+    return mj.train_replicas(SPEC, tiny, masks, CFG, seed=seed, devices=one_device())
+
+
 @pytest.fixture(scope="module")
 def full_run(tiny, masks) -> mj.ReplicaOutputs:
-    return mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+    return train(tiny, masks, SEED)
 
 
 def test_output_shapes_and_dtypes(tiny, full_run):
@@ -94,12 +98,19 @@ def test_examples_outside_the_subset_are_never_presented(masks, full_run):
 
 
 def test_training_learns_and_prefers_seen_examples(tiny, masks, full_run):
-    """Three epochs on separable blobs: well above chance, and better on IN than on OUT."""
-    assert full_run.test_correct.mean() > 0.6  # chance is 1/3
-    half = masks[:-1]
-    loss_in = full_run.train_loss[:-1][half].mean()
-    loss_out = full_run.train_loss[:-1][~half].mean()
-    assert loss_in < loss_out
+    """Three epochs on separable blobs: well above chance (1/3) and a lower loss on IN than
+    on OUT examples, as medians over 16 seeds (one run each, 0.1 s). Measured over 160 seeds:
+    test accuracy 0.70 (sd 0.066, min 0.51), OUT-minus-IN loss 0.16 (sd 0.13, < 0 for 9% of
+    seeds), so one seed is no evidence; over 10 disjoint groups of 16 seeds the medians were
+    0.70 (sd 0.018) and 0.156 (sd 0.041): both bars sit ~4-5 of their sds below."""
+    accuracy, loss_gap = [], []
+    for seed in range(SEED, SEED + 16):
+        out = full_run if seed == SEED else train(tiny, masks, seed)
+        half = masks[:-1]
+        accuracy.append(out.test_correct.mean())
+        loss_gap.append(out.train_loss[:-1][~half].mean() - out.train_loss[:-1][half].mean())
+    assert np.median(accuracy) > 0.6, accuracy
+    assert np.median(loss_gap) > 0, loss_gap
 
 
 def test_margin_and_xent_loss_are_consistent(full_run):
@@ -139,10 +150,10 @@ def test_margin_definition_against_numpy():
 
 
 def test_rerun_is_identical_and_seed_matters(tiny, masks, full_run):
-    again = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+    again = train(tiny, masks, SEED)
     for name in (*FINAL_FIELDS, *PRESENTATION_FIELDS):
         np.testing.assert_array_equal(getattr(again, name), getattr(full_run, name))
-    other = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED + 1, devices=one_device())
+    other = train(tiny, masks, SEED + 1)
     assert not np.allclose(other.train_loss, full_run.train_loss)
 
 
