@@ -414,6 +414,10 @@ def test_both_conventions_match_their_definitions_on_trained_replicas(longtail_r
 
 @pytest.mark.slow
 def test_trained_singletons_found_by_lira_not_by_loss_attack(longtail_replicas):
+    """One study, with margins measured over study (and dataset) seeds 0-4: LiRA TPR at 1%
+    FPR on singletons 0.90-0.97 (mean 0.94, sd 0.025; bar 0.5), loss attack 0.0 on all;
+    memorization of singletons 0.87-0.92 (sd 0.018; bar 0.5), of common subpopulations
+    0.010-0.021 (bar 0.2): every bar is more than 15 seed-to-seed sds away."""
     ds, masks, out = longtail_replicas
     single = ds.train_info["subpop_train_count"] == 1
     common = ds.train_info["subpop_train_count"] >= 5
