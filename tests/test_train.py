@@ -414,6 +414,8 @@ def breast_cancer() -> mj.data.Dataset:
 
 @pytest.mark.slow
 def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
+    """Seeds 0-4 measured: the worse replica of the two at 0.661-0.686 (mean 0.678, sd
+    0.011), i.e. the bar is 5 seed-to-seed sds below; the 10 replicas 0.683 (sd 0.010)."""
     spec = mj.models.MLP(widths=(256, 256), parameterization="standard")
     cfg = mj.TrainConfig(epochs=20, schedule="cosine", **ADAM)
     out = mj.train_replicas(spec, mnist1d, np.ones((2, mnist1d.n_train), bool), cfg, seed=0)
@@ -435,8 +437,12 @@ def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
 
 MLP1 = mj.models.MLP((256,), parameterization="standard")
 MLP2 = mj.models.MLP((256, 256), parameterization="standard")
-# name: (dataset, spec, train config, subset ratio, subset design). Measured with these seeds:
-# AUC 0.932 on MNIST-1D (replica test accuracy 0.54), 0.995 on digits, 0.984 on breast cancer.
+# name: (dataset, spec, train config, subset ratio, subset design). Measured with seed s for
+# the label noise, the masks and the training, s = 0..4 (the test uses s = 0):
+#   MNIST-1D       AUC 0.932 0.924 0.926 0.941 0.932: mean 0.931, sd 0.0067 (replica test acc 0.54)
+#   digits         AUC 0.995 0.996 0.996 0.996 0.995: mean 0.9955, sd 0.0007
+#   breast cancer  AUC 0.984 0.989 0.988 0.996 0.970: mean 0.985, sd 0.0096
+# so the 0.9 bar sits 4.6, >100 and 8.9 seed-to-seed sds below the means.
 # The shallower MLP on 50% MNIST-1D subsets stays at AUC ~0.81-0.86 whatever the epochs.
 NOISE_STUDIES = {
     # MNIST-1D is hard for an MLP (clean test accuracy ~65%): many clean examples are only
@@ -454,7 +460,8 @@ NOISE_STUDIES = {
 @pytest.mark.parametrize("name", list(NOISE_STUDIES))
 def test_memorization_separates_flipped_labels(name):
     """Feldman-Zhang memorization of correctness ranks the 10% flipped examples above the
-    clean ones (ROC AUC >= 0.9) with 128 replicas."""
+    clean ones (ROC AUC >= 0.9) with 128 replicas; one seed, the margin measured over five
+    (see NOISE_STUDIES)."""
     from sklearn.metrics import roc_auc_score
 
     load, spec, cfg, ratio, design = NOISE_STUDIES[name]
