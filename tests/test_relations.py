@@ -192,10 +192,13 @@ def test_bad_flipped_mask_fails_early():
 
 @pytest.mark.slow
 def test_mnist1d_label_noise_found_by_memorization():
-    """64 replicas on MNIST-1D with 10% flipped labels (the experiment's quick mode uses 128;
-    this setting gave memorization AUC 0.925)."""
+    """128 replicas on MNIST-1D with 10% flipped labels, as in the experiment's quick mode.
+    Memorization AUC measured with seed s for the noise, masks and training, s = 0..4 (the
+    test uses 0): 0.935 0.923 0.927 0.935 0.927, mean 0.929, sd 0.0052, so the 0.9 bar is 5.6
+    seed-to-seed sds below. With 64 replicas it was 0.918 (sd 0.0056 over 10 seeds): 3.2 sds,
+    too close for one seed (the 64 more replicas add ~10 s)."""
     ds, flipped = mj.data.with_label_noise(mj.data.load("mnist1d"), 0.1, seed=0)
-    masks = mj.subsets.sample(ds.n_train, 64, 0.5, seed=0)
+    masks = mj.subsets.sample(ds.n_train, 128, 0.5, seed=0)
     cfg = mj.TrainConfig(
         epochs=20,
         batch_size=128,
