@@ -426,12 +426,15 @@ def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
 
 @pytest.mark.slow
 def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
+    """One replica. Measured on 10 (seeds 0-5, and replicas 1-2 of seeds 0-1): 0.911-0.925,
+    mean 0.9175, sd 0.0048, so the bar is 3.6 seed-to-seed sds below (three replicas and
+    their median would cost ~45 s more)."""
     cfg = mj.TrainConfig(epochs=30, optimizer="adam", learning_rate=3e-3, schedule="cosine")
     out = mj.train_replicas(
         mj.models.CNN1D(), mnist1d, np.ones((1, mnist1d.n_train), bool), cfg, seed=0
     )
     accuracy = out.test_correct.mean()
-    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.917 measured; 20 epochs give 0.914
+    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.915 with seed 0; 20 epochs give 0.914
     assert accuracy >= 0.90
 
 
