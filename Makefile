@@ -32,7 +32,7 @@ bench: install
 	$(VENV)/bin/memjax bench --replicas 256 --epochs 10
 
 figures: install
-	$(VENV)/bin/memjax figures --quick
+	$(PY) -m paper_figures --quick
 
 # --- neural-tangents in its own pinned environment (see legacy/nt/README.md) ---------------
 # neural-tangents 0.6.5 needs jax<=0.4.23, so it lives in .venv-nt and never in .venv.

@@ -1,14 +1,16 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import data, estimators, models, privacy, proxies, relations, subsets, theory
+from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
 from memjax.outputs import ReplicaOutputs
+from memjax.results import Study, open_study
 from memjax.runtime import use_cpu_cores
 from memjax.train import train_replicas
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "auc",
     "data",
     "estimators",
     "models",
@@ -19,6 +21,8 @@ __all__ = [
     "subsets",
     "TrainConfig",
     "ReplicaOutputs",
+    "Study",
+    "open_study",
     "train_replicas",
     "use_cpu_cores",
     "__version__",

@@ -1,15 +1,38 @@
-"""The `memjax` command line: run | status | verify | estimate | report | merge | bench |
-figures."""
+"""The `memjax` command line: run | status | verify | estimate | report | merge | bench.
+
+Every failure ends in one line on stderr that says what happened and where, and an exit
+code that says which kind of failure it was (EXIT_CODES). A study killed at any moment
+resumes when the same command is run again, so Ctrl-C and SIGTERM stop at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import signal
 import sys
+import threading
+import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_CODES"]
+
+EXIT_CODES = {
+    "unfinished": 1,  # this job's share of the study is not finished (see its message)
+    "bad input": 2,  # config, arguments, missing files, a study too large
+    "store": 3,  # the directory holds another study or partition, or a damaged chunk
+    "os": 4,  # the operating system refused: no space, read-only, permission
+    "interrupted": 128 + signal.SIGINT,  # 130: Ctrl-C
+    "terminated": 128 + signal.SIGTERM,  # 143: SIGTERM (e.g. a cluster's preemption)
+}
+RESUME = "re-run the same command to resume (finished chunks are kept)"
+
+# What the running command works on, for the one-line messages (e.g. the study directory).
+_where: dict[str, str] = {}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -30,7 +53,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         job, jobs = jax.process_index(), jax.process_count()
     out = args.out or str(Path("results") / cfg.name)
-    store = run_study(cfg, out, job=job, jobs=jobs, progress=not args.quiet)
+    _where["path"] = out
+    store = run_study(
+        cfg, out, job=job, jobs=jobs, progress=not args.quiet, allow_large=args.allow_large
+    )
     done = set(store.done_chunks())
     left = sorted(set(range(store.n_chunks)) - done)
     mine = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
@@ -41,7 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     if mine:
         print(f"memjax run: error: this job's chunks {mine[:8]} are unfinished", file=sys.stderr)
-        return 1
+        return EXIT_CODES["unfinished"]
     return 0
 
 
@@ -79,17 +105,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok or report.repaired else 1
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.report import estimate_study
-    from memjax.store import open_store
+    from memjax.results import open_study
 
-    result = estimate_study(open_store(args.dir), args.out, partial=args.partial)
+    _where["path"] = args.dir
+    result = estimate_study(open_study(args.dir), args.out, partial=args.partial)
     out = args.out or args.dir
+    acc = result["test_accuracy"]
+    shown = (
+        "n/a"
+        if acc["value"] is None
+        else f"{acc['value']:.3f} [{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]"
+    )
     print(
-        f"{result['replicas_finished']} replicas, mean test accuracy "
-        f"{result['test_accuracy_mean']:.3f} ± {result['test_accuracy_stderr']:.3f}; "
+        f"{result['replicas_finished']} replicas, mean test accuracy {shown} (95% interval); "
         f"wrote {out}/memorization.csv, summary.json, memorization_hist.png"
     )
+    for column, reason in result["missing"].items():
+        print(f"  missing column {column}: {reason}")
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -101,6 +139,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_merge(args: argparse.Namespace) -> None:
     from memjax.store import merge
 
+    _where["path"] = args.out
     store = merge(args.dirs, args.out)
     left = store.n_chunks - len(store.done_chunks())
     print(
@@ -115,29 +154,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
 
 
-def _paper_figures():
-    """paper_figures lives in the source checkout beside memjax/, not in the installed package."""
-    try:
-        import paper_figures
-    except ModuleNotFoundError as err:
-        if err.name != "paper_figures":
-            raise
-        checkout = Path(__file__).resolve().parent.parent
-        if not (checkout / "paper_figures" / "__init__.py").is_file():
-            raise FileNotFoundError(
-                "memjax figures needs a source checkout of memjax (paper_figures/ beside "
-                "memjax/); this installation has none: run `python -m paper_figures` from "
-                "a checkout instead"
-            ) from err
-        sys.path.insert(0, str(checkout))
-        import paper_figures
-    return paper_figures
-
-
-def _cmd_figures(args: argparse.Namespace) -> None:
-    _paper_figures().make_figures(args.names, quick=args.quick, out=args.out)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memjax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -149,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="start a new study even if its estimated disk, device-memory or mask-generation "
+        "needs exceed this machine's (refused by default, with the numbers)",
+    )
     run.add_argument(
         "--distributed",
         action="store_true",
@@ -198,26 +220,99 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(fn=_cmd_bench)
 
-    figures = sub.add_parser(
-        "figures", help="the paper's figures (PNG, PDF, JSON, index) from cached studies"
-    )
-    figures.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all)")
-    figures.add_argument(
-        "--quick", action="store_true", help="quick configs (CPU, minutes) instead of full ones"
-    )
-    figures.add_argument("--out", help="output directory (default: results/figures/<mode>)")
-    figures.set_defaults(fn=_cmd_figures)
     return p
 
 
+def _stop(command: str, signum: int) -> None:
+    """End the process now, with one line: a study killed at any moment resumes (finished
+    chunks are durable before their markers), so nothing needs unwinding."""
+    kind = "interrupted" if signum == signal.SIGINT else "terminated"
+    name = signal.Signals(signum).name
+    where = f" while working on {_where['path']}" if "path" in _where else ""
+    lead = "\n" if sys.stderr.isatty() else ""
+    line = f"{lead}memjax {command}: {kind} by {name}{where}; {RESUME}\n"
+    os.write(sys.stderr.fileno(), line.encode())
+    os._exit(EXIT_CODES[kind])
+
+
+def _catch_signals(command: str) -> Callable[[], None]:
+    """Stop at once on SIGINT/SIGTERM, even while JAX computes in C++ with the main thread
+    blocked: the signal's wakeup byte reaches a watcher thread. Returns the undo function."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous = {s: signal.signal(s, lambda n, _f: _stop(command, n)) for s in _STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while data := os.read(read_fd, 1):
+            if data[0] in _STOP_SIGNALS:
+                _stop(command, data[0])
+
+    watcher = threading.Thread(target=watch, name="memjax-signals", daemon=True)
+    watcher.start()
+
+    def undo() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(write_fd)
+        watcher.join()
+        os.close(read_fd)
+
+    return undo
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _os_error_line(err: OSError) -> str:
+    """What the OS refused, where, and that the command resumes once that is fixed."""
+    name = errno.errorcode.get(err.errno, "") if err.errno else ""
+    what = err.strerror or str(err)
+    where = err.filename or _where.get("path")
+    fix = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.EROFS: "use a writable directory",
+        errno.EACCES: "fix the permissions",
+        errno.EPERM: "fix the permissions",
+    }.get(err.errno, "fix the cause")
+    return (
+        f"{what}{f' ({name})' if name else ''}{f' at {where}' if where else ''}; {fix}, then "
+        f"{RESUME}"
+    )
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"memjax: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (see EXIT_CODES)."""
     args = _parser().parse_args(argv)
     from memjax.runtime import use_cpu_cores
+    from memjax.store import CorruptChunkError, StoreMismatchError
+    from memjax.study import JobPartitionError
 
     use_cpu_cores()
+    _where.clear()
+    undo = _catch_signals(args.command)
+    fmt, warnings.formatwarning = warnings.formatwarning, _warning_line
+    prefix = f"memjax {args.command}: error:"
     try:
         code = args.fn(args)
+    except (StoreMismatchError, CorruptChunkError, JobPartitionError) as err:
+        print(f"{prefix} {err}", file=sys.stderr)
+        return EXIT_CODES["store"]
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"memjax {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"{prefix} {err}", file=sys.stderr)
+        return EXIT_CODES["bad input"]
+    except OSError as err:
+        print(f"{prefix} {_os_error_line(err)}", file=sys.stderr)
+        return EXIT_CODES["os"]
+    finally:
+        warnings.formatwarning = fmt
+        undo()
     return code or 0

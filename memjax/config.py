@@ -7,12 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from memjax import schema
+
 __all__ = ["TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("xent", "mse")
 VECTORIZE = ("auto", "vmap", "unroll")
+MAX_EPOCHS = 10**6
+MAX_INT32 = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -47,48 +51,45 @@ class TrainConfig:
     vectorize: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if self.batch_size is not None and (
-            not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise ValueError(
-                f"batch_size must be a positive integer or None, got {self.batch_size}"
-            )
-        for name, value, allowed in (
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("schedule", self.schedule, SCHEDULES),
-            ("loss", self.loss, LOSSES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}: use one of {allowed}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.record_every < 0 or self.record_every > self.epochs:
-            raise ValueError(
-                f"record_every must be in [0, epochs={self.epochs}], got {self.record_every}"
-            )
+        """Check every setting's type and bounds (see memjax.schema); store exact types."""
+        checked = {
+            "epochs": schema.integer(self.epochs, "epochs", 1, MAX_EPOCHS),
+            "batch_size": None
+            if self.batch_size is None
+            else schema.integer(self.batch_size, "batch_size", 1, MAX_INT32),
+            "optimizer": schema.choice(self.optimizer, "optimizer", OPTIMIZERS),
+            "learning_rate": schema.number(self.learning_rate, "learning_rate", 0.0, low_open=True),
+            "momentum": schema.number(self.momentum, "momentum", 0.0, 1.0, high_open=True),
+            "schedule": schema.choice(self.schedule, "schedule", SCHEDULES),
+            "weight_decay": schema.number(self.weight_decay, "weight_decay", 0.0),
+            "loss": schema.choice(self.loss, "loss", LOSSES),
+            "drop_last": schema.flag(self.drop_last, "drop_last"),
+            "linearize": schema.flag(self.linearize, "linearize"),
+            "record_grad_norm": schema.flag(self.record_grad_norm, "record_grad_norm"),
+            "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
+            "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
+        }
+        checked["record_every"] = schema.integer(
+            self.record_every, "record_every", 0, checked["epochs"]
+        )
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         if self.record_grad_norm and not self.record_every:
-            raise ValueError("record_grad_norm needs record_every > 0")
-        if self.vectorize not in VECTORIZE:
-            raise ValueError(f"unknown vectorize {self.vectorize!r}: use one of {VECTORIZE}")
-        if self.group_size < 0:
-            raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+            raise schema.ConfigError(
+                "record_grad_norm", True, "false unless record_every > 0 (nothing is recorded)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        allowed = {f.name for f in fields(cls)}
-        unknown = set(d) - allowed
-        if unknown:
-            raise ValueError(f"unknown train settings {sorted(unknown)}: allowed {sorted(allowed)}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], setting: str = "train") -> TrainConfig:
+        """From a config section; errors name the setting below ``setting`` (e.g. train.epochs)."""
+        d = schema.section(d, setting, [f.name for f in fields(cls)])
+        try:
+            return cls(**d)
+        except schema.ConfigError as err:
+            raise err.within(setting) from None
 
     def recorded_epochs(self) -> np.ndarray:
         """Epochs after which trajectories are recorded: 0 (initialization), k, 2k, ... up to

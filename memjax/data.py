@@ -22,7 +22,25 @@ __all__ = [
     "load_cifar",
     "with_label_noise",
     "DATASETS",
+    "package_versions",
 ]
+
+# Packages whose releases could change a registered dataset's bytes (generators, splits).
+DATA_PACKAGES = ("numpy", "mnist1d", "scikit-learn")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that build the registered datasets, recorded with
+    every study so that a changed fingerprint can be traced to the release that changed it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in DATA_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ as ``stax.serial([Dense(w, W_std, b_std), act] * depth, Dense(C, W_std, b_std))`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memjax import schema
 from memjax.patch_conv import PatchConv
 
 __all__ = ["MLP", "CNN1D", "CNN2D", "ACTIVATIONS", "spec_from_dict", "spec_to_dict", "build"]
@@ -221,18 +222,35 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
     }
 
 
+MAX_WIDTH = 2**31 - 1
+
+
+def _check_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """Type and bounds of each given spec field (memjax.schema); names are model.FIELD."""
+    s = schema
+    checks = {
+        "widths": lambda v, k: s.positive_ints(v, k, MAX_WIDTH),
+        "channels": lambda v, k: s.positive_ints(v, k, MAX_WIDTH),
+        "image_shape": lambda v, k: s.positive_ints(v, k, MAX_WIDTH, length=3),
+        "activation": lambda v, k: s.choice(v, k, ACTIVATIONS),
+        "parameterization": lambda v, k: s.choice(v, k, PARAMETERIZATIONS),
+        "W_std": lambda v, k: s.number(v, k, 0.0, low_open=True),
+        "b_std": lambda v, k: None if v is None else s.number(v, k, 0.0),
+        "negative_slope": lambda v, k: s.number(v, k),
+        "kernel_size": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
+        "hidden": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
+    }
+    return {name: checks[name](value, f"model.{name}") for name, value in d.items()}
+
+
 def spec_from_dict(d: dict[str, Any]) -> Spec:
-    """Inverse of spec_to_dict; unknown types or fields fail with the allowed names."""
+    """Inverse of spec_to_dict. Every field is type- and bounds-checked (no coercion:
+    ``widths: "32"`` is refused, not read as [3, 2]); errors name the setting model.FIELD."""
+    if not isinstance(d, Mapping):
+        raise schema.ConfigError("model", d, f"a mapping with a type among {sorted(SPECS)}")
     d = dict(d)
-    kind = d.pop("type", "MLP")
-    if kind not in SPECS:
-        raise ValueError(f"unknown model type {kind!r}: use one of {sorted(SPECS)}")
-    cls = SPECS[kind]
-    allowed = {f.name for f in fields(cls)}
-    unknown = set(d) - allowed
-    if unknown:
-        raise ValueError(f"unknown {kind} fields {sorted(unknown)}: allowed {sorted(allowed)}")
-    return cls(**d)
+    cls = SPECS[schema.choice(d.pop("type", "MLP"), "model.type", sorted(SPECS))]
+    return cls(**_check_fields(schema.section(d, "model", [f.name for f in fields(cls)])))
 
 
 def build(

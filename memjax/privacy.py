@@ -63,6 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memjax.auc import auc_interval
 from memjax.estimators import Estimate, memorization
 from memjax.intervals import LEVEL, clopper_pearson
 
@@ -92,7 +93,9 @@ class AttackResult:
     ``tpr_grid`` the best TPR at log-spaced FPRs (for log-log plots; NaN below the
     resolvable FPR). ``tpr_at_fpr[a]`` is the TPR at FPR ``a`` read by the convention's rule,
     NaN where ``n_nonmembers`` cannot resolve ``a`` (``undefined[a]`` says why);
-    ``tpr_ci[a]`` its Clopper-Pearson 95% interval (NaN, NaN where undefined).
+    ``tpr_ci[a]`` its Clopper-Pearson 95% interval (NaN, NaN where undefined). ``auc_ci`` is
+    the AUC's 95% interval with the examples as clusters of pairs (``memjax.auc.delong``):
+    an example that is easy to attack is easy for every target.
     ``scores`` (n_targets, n) are the attack scores (higher = member; NaN = pair excluded
     for too few shadows). ``per_example`` is each example's vulnerability: mean score over
     the targets that trained on it minus mean over those that did not (NaN if any of its
@@ -103,6 +106,7 @@ class AttackResult:
     name: str
     convention: str
     auc: float
+    auc_ci: tuple[float, float]
     tpr_at_fpr: dict[float, float]
     tpr_ci: dict[float, tuple[float, float]]
     undefined: dict[float, str]
@@ -129,6 +133,7 @@ class AttackResult:
             "name": self.name,
             "convention": self.convention,
             "auc": self.auc,
+            "auc_ci": [num(x) for x in self.auc_ci],
             "tpr_at_fpr": {f"{a:g}": num(self.tpr_at_fpr[a]) for a in FPRS},
             "tpr_ci": {
                 f"{a:g}": None if a in self.undefined else [num(x) for x in self.tpr_ci[a]]
@@ -273,6 +278,7 @@ def _evaluate(
         name=name + ("_paper" if convention == "paper" else ""),
         convention=convention,
         auc=auc,
+        auc_ci=auc_interval(labels, scores[keep], clusters=np.nonzero(keep)[1]),
         tpr_at_fpr={a: float(v) if f else nan for a, v, f in zip(FPRS, read, ok, strict=True)},
         tpr_ci={
             a: (float(lo), float(hi)) if f else (nan, nan)

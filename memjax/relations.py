@@ -7,22 +7,32 @@ purpose, measures how well each score finds the flipped examples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from memjax.auc import auc_interval
 from memjax.estimators import (
     Estimate,
     counterfactual_memorization,
     held_out_accuracy,
     memorization,
 )
+from memjax.intervals import quantile
 from memjax.outputs import ReplicaOutputs
 from memjax.privacy import AttackResult, lira_eval, loss_attack_eval, roc_curve
-from memjax.proxies import all_proxies
+from memjax.proxies import PRESENTATION_PROXIES, TRAJECTORY_PROXIES, all_proxies
 
-__all__ = ["Relations", "relations", "SUSPICIOUS_WHEN_HIGH", "MIN_ATTACK_REPLICAS"]
+__all__ = [
+    "Relations",
+    "relations",
+    "SUSPICIOUS_WHEN_HIGH",
+    "MIN_ATTACK_REPLICAS",
+    "spearman_interval",
+]
 
 # Below this many replicas, LiRA's per-example Gaussians lack shadow models (a target's
 # shadows must hold >= 2 IN and >= 2 OUT replicas per example), so attacks are skipped.
@@ -70,9 +80,16 @@ class Relations:
     ``spearman``: name -> Spearman rank correlation of that column's value with
       memorization over examples where both are finite (raw values, not oriented; the
       entry "memorization" is omitted).
+    ``spearman_ci``: name -> its 95% interval (low, high) (``spearman_interval``: Fisher z
+      with the Bonett-Wright standard error; NaN where undefined).
     ``flipped_auc``: None unless ``flipped`` was given; then name -> ROC AUC of the
       oriented score (value if ``SUSPICIOUS_WHEN_HIGH[name]``, else -value) for finding
       flipped labels, over examples with a finite value.
+    ``flipped_auc_ci``: None, or name -> its 95% interval (low, high) (``auc_interval``:
+      DeLong, on the logit scale).
+    Both kinds of interval treat the examples as the sampled units (labels are flipped at
+    random) and hold each example's per-replica estimate fixed: they describe which examples
+    were drawn, not the replicas' noise in the columns.
     ``attacks``: name -> AttackResult of lira_online, lira_offline,
       lira_online_fixed_variance, lira_offline_fixed_variance and loss_attack under LiRA's
       reference-code convention (the published numbers), then lira_online_paper and
@@ -80,25 +97,37 @@ class Relations:
       ranks differently; see ``memjax.privacy``); empty (and the three vulnerability
       columns, all of the reference convention, absent) for studies of fewer than
       ``MIN_ATTACK_REPLICAS`` replicas.
+    ``missing``: name -> why, for every column of ``SUSPICIOUS_WHEN_HIGH`` and every attack
+      these replicas could not support (e.g. too few shadow models for LiRA, trajectories
+      not recorded, non-finite margins). Nothing is dropped without a reason.
     """
 
     columns: dict[str, Estimate]
     spearman: dict[str, float]
+    spearman_ci: dict[str, tuple[float, float]]
     flipped_auc: dict[str, float] | None
+    flipped_auc_ci: dict[str, tuple[float, float]] | None
     attacks: dict[str, AttackResult]
+    missing: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """JSON-ready (undefined numbers are None, not NaN): correlations, flipped-label AUCs,
-        orientation and attack numbers."""
+        """JSON-ready (undefined numbers are None, not NaN): correlations and flipped-label
+        AUCs with their 95% intervals ([low, high], or None where undefined), orientation
+        and attack numbers."""
         return {
             "spearman_with_memorization": _json_numbers(self.spearman),
+            "spearman_with_memorization_ci": _json_intervals(self.spearman_ci),
             "flipped_label_auc": None
             if self.flipped_auc is None
             else _json_numbers(self.flipped_auc),
+            "flipped_label_auc_ci": None
+            if self.flipped_auc_ci is None
+            else _json_intervals(self.flipped_auc_ci),
             "suspicious_when": {
                 k: "high" if SUSPICIOUS_WHEN_HIGH[k] else "low" for k in self.columns
             },
             "attacks": {k: a.summary() for k, a in self.attacks.items()},
+            "missing": dict(self.missing),
         }
 
 
@@ -106,18 +135,39 @@ def _json_numbers(d: dict[str, float]) -> dict[str, float | None]:
     return {k: v if np.isfinite(v) else None for k, v in d.items()}
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def _json_intervals(d: dict[str, tuple[float, float]]) -> dict[str, list[float] | None]:
+    return {k: [*map(float, v)] if np.isfinite(v).all() else None for k, v in d.items()}
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Spearman's rho over the examples where both are finite, and its 95% interval."""
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return float("nan")  # undefined: too few examples or a constant column
-    return float(spearmanr(x[ok], y[ok]).statistic)
+        return float("nan"), (float("nan"), float("nan"))  # too few examples or constant
+    rho = float(spearmanr(x[ok], y[ok]).statistic)
+    return rho, spearman_interval(rho, int(ok.sum()))
 
 
-def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> float:
+def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Interval for a Spearman correlation ``rho`` of ``n`` independent pairs.
+
+    Fisher's z = atanh(rho) is close to normal with the Bonett-Wright (2000) standard error
+    sqrt((1 + rho^2 / 2) / (n - 3)) (Fisher's 1/sqrt(n - 3) is too small for ranks); the
+    interval is tanh(z -/+ q * se), q the normal quantile. The pairs are the units: values
+    that are themselves estimates are held fixed. NaN where undefined (n < 4, |rho| = 1).
+    """
+    if not np.isfinite(rho) or n < 4 or abs(rho) >= 1:
+        return float("nan"), float("nan")
+    half = float(quantile(None, level)) * np.sqrt((1 + rho**2 / 2) / (n - 3))
+    z = np.arctanh(rho)
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def _flipped_auc(flipped: np.ndarray, score: np.ndarray) -> tuple[float, tuple[float, float]]:
     ok = np.isfinite(score)
     if flipped[ok].all() or not flipped[ok].any():
-        return float("nan")
-    return roc_curve(flipped[ok], score[ok])[2]
+        return float("nan"), (float("nan"), float("nan"))
+    return roc_curve(flipped[ok], score[ok])[2], auc_interval(flipped[ok], score[ok])
 
 
 def _float64(e: Estimate) -> Estimate:
@@ -140,16 +190,79 @@ LIRA_VARIANTS = (
 )
 
 
+T = TypeVar("T")
+
+
+def _attempt(missing: dict[str, str], names: tuple[str, ...], fn: Callable[[], T]) -> T | None:
+    """fn(), or None with the reason recorded for each of ``names`` if the data cannot
+    support it (the estimators raise ValueError naming the reason)."""
+    try:
+        return fn()
+    except ValueError as err:
+        missing.update(dict.fromkeys(names, str(err)))
+        return None
+
+
+def _attack_name(mode: str, fixed: bool, convention: str) -> str:
+    return f"lira_{mode}" + "_fixed_variance" * fixed + "_paper" * (convention == "paper")
+
+
+ATTACKS = (*(_attack_name(*v) for v in LIRA_VARIANTS), "loss_attack")
+
+
 def _attacks(
-    masks: np.ndarray, outputs: ReplicaOutputs, n_targets: int, blocks: np.ndarray | None
-) -> dict:
+    masks: np.ndarray,
+    outputs: ReplicaOutputs,
+    n_targets: int,
+    blocks: np.ndarray | None,
+    missing: dict[str, str],
+) -> dict[str, AttackResult]:
+    """Every attack these replicas support; each other one gets its reason in ``missing``."""
+    if len(masks) < MIN_ATTACK_REPLICAS:
+        reason = (
+            f"only {len(masks)} replicas: membership-inference attacks need at least "
+            f"{MIN_ATTACK_REPLICAS} (target replicas plus shadow models with >= 2 IN and "
+            ">= 2 OUT replicas per example)"
+        )
+        missing.update(dict.fromkeys(ATTACKS, reason))
+        return {}
     margins = outputs.train_margin
-    results = [
-        lira_eval(masks, margins, n_targets, mode, fixed, convention=convention, blocks=blocks)
+    runs: dict[str, Callable[[], AttackResult]] = {
+        _attack_name(mode, fixed, convention): lambda m=mode, f=fixed, c=convention: lira_eval(
+            masks, margins, n_targets, m, f, convention=c, blocks=blocks
+        )
         for mode, fixed, convention in LIRA_VARIANTS
-    ]
-    results.append(loss_attack_eval(masks, outputs.train_loss, n_targets, blocks=blocks))
-    return {a.name: a for a in results}
+    }
+    runs["loss_attack"] = lambda: loss_attack_eval(
+        masks, outputs.train_loss, n_targets, blocks=blocks
+    )
+    results = {name: _attempt(missing, (name,), run) for name, run in runs.items()}
+    return {name: a for name, a in results.items() if a is not None}
+
+
+# How a study records what a proxy reads.
+HOW_TO_RECORD = {
+    "record_epochs": "train.record_every > 0",
+    "record_lr": "train.record_every > 0",
+    "traj_correct": "train.record_every > 0",
+    "traj_el2n": "train.record_every > 0",
+    "traj_grad_sq": "train.record_grad_norm: true",
+    "first_learned": "per-presentation counts, which trained networks record",
+    "forgetting_events": "per-presentation counts, which trained networks record",
+}
+
+
+def _unrecorded(outputs: ReplicaOutputs, name: str) -> str:
+    """Why a proxy column is absent although its computation did not fail."""
+    if name in TRAJECTORY_PROXIES:
+        needs = ("record_epochs", *TRAJECTORY_PROXIES[name][0])
+    else:
+        needs = PRESENTATION_PROXIES.get(name, ((), None))[0]
+    absent = [k for k in needs if getattr(outputs, k, None) is None]
+    if not absent:
+        return "not computed from these outputs"
+    how = "; ".join(sorted({HOW_TO_RECORD.get(k, k) for k in absent}))
+    return f"the study did not record {', '.join(absent)} (needs {how})"
 
 
 def relations(
@@ -176,24 +289,48 @@ def relations(
                 f"flipped must be a boolean ({masks.shape[1]},) array, got "
                 f"{flipped.dtype} {flipped.shape}"
             )
-    attacks = (
-        _attacks(masks, outputs, n_targets, blocks) if len(masks) >= MIN_ATTACK_REPLICAS else {}
-    )
-    estimates: dict[str, Estimate] = {
+    missing: dict[str, str] = {}
+    attacks = _attacks(masks, outputs, n_targets, blocks, missing)
+    estimates: dict[str, Estimate | None] = {
         "memorization": memorization(masks, outputs.train_correct, blocks),
-        "cf_memorization_margin": counterfactual_memorization(masks, outputs, "margin", blocks),
-        "cf_memorization_neg_loss": counterfactual_memorization(masks, outputs, "neg_loss", blocks),
+        **{
+            f"cf_memorization_{measure}": _attempt(
+                missing,
+                (f"cf_memorization_{measure}",),
+                lambda m=measure: counterfactual_memorization(masks, outputs, m, blocks),
+            )
+            for measure in ("margin", "neg_loss")
+        },
         "held_out_accuracy": held_out_accuracy(masks, outputs.train_correct, blocks),
         **{k: attacks[k].per_example for k in VULNERABILITY if k in attacks},
-        **all_proxies(masks, outputs, early_epoch, blocks),
     }
-    columns = {k: _float64(e) for k, e in estimates.items()}
+    proxy_names = tuple(
+        k for k in SUSPICIOUS_WHEN_HIGH if k not in estimates and k not in VULNERABILITY
+    )
+    proxies = _attempt(
+        missing, proxy_names, lambda: all_proxies(masks, outputs, early_epoch, blocks)
+    )
+    estimates.update(proxies or {})
+    columns = {k: _float64(e) for k, e in estimates.items() if e is not None}
+    for name in SUSPICIOUS_WHEN_HIGH:
+        if name not in columns and name not in missing:
+            missing[name] = _unrecorded(outputs, name)
     mem = columns["memorization"].value
-    spearman = {k: _spearman(e.value, mem) for k, e in columns.items() if k != "memorization"}
-    flipped_auc = None
+    rho = {k: _spearman(e.value, mem) for k, e in columns.items() if k != "memorization"}
+    flipped_auc = flipped_auc_ci = None
     if flipped is not None:
-        flipped_auc = {
+        auc = {
             k: _flipped_auc(flipped, e.value if SUSPICIOUS_WHEN_HIGH[k] else -e.value)
             for k, e in columns.items()
         }
-    return Relations(columns, spearman, flipped_auc, attacks)
+        flipped_auc = {k: v[0] for k, v in auc.items()}
+        flipped_auc_ci = {k: v[1] for k, v in auc.items()}
+    return Relations(
+        columns,
+        {k: v[0] for k, v in rho.items()},
+        {k: v[1] for k, v in rho.items()},
+        flipped_auc,
+        flipped_auc_ci,
+        attacks,
+        missing,
+    )

@@ -1,4 +1,4 @@
-"""`memjax estimate`: the per-example table, the summary and a histogram from a finished store.
+"""`memjax estimate`: the per-example table, the summary and a histogram of a study.
 
 The table holds memorization and every other per-example score of memjax.relations
 (counterfactual memorization, held-out accuracy, attack vulnerabilities, proxies), each with
@@ -21,87 +21,128 @@ from typing import Any
 
 import numpy as np
 
-from memjax.outputs import ReplicaOutputs
-from memjax.relations import Relations, relations
-from memjax.store import Store, atomic_write_text
-from memjax.study import build_dataset
-from memjax.subsets import block_ids
+from memjax.estimators import Estimate, replica_mean
+from memjax.results import Study
+from memjax.store import atomic_write_text
 
-__all__ = ["estimate_study", "summary", "study_relations"]
+__all__ = ["estimate_study", "summary", "study_columns", "ranked_examples", "strict_json"]
 
 TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
+# An example is ranked only if both sides have this many replicas (a sample variance each).
+MIN_RANKED_SIDE = 2
 
 
-def _n_targets(replicas: int) -> int:
-    """Membership-inference victims: 16 as in the LiRA paper, fewer for small studies."""
-    return max(1, min(16, replicas // 4))
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None and numpy scalars as Python numbers, so
+    ``json.dumps(..., allow_nan=False)`` writes standard JSON (no bare NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
-def study_relations(
-    store: Store, masks: np.ndarray, out: ReplicaOutputs
-) -> tuple[dict[str, np.ndarray], Relations]:
-    """Per-example table columns (name -> (n,) array) and the relations behind them."""
-    ds = build_dataset(store.meta["config"]["dataset"])
-    flipped = ds.train_info.get("flipped")
-    sub = store.meta["config"]["subsets"]
-    blocks = block_ids(out.replica_ids, sub["ratio"], sub["design"])
-    rel = relations(masks, out, flipped, n_targets=_n_targets(len(masks)), blocks=blocks)
-    n_in = masks.sum(axis=0)
+def ranked_examples(est: Estimate) -> np.ndarray:
+    """Indices of the examples whose estimate has an interval (finite value, stderr and
+    bounds, >= MIN_RANKED_SIDE replicas IN and OUT), from most to least memorized (ties by
+    index). Rankings never lead with an example whose value rests on one replica."""
+    ok = (
+        np.isfinite(est.value)
+        & np.isfinite(est.stderr)
+        & np.isfinite(est.ci_low)
+        & np.isfinite(est.ci_high)
+        & (est.n_in >= MIN_RANKED_SIDE)
+        & (est.n_out >= MIN_RANKED_SIDE)
+    )
+    idx = np.flatnonzero(ok)
+    return idx[np.argsort(-est.value[idx], kind="stable")]
+
+
+def study_columns(study: Study) -> dict[str, np.ndarray]:
+    """Per-example table columns (name -> (n,) array): every score of the study's relations
+    with its standard error and interval, the IN/OUT counts and the dataset's side arrays."""
+    ds = study.dataset
+    n_in = study.masks.sum(axis=0)
     cols: dict[str, np.ndarray] = {
         "index": np.arange(ds.n_train),
         "label": ds.y_train,
         "n_in": n_in,
-        "n_out": len(masks) - n_in,
+        "n_out": study.replicas - n_in,
     }
-    for name, est in rel.columns.items():
+    for name, est in study.relations.columns.items():
         cols[name] = est.value
         cols[f"{name}_stderr"] = est.stderr
         cols[f"{name}_ci_low"] = est.ci_low
         cols[f"{name}_ci_high"] = est.ci_high
     for key, value in ds.train_info.items():
         cols[key] = value
-    return cols, rel
+    return cols
 
 
-def summary(
-    store: Store,
-    masks: np.ndarray,
-    out: ReplicaOutputs,
-    cols: dict[str, np.ndarray],
-    rel: Relations,
-) -> dict[str, Any]:
-    """Mean test accuracy of the replicas (with stderr), histogram counts, top memorized,
-    and how every proxy and attack score relates to memorization."""
-    acc = out.test_correct.mean(axis=1)
-    mem = cols["memorization"]
-    finite = np.isfinite(mem)
-    counts, _ = np.histogram(mem[finite], bins=HIST_BINS)
-    order = np.argsort(np.where(finite, -mem, np.inf))[:TOP_K]
+def _interval(est: Estimate) -> dict[str, float]:
     return {
-        "study": store.meta.get("name"),
-        "dataset": store.meta.get("dataset_name"),
-        "replicas_finished": int(len(masks)),
-        "replicas_planned": store.replicas,
-        "complete": bool(len(masks) == store.replicas),
-        "test_accuracy_mean": float(acc.mean()),
-        "test_accuracy_stderr": float(acc.std(ddof=1) / np.sqrt(len(acc))),
-        "train_accuracy_in_subset": float(out.train_correct[masks].mean()),
-        "train_accuracy_out_of_subset": float(out.train_correct[~masks].mean()),
-        "memorization_mean": float(np.nanmean(mem)),
+        "value": float(est.value),
+        "stderr": float(est.stderr),
+        "ci_low": float(est.ci_low),
+        "ci_high": float(est.ci_high),
+    }
+
+
+def summary(study: Study) -> dict[str, Any]:
+    """Mean test and training accuracy of the replicas (with design-aware intervals),
+    histogram counts, top memorized, how every proxy and attack score relates to
+    memorization, and why any column is missing.
+
+    "top_memorized" ranks only examples with an interval (``ranked_examples``), each shown
+    with its design-aware 95% interval; undefined numbers are None (strict JSON)."""
+    masks, out, blocks = study.masks, study.outputs, study.blocks
+    mem = study.relations.columns["memorization"]
+    finite = np.isfinite(mem.value)
+    counts, _ = np.histogram(mem.value[finite], bins=HIST_BINS)
+    order = ranked_examples(mem)
+    held_in = np.where(masks, out.train_correct, 0).sum(1) / masks.sum(1)
+    held_out = np.where(~masks, out.train_correct, 0).sum(1) / (~masks).sum(1)
+    result = {
+        "study": study.name,
+        "dataset": study.meta.get("dataset_name"),
+        "replicas_finished": study.replicas,
+        "replicas_planned": study.planned_replicas,
+        "complete": study.complete,
+        "test_accuracy": _interval(replica_mean(out.test_correct.mean(axis=1), blocks)),
+        "train_accuracy_in_subset": _interval(replica_mean(held_in, blocks)),
+        "train_accuracy_out_of_subset": _interval(replica_mean(held_out, blocks)),
+        "memorization_mean": float(np.nanmean(mem.value)),
         "examples_without_estimate": int((~finite).sum()),
         "histogram": {"bin_edges": HIST_BINS.tolist(), "counts": counts.tolist()},
+        "examples_ranked": len(order),
+        "ranking_requires": (
+            f">= {MIN_RANKED_SIDE} replicas IN and OUT, a finite stderr and interval"
+        ),
         "top_memorized": [
             {
                 "index": int(i),
-                "label": int(cols["label"][i]),
-                "memorization": float(mem[i]),
-                "stderr": float(cols["memorization_stderr"][i]),
+                "label": int(study.dataset.y_train[i]),
+                "memorization": float(mem.value[i]),
+                "stderr": float(mem.stderr[i]),
+                "ci_low": float(mem.ci_low[i]),
+                "ci_high": float(mem.ci_high[i]),
+                "n_in": int(mem.n_in[i]),
+                "n_out": int(mem.n_out[i]),
             }
-            for i in order
+            for i in order[:TOP_K]
         ],
-        **rel.summary(),
+        **study.relations.summary(),
     }
+    return strict_json(result)
 
 
 def _csv_text(cols: dict[str, np.ndarray]) -> str:
@@ -140,29 +181,27 @@ def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title
     os.replace(tmp, path)
 
 
-def estimate_study(
-    store: Store, out_dir: str | None = None, partial: bool = False
-) -> dict[str, Any]:
-    """Write memorization.csv, summary.json and memorization_hist.png; return the summary."""
-    rows = store.done_rows()
-    if len(rows) < 2:
-        raise ValueError(f"{store.path}: fewer than 2 finished replicas, nothing to estimate")
-    if not store.is_complete() and not partial:
+def estimate_study(study: Study, out_dir: str | None = None, partial: bool = False) -> dict:
+    """Write memorization.csv, summary.json (strict JSON; ``missing`` names each column that
+    could not be computed and why) and memorization_hist.png; return the summary."""
+    if study.replicas < 2:
+        raise ValueError(f"{study.path}: fewer than 2 finished replicas, nothing to estimate")
+    if not study.complete and not partial:
         raise ValueError(
-            f"{store.path} is unfinished ({len(rows)}/{store.replicas} replicas); resume it with "
-            "`memjax run` or pass --partial to estimate from the finished replicas"
+            f"{study.path} is unfinished ({study.replicas}/{study.planned_replicas} replicas); "
+            "resume it with `memjax run` or pass --partial to estimate from the finished replicas"
         )
-    out_dir = out_dir or store.path
+    out_dir = out_dir or study.path
     os.makedirs(out_dir, exist_ok=True)
-    masks, out = store.masks(rows), store.load_outputs(rows)
-    cols, rel = study_relations(store, masks, out)
-    result = summary(store, masks, out, cols, rel)
+    cols = study_columns(study)
+    result = summary(study)
     atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
     _histogram_png(
         os.path.join(out_dir, "memorization_hist.png"),
         cols["memorization"],
-        cols["flipped"].astype(bool) if "flipped" in cols else None,
-        f"{result['dataset']}: {len(rows)} replicas",
+        study.flipped,
+        f"{result['dataset']}: {study.replicas} replicas",
     )
-    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2, allow_nan=False)
+    atomic_write_text(os.path.join(out_dir, "summary.json"), text)
     return result

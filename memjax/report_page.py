@@ -22,7 +22,6 @@ import html
 import io
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,107 +29,33 @@ import numpy as np
 import memjax
 from memjax import intervals
 from memjax.data import Dataset
-from memjax.estimators import Estimate
-from memjax.outputs import ReplicaOutputs
+from memjax.estimators import Estimate, replica_mean
 from memjax.privacy import FPRS, AttackResult
 from memjax.relations import MIN_ATTACK_REPLICAS, SUSPICIOUS_WHEN_HIGH, Relations
-from memjax.report import HIST_BINS, study_relations
-from memjax.store import Store, atomic_write_text, open_store
-from memjax.study import build_dataset
-from memjax.subsets import block_ids
+from memjax.report import HIST_BINS, ranked_examples
+from memjax.results import Study, open_study
+from memjax.store import atomic_write_text
 
-__all__ = ["ReportStudy", "load_report_study", "report_html", "write_report", "IMAGE_SHAPES"]
+__all__ = ["load_report_study", "report_html", "write_report", "IMAGE_SHAPES"]
 
 REPORT = "report.html"
 EXAMPLES_PER_SIDE = 10
 # Registered datasets whose flat feature vectors are images: name -> (height, width).
 IMAGE_SHAPES = {"digits": (8, 8)}
-# Why a score of SUSPICIOUS_WHEN_HIGH can be missing from a study's relations.
-_TRAJECTORY = "needs recorded trajectories (train.record_every > 0)"
-_GRADIENTS = "needs per-example gradient norms (train.record_grad_norm: true)"
-_MISSING_REASON = {
-    "learning_time_recorded": _TRAJECTORY,
-    "forgetting_events_recorded": _TRAJECTORY,
-    "el2n": _TRAJECTORY,
-    "grand": _GRADIENTS,
-    "self_influence": _GRADIENTS,
-}
 
 
-@dataclass(frozen=True)
-class ReportStudy:
-    """What the page reads from a study (the fields of a future ``memjax.Study``).
-
-    ``masks`` (R, n) bool and ``outputs`` are the finished replicas, rows aligned;
-    ``blocks`` (R,) their block ids (None: independent replicas); ``relations`` every
-    per-example score with its interval (``memjax.relations``).
-    """
-
-    path: str
-    meta: dict[str, Any]
-    dataset: Dataset
-    masks: np.ndarray
-    blocks: np.ndarray | None
-    outputs: ReplicaOutputs
-    relations: Relations
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.meta["config"]
-
-
-def load_report_study(path: str) -> ReportStudy:
-    """Open a study directory, rebuild its dataset and verify it against the stored
-    fingerprint, and compute its relations. The one place the page touches the store."""
-    store: Store = open_store(path)
-    rows = store.done_rows()
-    if len(rows) < 2:
+def load_report_study(path: str) -> Study:
+    """The study at ``path`` through ``mj.open_study`` (its dataset verified against the
+    stored fingerprint); refused with fewer than 2 finished replicas."""
+    study = open_study(path)
+    if study.replicas < 2:
         raise ValueError(f"{path}: fewer than 2 finished replicas, nothing to report")
-    ds = build_dataset(store.meta["config"]["dataset"])
-    stored = store.meta.get("dataset_fingerprint")
-    if ds.fingerprint != stored:
-        raise ValueError(
-            f"{path}: the rebuilt dataset {ds.name!r} has fingerprint {ds.fingerprint}, the "
-            f"study stored {stored}; the data changed since the study ran (memjax "
-            f"{memjax.__version__} now, {store.meta.get('memjax_version')} then)"
-        )
-    masks, out = store.masks(rows), store.load_outputs(rows)
-    _, rel = study_relations(store, masks, out)
-    sub = store.meta["config"]["subsets"]
-    blocks = block_ids(out.replica_ids, sub["ratio"], sub["design"])
-    return ReportStudy(path, store.meta, ds, masks, blocks, out, rel)
+    _ = study.masks  # verifies the dataset before any page is built
+    return study
 
 
-# --- numbers ---------------------------------------------------------------------------
-
-
-def replica_mean(values: np.ndarray, blocks: np.ndarray | None) -> tuple[float, float, float]:
-    """Mean of a per-replica quantity (R,) with its 95% interval: (mean, low, high).
-
-    Blocks are the clusters (cluster-robust standard error with G/(G-1) correction, Student
-    t with G - 1 degrees of freedom); without blocks every replica is its own cluster, which
-    is the ordinary t interval.
-    """
-    x = np.asarray(values, np.float64)
-    if x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"need a per-replica vector of at least 2 values, got shape {x.shape}")
-    mean = float(x.mean())
-    groups = np.arange(len(x)) if blocks is None else np.unique(blocks, return_inverse=True)[1]
-    g = int(groups.max()) + 1
-    if g < 2:
-        return mean, float("nan"), float("nan")
-    sums = np.bincount(groups, weights=x - mean)
-    stderr = np.sqrt(g / (g - 1) * (sums**2).sum()) / len(x)
-    low, high = intervals.normal(mean, stderr, g - 1.0)
-    return mean, float(low), float(high)
-
-
-def ranked(est: Estimate) -> np.ndarray:
-    """Indices of the examples whose estimate has an interval (finite value, >= 2 IN and
-    >= 2 OUT replicas), from most to least memorized (ties by index)."""
-    ok = np.isfinite(est.value) & (est.n_in >= 2) & (est.n_out >= 2)
-    idx = np.flatnonzero(ok)
-    return idx[np.argsort(-est.value[idx], kind="stable")]
+def _triple(est: Estimate) -> tuple[float, float, float]:
+    return float(est.value), float(est.ci_low), float(est.ci_high)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -330,10 +255,10 @@ def _why(text: str) -> str:
     return f'<p class="why">{_e(text)}</p>'
 
 
-def _provenance(s: ReportStudy) -> str:
+def _provenance(s: Study) -> str:
     import jax
 
-    cfg, meta = s.config, s.meta
+    cfg, meta = s.meta["config"], s.meta
     sub = cfg["subsets"]
     finished, planned = len(s.masks), int(meta["replicas"])
     design = f"{sub['design']}, ratio {sub['ratio']}"
@@ -374,14 +299,20 @@ def _provenance(s: ReportStudy) -> str:
     )
 
 
-def _summary(s: ReportStudy) -> str:
+def _summary(s: Study) -> str:
     out, masks = s.outputs, s.masks
-    test = replica_mean(out.test_correct.mean(axis=1), s.blocks)
-    fit = replica_mean(
-        np.array([c[m].mean() for c, m in zip(out.train_correct, masks, strict=True)]), s.blocks
+    test = _triple(replica_mean(out.test_correct.mean(axis=1), s.blocks))
+    fit = _triple(
+        replica_mean(
+            np.array([c[m].mean() for c, m in zip(out.train_correct, masks, strict=True)]),
+            s.blocks,
+        )
     )
-    held = replica_mean(
-        np.array([c[~m].mean() for c, m in zip(out.train_correct, masks, strict=True)]), s.blocks
+    held = _triple(
+        replica_mean(
+            np.array([c[~m].mean() for c, m in zip(out.train_correct, masks, strict=True)]),
+            s.blocks,
+        )
     )
     unit = "blocks" if s.blocks is not None else "replicas"
     rows = [
@@ -403,12 +334,12 @@ def _summary(s: ReportStudy) -> str:
     return f'<section id="summary"><h2>Summary</h2>{table}{note}</section>'
 
 
-def _flipped(s: ReportStudy) -> np.ndarray | None:
+def _flipped(s: Study) -> np.ndarray | None:
     f = s.dataset.train_info.get("flipped")
     return None if f is None else np.asarray(f, bool)
 
 
-def _histogram_section(s: ReportStudy, order: np.ndarray) -> str:
+def _histogram_section(s: Study, order: np.ndarray) -> str:
     mem = s.relations.columns["memorization"]
     finite = int(np.isfinite(mem.value).sum())
     if finite == 0:
@@ -436,7 +367,7 @@ def _histogram_section(s: ReportStudy, order: np.ndarray) -> str:
     )
 
 
-def _example_figures(s: ReportStudy, idx: np.ndarray, kind: str, shape) -> str:
+def _example_figures(s: Study, idx: np.ndarray, kind: str, shape) -> str:
     mem = s.relations.columns["memorization"]
     x = s.dataset.x_train
     lo, hi = float(x.min()), float(x.max())
@@ -459,9 +390,9 @@ def _example_figures(s: ReportStudy, idx: np.ndarray, kind: str, shape) -> str:
     return '<div class="examples">' + "".join(parts) + "</div>"
 
 
-def _examples_section(s: ReportStudy, order: np.ndarray) -> str:
+def _examples_section(s: Study, order: np.ndarray) -> str:
     head = '<section id="examples"><h2>Most and least memorized training examples</h2>'
-    kind, shape = _drawing(s.dataset, s.config["dataset"]["name"])
+    kind, shape = _drawing(s.dataset, s.meta["config"]["dataset"]["name"])
     if kind == "none":
         return (
             head + _why(f"Inputs of shape {s.dataset.input_shape} cannot be drawn.") + "</section>"
@@ -501,23 +432,17 @@ def _kind(name: str) -> str:
     return "proxy"
 
 
-def _missing_scores(s: ReportStudy) -> list[str]:
-    """A sentence per reason this study lacks some scores, naming them."""
+def _missing_scores(s: Study) -> list[str]:
+    """A sentence per reason this study lacks some scores (``Relations.missing``), naming
+    them."""
     missing: dict[str, list[str]] = {}
-    for name in SUSPICIOUS_WHEN_HIGH:
-        if name in s.relations.columns:
-            continue
-        if name in _MISSING_REASON:
-            why = _MISSING_REASON[name]
-        elif _kind(name) == "attack vulnerability" and len(s.masks) < MIN_ATTACK_REPLICAS:
-            why = f"needs ≥ {MIN_ATTACK_REPLICAS} replicas (this study has {len(s.masks)})"
-        else:
-            why = "not computed for this study"
-        missing.setdefault(why, []).append(name)
+    for name, why in s.relations.missing.items():
+        if name in SUSPICIOUS_WHEN_HIGH:
+            missing.setdefault(why, []).append(name)
     return [f"{', '.join(names)}: {why}." for why, names in missing.items()]
 
 
-def _proxies_section(s: ReportStudy) -> str:
+def _proxies_section(s: Study) -> str:
     rel = s.relations
     mem = rel.columns["memorization"].value
     names = [k for k in rel.columns if k != "memorization"]
@@ -542,7 +467,7 @@ def _proxies_section(s: ReportStudy) -> str:
     )
 
 
-def _privacy_section(s: ReportStudy) -> str:
+def _privacy_section(s: Study) -> str:
     head = '<section id="privacy"><h2>Membership inference</h2>'
     attacks = s.relations.attacks
     if not attacks:
@@ -577,7 +502,7 @@ def _privacy_section(s: ReportStudy) -> str:
     )
 
 
-def _flipped_section(s: ReportStudy) -> str:
+def _flipped_section(s: Study) -> str:
     head = '<section id="flipped"><h2>Finding flipped labels</h2>'
     flipped = _flipped(s)
     auc = s.relations.flipped_auc
@@ -614,9 +539,9 @@ _SECTIONS = {
 }
 
 
-def report_html(s: ReportStudy) -> str:
+def report_html(s: Study) -> str:
     """The whole page as one string."""
-    order = ranked(s.relations.columns["memorization"])
+    order = ranked_examples(s.relations.columns["memorization"])
     body = "".join(
         [
             _provenance(s),

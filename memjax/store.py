@@ -25,7 +25,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,7 @@ from memjax.outputs import ReplicaOutputs
 __all__ = [
     "Store",
     "StoreMismatchError",
+    "array_specs",
     "CorruptChunkError",
     "DoneScan",
     "atomic_write_text",
@@ -79,10 +83,20 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    """Write via a temporary file, fsync, rename: readers see the old or the new file only."""
+    """Write via a temporary file, fsync, rename: readers see the old or the new file only.
+
+    The file gets the permissions an ordinary open() would (0666 less the umask), not
+    mkstemp's 0600."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
@@ -141,7 +155,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]} ({a!r} vs {b!r})"]
 
 
-def _array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
+def array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
     """name -> (shape, dtype, chunks) of every array a study of this shape stores."""
     r, n, m, c = meta["replicas"], meta["n_train"], meta["n_test"], meta["chunk_size"]
     specs = {
@@ -218,7 +232,7 @@ class Store:
 
     @property
     def specs(self) -> dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]:
-        return _array_specs(self.meta)
+        return array_specs(self.meta)
 
     def chunk_rows(self, k: int) -> np.ndarray:
         return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
@@ -496,7 +510,7 @@ def _create_arrays(path: str, meta: dict[str, Any], names: list[str] | None = No
     """Create the study's arrays (all, or ``names``, replacing them) in ``path``/arrays.zarr,
     every chunk file checksummed (zstd's content checksum, then crc32c over the file)."""
     group = zarr.open_group(os.path.join(path, ARRAYS), mode="a")
-    for name, (shape, dtype, chunks) in _array_specs(meta).items():
+    for name, (shape, dtype, chunks) in array_specs(meta).items():
         if names is not None and name not in names:
             continue
         group.create_array(
@@ -531,7 +545,7 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
     differences = []
     for key in keys:
         differences += _diff({key: existing.get(key)}, {key: meta.get(key)})
-    shapes = [{k: v[:2] for k, v in _array_specs(m).items()} for m in (existing, meta)]
+    shapes = [{k: v[:2] for k, v in array_specs(m).items()} for m in (existing, meta)]
     if not differences and shapes[0] != shapes[1]:
         differences.append("stored arrays (the store was written by another memjax version)")
     if differences:
@@ -542,26 +556,85 @@ def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any])
         )
 
 
+def _study_versions(meta: dict[str, Any]) -> set[str]:
+    """Every memjax version recorded as having written a study's data."""
+    return set(meta.get("memjax_versions") or [meta.get("memjax_version", "unknown")])
+
+
+def _record_versions(path: str, store: Store, meta: dict[str, Any]) -> Store:
+    """Warn if the study holds data of another memjax version than the one asking; record
+    every version that wrote to it in study.json (``memjax_versions``)."""
+    from memjax import __version__
+
+    seen = _study_versions(store.meta) | _study_versions(meta) | {__version__}
+    if seen == {__version__}:
+        return store
+    warnings.warn(
+        f"{path} holds results written by memjax {', '.join(sorted(seen - {__version__}))}; "
+        f"this is memjax {__version__}: results of different versions may differ "
+        f"(all versions are recorded in {META} as memjax_versions)",
+        stacklevel=3,
+    )
+    if set(store.meta.get("memjax_versions") or ()) != seen:
+        store.meta["memjax_versions"] = sorted(seen)
+        text = json.dumps(store.meta, indent=2, sort_keys=True)
+        atomic_write_text(os.path.join(path, META), text)
+    return store
+
+
+# A killed creation leaves its temporary directory, named after the creating host and process.
+CREATING = ".{name}.creating-"
+STALE_CREATION_S = 24 * 3600
+
+
+def _remove_stale_creations(parent: str, name: str) -> None:
+    """Remove temporary directories of creations of ``name`` whose process is gone: on this
+    host, a dead process id; from another host (shared filesystem), older than a day."""
+    prefix, host = CREATING.format(name=name), socket.gethostname()
+    for entry in os.listdir(parent):
+        if not entry.startswith(prefix):
+            continue
+        full = os.path.join(parent, entry)
+        owner_host, _, pid = entry[len(prefix) :].rpartition("-")[0].rpartition("-")
+        if owner_host == host and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                continue  # a live creation
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        elif time.time() - os.path.getmtime(full) < STALE_CREATION_S:
+            continue
+        shutil.rmtree(full, ignore_errors=True)
+
+
 def create_or_open(path: str, meta: dict[str, Any]) -> Store:
     """Open the study at ``path`` if it matches ``meta``; otherwise create it atomically.
 
     All masks are written at creation (they are the design's, ``design_masks``), in a
     temporary directory that is fsynced and renamed into place, so a crash during creation
-    leaves nothing that looks like a study. ``meta["jobs"]`` is the job partition.
+    leaves nothing that looks like a study (and the next creation removes what it left).
+    ``meta["jobs"]`` is the job partition. Directories and files honour the umask. Opening a
+    study that holds data of another memjax version warns and records both versions.
     """
     meta_path = os.path.join(path, META)
     if os.path.exists(meta_path):
         existing = open_store(path)
         _check_same_study(path, existing.meta, meta)
-        return existing
+        return _record_versions(path, existing, meta)
     if os.path.exists(path) and os.listdir(path):
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
     if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
         raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
-    meta = {**meta, "store_format": STORE_FORMAT}
+    meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_study_versions(meta))}
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.creating-")
+    name = os.path.basename(os.path.abspath(path))
+    _remove_stale_creations(parent, name)
+    prefix = f"{CREATING.format(name=name)}{socket.gethostname()}-{os.getpid()}-"
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         store = Store(tmp, meta)
         _create_arrays(tmp, meta)
@@ -584,11 +657,11 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         # another job created the same study at the same moment: use theirs if it matches
         existing = open_store(path)
         _check_same_study(path, existing.meta, meta)
-        return existing
+        return _record_versions(path, existing, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_store(path)
+    return _record_versions(path, open_store(path), meta)
 
 
 def open_store(path: str) -> Store:
@@ -641,6 +714,7 @@ def merge(paths: list[str], out: str) -> Store:
             raise CorruptChunkError(s.path, sorted(bad), bad[k])
     # the merged directory is a new study directory: no job shares it yet
     meta = {k: v for k, v in first.meta.items() if k != "store_format"}
+    meta["memjax_versions"] = sorted(set().union(*(_study_versions(s.meta) for s in stores)))
     merged = create_or_open(out, {**meta, "jobs": 1})
     already = set(merged.done_chunks())
     for k, s in sorted(owner.items()):

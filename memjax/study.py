@@ -7,40 +7,64 @@ directory holding a different study or dataset is refused before anything is wri
 
 from __future__ import annotations
 
+import errno
+import inspect
+import math
 import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import jax
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 import memjax
-from memjax import data, models, subsets
+from memjax import data, models, schema, subsets
 from memjax.config import TrainConfig
-from memjax.store import CorruptChunkError, Store, create_or_open, open_store
+from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
 from memjax.train import train_replicas
-from memjax.train_memory import choose_chunk_size
+from memjax.train_memory import (
+    available_memory_bytes,
+    choose_chunk_size,
+    replica_bytes,
+)
 
 __all__ = [
     "StudyConfig",
     "JobPartitionError",
+    "job_chunks",
+    "StudyTooLargeError",
+    "SizeEstimate",
     "load_config",
     "default_config",
     "build_dataset",
-    "job_chunks",
+    "estimate_size",
+    "check_size",
+    "check_writable",
     "run_study",
 ]
 
 MAX_CHUNK = 256
-STUDY_KEYS = {"name", "dataset", "model", "subsets", "train", "seed", "chunk_size"}
+STUDY_KEYS = ("name", "dataset", "model", "subsets", "train", "seed", "chunk_size")
+MAX_REPLICAS = 2**40
+MAX_SEED = 2**63 - 1
+# A study's name is its default directory under results/: one path component, no "..".
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
+# Subset masks are generated at creation (and again to size the chunks): R x n cells.
+MAX_MASK_CELLS = 10**11
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything that determines a study's results (chunk_size only shapes the store)."""
+    """Everything that determines a study's results (chunk_size only shapes the store).
+
+    Every setting is type- and bounds-checked on construction (memjax.schema); errors name
+    the setting as it is written in a config file (e.g. ``subsets.replicas``).
+    """
 
     dataset: dict[str, Any]
     model: models.Spec
@@ -53,38 +77,52 @@ class StudyConfig:
     chunk_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        checked = {
+            "replicas": schema.integer(self.replicas, "subsets.replicas", 2, MAX_REPLICAS),
+            "ratio": schema.number(self.ratio, "subsets.ratio", 0.0, 1.0, True, True),
+            "design": schema.choice(self.design, "subsets.design", subsets.DESIGNS),
+            "seed": schema.integer(self.seed, "seed", 0, MAX_SEED),
+            "name": schema.text(
+                self.name,
+                "name",
+                NAME_PATTERN,
+                "one path component of letters, digits and . _ + - (starting with a letter "
+                "or digit, at most 128 characters): the default study directory is "
+                "results/<name>",
+            ),
+            "chunk_size": None
+            if self.chunk_size is None
+            else schema.integer(self.chunk_size, "chunk_size", 1, MAX_REPLICAS),
+            "dataset": _dataset_section(self.dataset),
+        }
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+        if self.design == "balanced":
+            try:
+                subsets.balanced_block_size(self.ratio)
+            except ValueError as err:
+                raise schema.ConfigError("subsets.ratio", self.ratio, str(err)) from None
+        if not isinstance(self.model, tuple(models.SPECS.values())):
+            raise schema.ConfigError("model", self.model, "a model spec (MLP, CNN1D, CNN2D)")
+        if not isinstance(self.train, TrainConfig):
+            raise schema.ConfigError("train", self.train, "a TrainConfig")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudyConfig:
-        unknown = set(d) - STUDY_KEYS
-        if unknown:
-            raise ValueError(
-                f"unknown study settings {sorted(unknown)}: allowed {sorted(STUDY_KEYS)}"
-            )
-        for key in ("dataset", "model", "subsets", "train"):
-            if key not in d:
-                raise ValueError(f"study config lacks the {key!r} section")
-        ds = d["dataset"] if isinstance(d["dataset"], dict) else {"name": d["dataset"]}
-        if "name" not in ds:
-            raise ValueError("dataset section needs a 'name'")
-        sub = dict(d["subsets"])
-        unknown = set(sub) - {"replicas", "ratio", "design"}
-        if unknown:
-            raise ValueError(f"unknown subsets settings {sorted(unknown)}")
-        ratio = float(sub.get("ratio", 0.5))
-        design = sub.get("design", "balanced")
-        replicas = int(sub.get("replicas", 0))
-        if replicas < 2:
-            raise ValueError(f"subsets.replicas must be at least 2, got {replicas}")
-        subsets.validate_design(ratio, design)
+        d = schema.section(d, "", STUDY_KEYS, required=("dataset", "model", "subsets", "train"))
+        sub = schema.section(
+            d["subsets"], "subsets", ("replicas", "ratio", "design"), required=("replicas",)
+        )
         return cls(
-            dataset=dict(ds),
+            dataset=d["dataset"],
             model=models.spec_from_dict(d["model"]),
-            replicas=replicas,
-            ratio=ratio,
-            design=design,
-            train=TrainConfig.from_dict(dict(d["train"])),
-            seed=int(d.get("seed", 0)),
-            name=str(d.get("name", "study")),
+            replicas=sub["replicas"],
+            ratio=sub.get("ratio", 0.5),
+            design=sub.get("design", "balanced"),
+            train=TrainConfig.from_dict(d["train"]),
+            seed=d.get("seed", 0),
+            name=d.get("name", "study"),
             chunk_size=d.get("chunk_size"),
         )
 
@@ -99,18 +137,58 @@ class StudyConfig:
         }
 
 
+def _dataset_section(value: Any) -> dict[str, Any]:
+    """The dataset section: a name (or path) alone, or a mapping with the name, label noise
+    and the registered loader's own arguments, each checked against the loader's defaults."""
+    d = {"name": value} if isinstance(value, str) else value
+    if not isinstance(d, Mapping):
+        raise schema.ConfigError("dataset", value, "a dataset name or a mapping with a name")
+    name = schema.text(d.get("name"), "dataset.name", r".+", "a dataset name or a file path")
+    loader = data.DATASETS.get(name)
+    defaults = {
+        p.name: p.default
+        for p in (inspect.signature(loader).parameters.values() if loader else ())
+        if p.default is not inspect.Parameter.empty
+    }
+    d = schema.section(d, "dataset", ["name", "label_noise", "noise_seed", *defaults])
+    out: dict[str, Any] = {"name": name}
+    for key, v in d.items():
+        where = f"dataset.{key}"
+        if key == "label_noise":
+            out[key] = schema.number(v, where, 0.0, 1.0, high_open=True)
+        elif key == "noise_seed":
+            out[key] = schema.integer(v, where, 0, MAX_SEED)
+        elif key != "name":
+            kind = type(defaults[key])
+            out[key] = (
+                schema.flag(v, where)
+                if kind is bool
+                else schema.integer(v, where)
+                if kind is int
+                else schema.number(v, where)
+                if kind is float
+                else v
+            )
+    return out
+
+
 def load_config(path: str) -> StudyConfig:
+    """A study config from YAML (``1e-2`` reads as a number; see memjax.schema)."""
     with open(path) as fh:
-        d = yaml.safe_load(fh)
+        d = schema.load_yaml(fh)
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a study config must be a YAML mapping")
-    return StudyConfig.from_dict(d)
+    try:
+        return StudyConfig.from_dict(d)
+    except schema.ConfigError as err:
+        err.args = (f"{path}: {err}",)
+        raise
 
 
 def default_config() -> StudyConfig:
     """The embedded default study (memjax/configs/default.yaml)."""
     text = resources.files("memjax").joinpath("configs/default.yaml").read_text()
-    return StudyConfig.from_dict(yaml.safe_load(text))
+    return StudyConfig.from_dict(schema.load_yaml(text))
 
 
 def build_dataset(spec: dict[str, Any]) -> data.Dataset:
@@ -143,6 +221,7 @@ def _meta(
         "name": cfg.name,
         "dataset_fingerprint": ds.fingerprint,
         "dataset_name": ds.name,
+        "data_packages": data.package_versions(),
         "memjax_version": memjax.__version__,
         "replicas": cfg.replicas,
         "n_train": ds.n_train,
@@ -163,11 +242,113 @@ def _masks_fn(cfg: StudyConfig, n: int):
     )
 
 
+class StudyTooLargeError(ValueError):
+    """A new study's estimated size exceeds what this machine can hold or generate."""
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """What a study will cost, computed from its config before anything is created.
+
+    ``disk_bytes``: every stored array uncompressed (an upper bound: zarr compresses);
+    ``replica_device_bytes``: one replica's training working set (memjax.train_memory);
+    ``mask_cells``: replicas x training examples, the subset-mask generation work.
+    """
+
+    replicas: int
+    n_train: int
+    disk_bytes: int
+    disk_free_bytes: int
+    replica_device_bytes: int
+    device_available_bytes: int
+    mask_cells: int
+
+    def problems(self) -> list[str]:
+        """One sentence per limit exceeded (empty if the study fits)."""
+        out = []
+        if self.disk_bytes > self.disk_free_bytes:
+            out.append(
+                f"its arrays take up to {_size(self.disk_bytes)} on disk ({self.replicas} "
+                f"replicas x {_size(self.disk_bytes // self.replicas)}) but "
+                f"{_size(self.disk_free_bytes)} are free"
+            )
+        if self.replica_device_bytes > self.device_available_bytes:
+            out.append(
+                f"one replica needs about {_size(self.replica_device_bytes)} of device memory "
+                f"but {_size(self.device_available_bytes)} are available"
+            )
+        if self.mask_cells > MAX_MASK_CELLS:
+            out.append(
+                f"its subset masks have {self.replicas} x {self.n_train} = "
+                f"{self.mask_cells:.3g} cells to generate (limit {MAX_MASK_CELLS:.0e})"
+            )
+        return out
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _free_bytes(path: str) -> int:
+    """Free bytes of the filesystem that will hold ``path`` (its nearest existing ancestor)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
+    """Bytes on disk, per-replica device memory and mask work of ``cfg`` stored at ``out``."""
+    shape = {
+        "replicas": cfg.replicas,
+        "n_train": ds.n_train,
+        "n_test": ds.n_test,
+        "chunk_size": 1,
+        "record_epochs": cfg.train.recorded_epochs().tolist(),
+        "record_grad_norm": cfg.train.record_grad_norm,
+    }
+    disk = sum(
+        math.prod(dims) * np.dtype(dtype).itemsize for dims, dtype, _ in array_specs(shape).values()
+    )
+    return SizeEstimate(
+        replicas=cfg.replicas,
+        n_train=ds.n_train,
+        disk_bytes=disk,
+        disk_free_bytes=_free_bytes(out),
+        replica_device_bytes=replica_bytes(cfg.model, ds, cfg.train),
+        device_available_bytes=available_memory_bytes(),
+        mask_cells=cfg.replicas * ds.n_train,
+    )
+
+
+def check_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
+    """Refuse (StudyTooLargeError, naming the numbers) a study this machine cannot hold."""
+    size = estimate_size(cfg, ds, out)
+    problems = size.problems()
+    if problems:
+        raise StudyTooLargeError(
+            f"study {cfg.name!r} at {out} is too large: "
+            + "; ".join(problems)
+            + ". Nothing was written. Reduce subsets.replicas or the model, or pass "
+            "--allow-large (run_study(..., allow_large=True)) to start it anyway"
+        )
+    return size
+
+
 def open_or_create(
-    cfg: StudyConfig, out: str, ds: data.Dataset | None = None, jobs: int = 1
+    cfg: StudyConfig,
+    out: str,
+    ds: data.Dataset | None = None,
+    jobs: int = 1,
+    allow_large: bool = False,
 ) -> Store:
     """The study's store at ``out``: created on first use (recording that ``jobs`` jobs share
-    its chunks), checked against cfg afterwards."""
+    its chunks), checked against cfg afterwards. A new study's size is checked first
+    (``check_size``, skipped if ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
     if os.path.exists(os.path.join(out, "study.json")):
@@ -175,6 +356,8 @@ def open_or_create(
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
     else:
+        if not allow_large:
+            check_size(cfg, ds, out)
         chunk = cfg.chunk_size or min(
             MAX_CHUNK, choose_chunk_size(cfg.model, ds, cfg.train, cfg.replicas)
         )
@@ -185,6 +368,25 @@ def open_or_create(
     return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs))
 
 
+def check_writable(path: str) -> None:
+    """Fail (OSError naming the directory) if the study cannot be written: a read-only
+    filesystem, missing permission, or a probe file that cannot be created and synced in
+    the study directory. Called before a chunk is trained, so nothing is trained in vain."""
+    for sub in ("arrays.zarr", "done"):
+        directory = os.path.join(path, sub)
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), directory)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".writable-")
+    try:
+        os.write(fd, b"x")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.remove(probe)
+
+
 def run_study(
     cfg: StudyConfig,
     out: str,
@@ -192,18 +394,21 @@ def run_study(
     jobs: int = 1,
     progress: bool = True,
     max_chunks: int | None = None,
+    allow_large: bool = False,
 ) -> Store:
     """Train every unfinished chunk assigned to this job (chunks job, job+jobs, ...).
 
     The partition is the study's: fixed by the job that created it (``jobs`` recorded in the
     store) so that jobs started with different counts cannot each skip the other's chunks;
     a different ``jobs`` is refused. Finished chunks whose files are gone are refused too
-    (they would otherwise count as done).
+    (they would otherwise count as done). The study directory's writability is checked
+    before each chunk is trained; a new study's size before it is created (``check_size``,
+    skipped if ``allow_large``).
     """
     if not 0 <= job < jobs:
         raise ValueError(f"job index {job} must be in [0, {jobs})")
     ds = build_dataset(cfg.dataset)
-    store = open_or_create(cfg, out, ds, jobs)
+    store = open_or_create(cfg, out, ds, jobs, allow_large)
     if store.jobs != jobs:
         raise JobPartitionError(
             f"{out} is shared by {store.jobs} jobs (recorded when it was created; chunk k "
@@ -232,6 +437,7 @@ def run_study(
     )
     with bar:
         for k in todo:
+            check_writable(store.path)
             rows = store.chunk_rows(k)
             outputs = train_replicas(
                 cfg.model,

@@ -5,8 +5,12 @@ Structure of the program for a chunk of replicas (all of it inside one ``jax.jit
 * the replica axis is sharded over the available devices (``shard_map``), and on each
   device split into groups of ``G`` replicas processed one group after another
   (``lax.map``), so each group's parameters and optimizer state stay in cache;
-* inside a group, ``vmap`` over replicas of one replica's whole run: init from its key,
-  ``lax.scan`` over epochs and steps, then evaluation of every train and test example.
+* inside a group, ``lax.scan`` over epochs and steps advances all G replicas together; each
+  stage (init from the replica's key, every minibatch step, the recordings, the final
+  evaluation of every train and test example) applies a one-replica function to each
+  replica of the group (``_map_replicas``): batched with ``vmap``, or unrolled into G
+  independent chains of ops (``TrainConfig.vectorize``; "auto" unrolls on CPU and vmaps
+  on accelerators).
 
 Replica r's key is ``fold_in(PRNGKey(seed), r)``; its init, its per-epoch shuffles and so
 its whole run depend on (seed, r, its mask) only. Steps past the end of a replica's epoch

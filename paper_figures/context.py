@@ -71,8 +71,7 @@ class Context:
         if name not in self._studies:
             ref = self.refs[name]
             store = ensure_study(ref, self.study_root / name, self.progress)
-            n_targets = int(self.settings.get("n_targets", 16))
-            self._studies[name] = StudyData(ref, store, n_targets)
+            self._studies[name] = StudyData(ref, store)
         data = self._studies[name]
         record = data.provenance(self.out)
         if record not in self.used:

@@ -8,6 +8,11 @@ theory), the first costs more accuracy than the second.
 Retraining uses the source study's model and training config on the full training set
 minus the removed examples; replicas differ in initialization and data order (and, for
 random removal, in which examples are removed). Results are cached in ``derived/``.
+
+Intervals: the replicas are the units (the test set held fixed). Each mean accuracy gets a
+t interval over its replicas (``stats.unit_mean``), each random-minus-memorized difference a
+Welch t interval (``stats.unit_difference``), and the caption's wording per threshold is
+chosen from that interval (``stats.difference_statement``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from memjax.train import train_replicas
 from paper_figures.context import Context
 from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.style import SINGLE, errorbars, new_figure, panel_label
+from paper_figures.stats import difference_statement, unit_difference, unit_mean
+from paper_figures.style import SINGLE, interval_bars, new_figure, panel_label
 
 SOURCE = "digits_clean"
 DEFAULTS = {"thresholds": [0.5, 0.3, 0.1, 0.02], "replicas": 8, "seed": 1}
@@ -74,25 +80,37 @@ def compute(ctx: Context) -> Data:
         "random examples (figure 3)",
     )
     acc = np.array(result["test_accuracy"]).reshape(1 + 2 * len(thresholds), replicas)
-    full = acc[0]
-
-    def summary(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return block.mean(axis=1), block.std(axis=1, ddof=1) / np.sqrt(replicas)
-
-    mem_mean, mem_se = summary(acc[1::2])
-    rnd_mean, rnd_se = summary(acc[2::2])
     return {
         "source_study": SOURCE,
         "dataset": study.label,
         "n_train": len(mem),
         "replicas_per_point": replicas,
-        "full_data_accuracy": {"mean": full.mean(), "stderr": full.std(ddof=1) / np.sqrt(replicas)},
         "thresholds": thresholds,
         "removed": removed,
         "removed_fraction": removed / len(mem),
-        "memorized_removed": {"mean": mem_mean, "stderr": mem_se},
-        "random_removed": {"mean": rnd_mean, "stderr": rnd_se},
-        "accuracy_cost_difference": rnd_mean - mem_mean,
+        **accuracy_summary(acc),
+    }
+
+
+KEYS = ("mean", "stderr", "ci_low", "ci_high")
+
+
+def accuracy_summary(acc: np.ndarray) -> Data:
+    """Means and differences of the test accuracies ``acc`` (1 + 2T, replicas): rows are
+    all data, then per threshold memorized-removed and random-removed; 95% intervals with
+    the replicas as units."""
+    full = unit_mean(acc[0])
+
+    def rows(stats: list[dict]) -> dict[str, list[float]]:
+        return {k: [s["value" if k == "mean" else k] for s in stats] for k in KEYS}
+
+    return {
+        "full_data_accuracy": {k: full["value" if k == "mean" else k] for k in KEYS},
+        "memorized_removed": rows([unit_mean(a) for a in acc[1::2]]),
+        "random_removed": rows([unit_mean(a) for a in acc[2::2]]),
+        "random_minus_memorized": rows(
+            [unit_difference(r, m) for m, r in zip(acc[1::2], acc[2::2], strict=True)]
+        ),
     }
 
 
@@ -101,15 +119,15 @@ def draw(data: Data) -> Figure:
     ax = axes[0, 0]
     x = [100 * f for f in data["removed_fraction"]]
     full = data["full_data_accuracy"]
-    ax.axhline(100 * full["mean"], color="0.5", ls=":", lw=0.8, label="all data")
+    ax.axhline(100 * full["mean"], color="0.5", ls=":", lw=0.8, label="all data (band: 95% int.)")
+    ax.axhspan(100 * full["ci_low"], 100 * full["ci_high"], color="0.5", alpha=0.15, lw=0)
     for key, label, color in (
         ("memorized_removed", "memorization > threshold removed", "C3"),
         ("random_removed", "same number removed at random", "C0"),
     ):
         m = data[key]
-        y = [100 * v for v in m["mean"]]
-        e = [100 * v for v in m["stderr"]]
-        errorbars(ax, x, y, e, label, color, marker="o")
+        y, low, high = ([100 * v for v in m[k]] for k in ("mean", "ci_low", "ci_high"))
+        interval_bars(ax, x, y, low, high, f"{label} (95% int.)", color, marker="o")
     for xi, yi, t in zip(
         x, [100 * v for v in data["memorized_removed"]["mean"]], data["thresholds"], strict=True
     ):
@@ -121,25 +139,39 @@ def draw(data: Data) -> Figure:
     return fig
 
 
+def _interval(m: dict) -> str:
+    return f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+
+def _row(m: dict, i: int) -> dict:
+    """Threshold ``i``'s entries of a per-threshold summary."""
+    return {k: m[k][i] for k in KEYS}
+
+
 def caption(data: Data) -> str:
+    mem, rnd, diff = (
+        data[k] for k in ("memorized_removed", "random_removed", "random_minus_memorized")
+    )
     parts = [
-        f"mem > {t:g} ({r} examples): {100 * m:.1f}% vs {100 * q:.1f}%"
-        for t, r, m, q in zip(
-            data["thresholds"],
-            data["removed"],
-            data["memorized_removed"]["mean"],
-            data["random_removed"]["mean"],
-            strict=True,
+        f"memorization > {t:g} ({r} examples removed): {_interval(_row(mem, i))} vs random "
+        f"{_interval(_row(rnd, i))}; "
+        + difference_statement(
+            "replicas without random examples",
+            "those without memorized ones",
+            "test accuracy",
+            diff["mean"][i],
+            diff["ci_low"][i],
+            diff["ci_high"][i],
         )
+        for i, (t, r) in enumerate(zip(data["thresholds"], data["removed"], strict=True))
     ]
     return (
         f"Test accuracy of replicas retrained on {data['dataset']} after removing the training "
         "examples whose memorization exceeds a threshold (red; thresholds annotated) or as "
-        "many random examples (blue), mean ± s.e. over "
-        f"{data['replicas_per_point']} replicas; all data: "
-        f"{100 * data['full_data_accuracy']['mean']:.1f}%. Memorized vs random removal: "
-        + "; ".join(parts)
-        + "."
+        "many random examples (blue): means over "
+        f"{data['replicas_per_point']} replicas per point with 95% t intervals over replicas "
+        "(bars; the test set held fixed), differences with Welch t intervals. All data: "
+        f"{_interval(data['full_data_accuracy'])}. " + ". ".join(parts) + "."
     )
 
 

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from memjax.privacy import FPRS
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.stats import spearman
 from paper_figures.style import (
     CLEAN,
     DOUBLE,
@@ -54,6 +53,7 @@ def compute(ctx: Context) -> Data:
             "tpr": a.tpr_grid[shown],
             "convention": a.convention,
             "auc": a.auc,
+            "auc_ci": list(a.auc_ci),
             "tpr_at_fpr": {f"{f:g}": a.tpr_at_fpr[f] for f in FPRS},  # NaN: undefined
             "tpr_ci": {f"{f:g}": list(a.tpr_ci[f]) for f in FPRS},
             "undefined": {f"{f:g}": why for f, why in a.undefined.items()},
@@ -75,7 +75,10 @@ def compute(ctx: Context) -> Data:
             "memorization": mem,
             "vulnerability": vul,
             "flipped": flipped,
-            "spearman": spearman(mem, vul),
+            "spearman": {
+                "value": rel.spearman[VULNERABILITY],
+                "ci": list(rel.spearman_ci[VULNERABILITY]),
+            },
         },
     }
 
@@ -87,7 +90,7 @@ def draw(data: Data) -> Figure:
     for name, a in data["attacks"].items():
         label, color, ls = ATTACKS[name]
         roc_ax.plot(
-            floats(a["fpr"]), floats(a["tpr"]), ls, color=color, label=f"{label} ({a['auc']:.3f})"
+            floats(a["fpr"]), floats(a["tpr"]), ls, color=color, label=f"{label} ({_auc_text(a)})"
         )
         lowest = min(lowest, 1 / a["n_nonmembers"])
         at = [f for f in FPRS if np.isfinite(a["tpr_at_fpr"][f"{f:g}"])]
@@ -124,12 +127,26 @@ def draw(data: Data) -> Figure:
     legend(
         vul_ax,
         loc="upper left",
-        title=f"Spearman ρ = {v['spearman']:.2f}",
+        title=f"Spearman ρ = {_interval_text(v['spearman']['value'], v['spearman']['ci'])}",
         title_fontsize=6,
         alignment="left",
     )
     panel_label(vul_ax, "b", "vulnerability vs memorization")
     return fig
+
+
+def _interval_text(value: float, ci: list) -> str:
+    """'0.85 [0.82, 0.88]' (NaN bounds: 'undefined')."""
+    if not np.isfinite(value):
+        return "undefined"
+    low, high = (np.nan if x is None else x for x in ci)
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _auc_text(a: dict) -> str:
+    """An attack's AUC with its 95% interval (examples as clusters of pairs)."""
+    low, high = a["auc_ci"]
+    return f"{a['auc']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _tpr_text(a: dict, fpr: float) -> str:
@@ -144,12 +161,13 @@ def _tpr_text(a: dict, fpr: float) -> str:
 def caption(data: Data) -> str:
     a = data["attacks"]
     on, loss = a["lira_online"], a["loss_attack"]
+    rho = data["vulnerability"]["spearman"]
     offline = ""
     if "lira_offline_paper" in a:
         offline = (
             ' The paper\'s one-sided offline test (dash-dotted, convention "paper") has AUC '
-            f"{a['lira_offline_paper']['auc']:.3f} where the code's two-sided test has "
-            f"{a['lira_offline']['auc']:.3f}."
+            f"{_auc_text(a['lira_offline_paper'])} where the code's two-sided test has "
+            f"{_auc_text(a['lira_offline'])}."
         )
     return (
         f"Membership inference on {data['dataset']} ({data['replicas']} replicas; each of the "
@@ -157,14 +175,15 @@ def caption(data: Data) -> str:
         f"{on['n_members']} member and {on['n_nonmembers']} non-member pairs). "
         "(a) ROC curves on log-log axes, LiRA as its reference code computes it (convention "
         '"reference": median centres, two-sided offline test, TPR read at FPR < α); legend: '
-        "AUC; global var.: one pooled variance instead of per-example variances. Curves stop "
+        "AUC with its 95% interval (examples as clusters of pairs); global var.: one pooled "
+        "variance instead of per-example variances. Curves stop "
         "at FPR 1/(non-member pairs) (vertical dotted line); bars: Clopper-Pearson 95% "
         f"intervals of the TPR. At 0.1% FPR LiRA online finds {_tpr_text(on, 1e-3)} of the "
         f"members, the loss attack {_tpr_text(loss, 1e-3)}; at 0.001% FPR LiRA online: "
-        f"{_tpr_text(on, 1e-5)} (AUC {on['auc']:.3f} vs {loss['auc']:.3f}).{offline} "
+        f"{_tpr_text(on, 1e-5)} (AUC {_auc_text(on)} vs {_auc_text(loss)}).{offline} "
         "(b) Per-example vulnerability (mean LiRA score when the example is in the victim's "
         "training set minus when it is not; symmetric-log axis) against memorization; Spearman "
-        f"{data['vulnerability']['spearman']:.2f}."
+        f"{_interval_text(rho['value'], rho['ci'])} (examples as units)."
     )
 
 

@@ -6,6 +6,13 @@ that trained on the example. The figure shows their distributions for clean and 
 labels, and how their mean rises with memorization: examples learned late and forgotten
 often are the memorized ones. Beside them (in the data) the recorded-epoch approximation of
 forgetting, to show how many events recordings every few epochs miss.
+
+Intervals (95%) treat the examples as the units (labels are flipped at random) and hold each
+example's replica average fixed: group and bin means have t intervals over examples
+(``stats.unit_mean``, ``stats.binned_means``), flipped-minus-clean differences Welch t
+intervals (``stats.unit_difference``, the caption's wording chosen from them), Spearman
+correlations Fisher-z intervals with the Bonett-Wright standard error (from
+``memjax.relations``).
 """
 
 from __future__ import annotations
@@ -15,12 +22,18 @@ from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.stats import binned_means, histogram, spearman
+from paper_figures.stats import (
+    binned_means,
+    difference_statement,
+    histogram,
+    unit_difference,
+    unit_mean,
+)
 from paper_figures.style import (
     CLEAN,
     DOUBLE,
     FLIPPED,
-    errorbars,
+    interval_bars,
     log_count_axis,
     new_figure,
     panel_label,
@@ -59,6 +72,14 @@ def compute(ctx: Context) -> Data:
     mem = cols["memorization"].value
     groups = {"clean label": ~study.flipped, "flipped label": study.flipped}
     epochs = study.ref.config.train.epochs
+    rel = study.relations
+
+    def by_group(value: np.ndarray) -> dict:
+        return {
+            "mean": {g: unit_mean(value[m]) for g, m in groups.items()},
+            "flipped_minus_clean": unit_difference(value[study.flipped], value[~study.flipped]),
+        }
+
     proxies = {}
     for name, label in PROXIES.items():
         value = cols[name].value
@@ -67,17 +88,16 @@ def compute(ctx: Context) -> Data:
             "label": label,
             "bin_edges": edges,
             "counts": {g: histogram(value[m], edges) for g, m in groups.items()},
-            "mean": {g: float(np.nanmean(value[m])) for g, m in groups.items()},
+            **by_group(value),
             "vs_memorization": binned_means(mem, value, MEM_EDGES),
-            "spearman_with_memorization": spearman(mem, value),
+            "spearman_with_memorization": {
+                "value": rel.spearman[name],
+                "ci": rel.spearman_ci[name],
+            },
         }
     recorded = None
     if RECORDED in cols:
-        value = cols[RECORDED].value
-        recorded = {
-            "record_epochs": study.outputs.record_epochs,
-            "mean": {g: float(np.nanmean(value[m])) for g, m in groups.items()},
-        }
+        recorded = {"record_epochs": study.outputs.record_epochs, **by_group(cols[RECORDED].value)}
     return {
         "study": STUDY,
         "dataset": study.label,
@@ -102,10 +122,9 @@ def draw(data: Data) -> Figure:
         panel_label(ax, "ab"[k], TITLES[name])
         ax2 = axes[0, k + 2]
         b = p["vs_memorization"]
-        rho = p["spearman_with_memorization"]
-        errorbars(
-            ax2, b["x"], b["mean"], b["stderr"], f"mean ± s.e.\nSpearman {rho:.2f}", "k", marker="o"
-        )
+        rho = _rho(p["spearman_with_memorization"])
+        label = f"mean (95% int.)\nSpearman {rho}"
+        interval_bars(ax2, b["x"], b["mean"], b["ci_low"], b["ci_high"], label, "k", marker="o")
         ax2.set_xlabel("memorization (Δ accuracy)")
         ax2.set_ylabel(p["label"])
         ax2.legend(loc="upper left")
@@ -113,29 +132,51 @@ def draw(data: Data) -> Figure:
     return fig
 
 
+def _interval(m: dict, digits: int) -> str:
+    return f"{m['value']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+
+
+def _rho(r: dict) -> str:
+    low, high = r["ci"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{r['value']:.2f} (no interval)"
+    return f"{r['value']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _groups(p: dict, what: str, digits: int) -> str:
+    """ "clean x [l, h] vs flipped y [l, h]; <statement>" for one quantity's group means."""
+    m, d = p["mean"], p["flipped_minus_clean"]
+    return (
+        f"{_interval(m['clean label'], digits)} for clean vs "
+        f"{_interval(m['flipped label'], digits)} for flipped labels; "
+        + difference_statement(
+            "flipped labels", "clean ones", what, d["value"], d["ci_low"], d["ci_high"]
+        )
+    )
+
+
 def caption(data: Data) -> str:
     f, t = data["proxies"]["forgetting_events"], data["proxies"]["learning_time"]
-    fm, tm = f["mean"], t["mean"]
     text = (
         "Forgetting events (correct → incorrect transitions between consecutive presentations "
         "of the example, judged by the forward pass of its minibatch before the update; per "
         "run = mean count per replica) and learning time (epochs trained before the "
         "presentation from which the example is always right; wrong at its last presentation "
         f"= {data['epochs']}, the number of epochs) on {data['dataset']} ({data['replicas']} "
-        "replicas), averaged over the replicas that trained on each example. (a, b) "
-        "Distributions for clean and flipped labels: mean forgetting "
-        f"{fm['clean label']:.2f} vs {fm['flipped label']:.2f}, learning time "
-        f"{tm['clean label']:.1f} vs {tm['flipped label']:.1f} epochs. (c, d) Binned means "
-        "(± s.e.) against memorization; Spearman ρ "
-        f"{f['spearman_with_memorization']:.2f} and {t['spearman_with_memorization']:.2f}."
+        "replicas), averaged over the replicas that trained on each example. Intervals are "
+        "95%, over examples (the replica averages held fixed): t intervals for means, Welch "
+        "for differences, Fisher z (Bonett-Wright) for Spearman ρ. (a, b) Distributions for "
+        f"clean and flipped labels: mean forgetting {_groups(f, 'mean forgetting', 2)}; mean "
+        f"learning time (epochs) {_groups(t, 'mean learning time', 2)}. (c, d) Binned means "
+        "against memorization; Spearman ρ "
+        f"{_rho(f['spearman_with_memorization'])} and {_rho(t['spearman_with_memorization'])}."
     )
     rec = data.get("forgetting_events_recorded")
     if rec:
         every = rec["record_epochs"][1] - rec["record_epochs"][0]
-        rm = rec["mean"]
         text += (
             f" Counted only between recordings every {every} epochs, the mean forgetting "
-            f"would read {rm['clean label']:.2f} vs {rm['flipped label']:.2f}."
+            f"would read {_groups(rec, 'mean forgetting', 2)}."
         )
     return text
 

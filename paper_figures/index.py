@@ -37,7 +37,7 @@ def write_index(out_dir: Path) -> Path:
             records.append(record)
     lines = ["# Figures", ""]
     if not records:
-        lines.append("No figures yet: run `memjax figures`.")
+        lines.append("No figures yet: run `python -m paper_figures`.")
     for r in records:
         files = ", ".join(f"[{fmt.upper()}]({r['files'][fmt]})" for fmt in FORMATS)
         lines += [
@@ -48,7 +48,7 @@ def write_index(out_dir: Path) -> Path:
             r["caption"],
             "",
             f"Files: {files}, [numbers (JSON)]({r['files']['json']}). Mode `{r['mode']}`: "
-            f"`memjax figures {r['name']}{' --quick' if r['mode'] == 'quick' else ''}` "
+            f"`python -m paper_figures {r['name']}{' --quick' if r['mode'] == 'quick' else ''}` "
             "redraws it. Produced from:",
             *_inputs(r["inputs"]),
             "",

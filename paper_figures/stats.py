@@ -1,5 +1,8 @@
 """Small numeric summaries the figures store: histograms, binned means, ROC points, and
-averages of per-example estimates over groups of examples with design-aware intervals."""
+averages with 95% intervals: of per-example estimates over groups of examples, with the
+replicas' blocks as the units (``example_average``), or of values of independent units
+such as examples or replicas (``unit_mean``, ``unit_difference``, ``proportion_mean``,
+``proportion_difference``)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ __all__ = [
     "spearman",
     "example_average",
     "difference_statement",
+    "unit_mean",
+    "unit_difference",
+    "proportion_mean",
+    "proportion_difference",
 ]
 
 
@@ -25,19 +32,22 @@ def histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
 
 
 def binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> dict[str, list]:
-    """Mean of y (with stderr and count) for x in each bin, and the mean x of each bin (where
-    to draw it); NaN where a bin has < 2 points."""
+    """Mean of y for x in each bin with its stderr, t interval (``unit_mean``: the examples
+    are the units, their values held fixed) and count, and the mean x of each bin (where to
+    draw it); NaN where a bin has < 2 points."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     idx = np.digitize(x[ok], edges[1:-1])
-    out: dict[str, list] = {"x": [], "mean": [], "stderr": [], "count": []}
+    keys = ("mean", "stderr", "ci_low", "ci_high")
+    out: dict[str, list] = {"x": [], "count": [], **{k: [] for k in keys}}
     for b in range(len(edges) - 1):
         xs, v = x[ok][idx == b], y[ok][idx == b]
         enough = len(v) >= 2
         out["count"].append(len(v))
         out["x"].append(xs.mean() if enough else np.nan)
-        out["mean"].append(v.mean() if enough else np.nan)
-        out["stderr"].append(v.std(ddof=1) / np.sqrt(len(v)) if enough else np.nan)
+        m = unit_mean(v if enough else np.zeros(0))
+        for k, source in zip(keys, ("value", "stderr", "ci_low", "ci_high"), strict=True):
+            out[k].append(m[source])
     return {"bin_edges": edges, **out}
 
 
@@ -45,16 +55,22 @@ def roc_points(labels: np.ndarray, scores: np.ndarray, fpr_grid: np.ndarray) -> 
     """ROC of "positive iff score is high" at the given FPRs, plus the full curve's AUC.
 
     Examples with a non-finite score are left out (their count is returned). The points
-    stop at FPR 1/(negatives): below it a TPR would be the zero-false-positive count.
+    stop at FPR 1/(negatives): below it a TPR would be the zero-false-positive count. Each
+    TPR has its Clopper-Pearson 95% interval (``tpr_low``, ``tpr_high``), the positives
+    being the units and the threshold that attains the FPR held fixed.
     """
     ok = np.isfinite(scores)
     labels = np.asarray(labels, bool)[ok]
     fpr, tpr, auc = roc_curve(labels, np.asarray(scores, float)[ok])
-    n_neg = int((~labels).sum())
+    n_neg, n_pos = int((~labels).sum()), int(labels.sum())
     shown = resolvable(fpr_grid, n_neg)
+    at = tpr_at(fpr, tpr, fpr_grid[shown])
+    low, high = intervals.clopper_pearson(np.round(at * n_pos), n_pos)
     return {
         "fpr": fpr_grid[shown],
-        "tpr": tpr_at(fpr, tpr, fpr_grid[shown]),
+        "tpr": at,
+        "tpr_low": low,
+        "tpr_high": high,
         "auc": auc,
         "excluded": int((~ok).sum()),
         "negatives": n_neg,
@@ -141,3 +157,78 @@ def difference_statement(
     if high < 0:
         return f"{more} have a smaller {what} than {less} ({numbers})"
     return f"{more} and {less} do not differ distinguishably in {what} ({numbers}, includes 0)"
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, np.float64).ravel()
+    return v[np.isfinite(v)]
+
+
+def unit_mean(values: np.ndarray) -> dict[str, float]:
+    """Mean of the finite ``values`` (k,), one per independent unit (an example, a replica),
+    with its standard error and t(k - 1) 95% interval; NaN interval with < 2 units."""
+    v = _finite(values)
+    k = len(v)
+    value = float(v.mean()) if k else float("nan")
+    stderr = float(v.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+    low, high = intervals.normal(value, stderr, k - 1.0)
+    return {
+        "value": value,
+        "stderr": stderr,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "units": k,
+    }
+
+
+def unit_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """mean(a) - mean(b) of two independent sets of units with Welch's standard error and
+    t interval (Welch-Satterthwaite degrees of freedom)."""
+    ma, mb = unit_mean(a), unit_mean(b)
+    va, vb = ma["stderr"] ** 2, mb["stderr"] ** 2
+    value, stderr = ma["value"] - mb["value"], float(np.sqrt(va + vb))
+    ka, kb = ma["units"], mb["units"]
+    den = va**2 / (ka - 1) + vb**2 / (kb - 1) if min(ka, kb) > 1 else float("nan")
+    df = (va + vb) ** 2 / den if den > 0 else min(ka, kb) - 1.0  # Welch-Satterthwaite
+    low, high = intervals.normal(value, stderr, df)
+    return {"value": value, "stderr": stderr, "ci_low": float(low), "ci_high": float(high)}
+
+
+def _effective(values: np.ndarray) -> tuple[float, float, float, int]:
+    """Mean p, its standard error, the effective count k / deff (deff = observed variance
+    over the binomial p (1 - p); 1 where either is 0) and the number of units k."""
+    v = _finite(values)
+    k = len(v)
+    if k < 2:
+        return (float(v.mean()) if k else float("nan")), float("nan"), float(k), k
+    p, var = float(v.mean()), float(v.var(ddof=1))
+    binomial = p * (1 - p)
+    deff = var / binomial if var > 0 and binomial > 0 else 1.0
+    return p, float(np.sqrt(var / k)), k / deff, k
+
+
+def proportion_mean(values: np.ndarray) -> dict[str, float]:
+    """Mean of per-unit proportions ``values`` (k,) in [0, 1] (e.g. an example's accuracy
+    over replicas) with a Wilson interval on the effective count k / deff (t(k - 1)
+    quantile), which stays inside [0, 1] and open at 0 and 1 (deff = 1 there)."""
+    p, stderr, n_eff, k = _effective(values)
+    low, high = intervals.wilson(p * n_eff, n_eff, intervals.quantile(k - 1.0))
+    return {"value": p, "stderr": stderr, "ci_low": float(low), "ci_high": float(high), "units": k}
+
+
+def proportion_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """mean(a) - mean(b) of per-unit proportions with Newcombe's hybrid score interval on
+    the effective counts (``proportion_mean``), open at -1, 0 and 1. The two sets are treated
+    as independent: where they are the same units in two conditions, positively correlated,
+    the interval is conservative."""
+    (pa, sa, na, ka), (pb, sb, nb, kb) = _effective(a), _effective(b)
+    if min(ka, kb) < 2:
+        nan = float("nan")
+        return {"value": pa - pb, "stderr": nan, "ci_low": nan, "ci_high": nan}
+    low, high = intervals.newcombe(pa * na, na, pb * nb, nb, intervals.quantile(min(ka, kb) - 1.0))
+    return {
+        "value": pa - pb,
+        "stderr": float(np.hypot(sa, sb)),
+        "ci_low": float(low),
+        "ci_high": float(high),
+    }

@@ -12,17 +12,18 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from memjax import data, estimators, subsets
+from memjax import data
+from memjax.estimators import Estimate
 from memjax.outputs import ReplicaOutputs
-from memjax.relations import Relations, relations
+from memjax.relations import Relations
+from memjax.results import Study
 from memjax.store import META, Store, open_store
-from memjax.study import StudyConfig, build_dataset, load_config, run_study
+from memjax.study import StudyConfig, load_config, run_study
 
 __all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path", "log"]
 
@@ -32,8 +33,8 @@ RUNTIME_LINE = re.compile(r"^#\s*expected_runtime:\s*(\S.*)$", re.MULTILINE)
 
 
 def log(message: str) -> None:
-    """Progress of ``memjax figures`` on stderr."""
-    print(f"[memjax figures] {message}", file=sys.stderr, flush=True)
+    """Progress of ``python -m paper_figures`` on stderr."""
+    print(f"[paper_figures] {message}", file=sys.stderr, flush=True)
 
 
 def display_path(path: Path, base: Path = CHECKOUT) -> str:
@@ -84,40 +85,42 @@ def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store
 
 
 class StudyData:
-    """A finished study's masks, outputs and dataset, loaded once, with memoized estimates.
+    """A finished study read through ``mj.open_study`` (dataset verified, arrays verified,
+    estimates memoized with the design's blocks), plus what the figures say about it.
 
-    Every estimate it memoizes gets the study's ``blocks``, so its standard errors and
-    intervals are those of the study's subset design; a figure that estimates on some of the
-    replicas passes ``blocks_of(rows)``.
+    A figure that estimates on some of the replicas passes ``blocks_of(rows)``.
     """
 
-    def __init__(self, ref: StudyRef, store: Store, n_targets: int) -> None:
+    def __init__(self, ref: StudyRef, store: Store) -> None:
         self.ref = ref
         self.store = store
-        self.n_targets = n_targets
+        self.study = Study(store)
 
-    @cached_property
+    @property
     def dataset(self) -> data.Dataset:
-        return build_dataset(self.ref.config.dataset)
+        return self.study.dataset
 
-    @cached_property
+    @property
     def masks(self) -> np.ndarray:
-        return self.store.masks()
+        return self.study.masks
 
-    @cached_property
+    @property
     def outputs(self) -> ReplicaOutputs:
-        return self.store.load_outputs(np.arange(self.store.replicas))
+        return self.study.outputs
 
-    @cached_property
+    @property
     def blocks(self) -> np.ndarray | None:
         """Block id (R,) of each replica (``memjax.subsets.block_ids``); None when the design's
         replicas are independent."""
-        cfg = self.ref.config
-        return subsets.block_ids(np.arange(self.store.replicas), cfg.ratio, cfg.design)
+        return self.study.blocks
 
     def blocks_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The block ids of the replicas ``rows`` (None for independent designs)."""
         return None if self.blocks is None else self.blocks[rows]
+
+    @property
+    def n_targets(self) -> int:
+        return self.study.n_targets
 
     @property
     def label(self) -> str:
@@ -130,23 +133,21 @@ class StudyData:
     @property
     def flipped(self) -> np.ndarray | None:
         """Training labels flipped by the study's label noise (None for clean studies)."""
-        return self.dataset.train_info.get("flipped")
+        return self.study.flipped
 
-    @cached_property
-    def memorization(self) -> estimators.Estimate:
-        return estimators.memorization(self.masks, self.outputs.train_correct, self.blocks)
+    @property
+    def memorization(self) -> Estimate:
+        return self.study.memorization
 
-    @cached_property
-    def held_out_accuracy(self) -> estimators.Estimate:
+    @property
+    def held_out_accuracy(self) -> Estimate:
         """Held-out accuracy of every training example at this study's ratio."""
-        return estimators.held_out_accuracy(self.masks, self.outputs.train_correct, self.blocks)
+        return self.study.held_out_accuracy
 
-    @cached_property
+    @property
     def relations(self) -> Relations:
         """Every per-example score (proxies, attacks) beside memorization."""
-        return relations(
-            self.masks, self.outputs, self.flipped, n_targets=self.n_targets, blocks=self.blocks
-        )
+        return self.study.relations
 
     def provenance(self, out_dir: Path) -> dict[str, Any]:
         """Which config and which stored study a figure's numbers come from."""

@@ -436,3 +436,19 @@ def test_c_score_averages_held_out_accuracy_over_ratios():
     assert (c.ci_low <= c.value).all() and (c.value <= c.ci_high).all()
     with pytest.raises(ValueError, match="at least one"):
         est.c_score([])
+
+
+def test_replica_mean_is_the_t_interval_without_blocks_and_over_block_means_with_them():
+    rng = np.random.default_rng(1)
+    x = rng.random(12)
+    e = est.replica_mean(x, None)
+    ref = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    np.testing.assert_allclose([e.value, e.ci_low, e.ci_high], [x.mean(), *ref])
+    assert e.stderr == pytest.approx(stats.sem(x))
+    blocks = np.repeat(np.arange(6), 2)  # complete blocks of two: the block means are the units
+    means = x.reshape(6, 2).mean(axis=1)
+    ref = stats.t.interval(0.95, 5, loc=means.mean(), scale=stats.sem(means))
+    e = est.replica_mean(x, blocks)
+    np.testing.assert_allclose([e.value, e.ci_low, e.ci_high], [means.mean(), *ref])
+    with pytest.raises(ValueError, match="at least 2"):
+        est.replica_mean(x[:1], None)

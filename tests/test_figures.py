@@ -12,45 +12,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
 import pytest
 import yaml
+from scipy.stats import t as t_dist
 
 import memjax as mj
-from memjax.cli import main as cli_main
+from experiments.theory_vs_width.experiment import load_settings
 from memjax.outputs import ReplicaOutputs
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from experiments.theory_vs_width.experiment import load_settings  # noqa: E402
-from paper_figures import FIGURE_NAMES, figure_spec, make_figures  # noqa: E402
-from paper_figures.context import MODES, Context  # noqa: E402
-from paper_figures.fig04_influence import block_permutation  # noqa: E402
-from paper_figures.fig05_convergence import block_groups  # noqa: E402
-from paper_figures.runner import FiguresFailedError  # noqa: E402
-from paper_figures.stats import difference_statement, example_average  # noqa: E402
+from paper_figures import figure_names, figure_spec, figures, make_figures
+from paper_figures.__main__ import figure_table
+from paper_figures.__main__ import main as figures_main
+from paper_figures.context import MODES, Context
+from paper_figures.fig04_influence import block_permutation
+from paper_figures.fig05_convergence import block_groups
+from paper_figures.fig08_mislabeled import LABELS
+from paper_figures.registry import collect
+from paper_figures.runner import FiguresFailedError
+from paper_figures.spec import FigureSpec
+from paper_figures.stats import difference_statement, example_average
 
 MLP = {"type": "MLP", "widths": [8], "activation": "relu", "parameterization": "standard"}
 DIGITS = {"name": "digits"}
 NOISY = {"name": "digits", "label_noise": 0.1, "noise_seed": 0}
 LONGTAIL = {"name": "longtail", "n_train": 400, "n_test": 400, "subpops_per_class": 12}
-FAST_FIGURES = [
-    "memorization",
-    "extremes",
-    "influence",
-    "convergence",
-    "theory",
-    "long_tail",
-    "mislabeled",
-    "privacy",
-    "forgetting",
-    "consistency",
-]
+RETRAINING = "marginal_utility"  # trains new replicas: only the slow end-to-end test makes it
+FAST_FIGURES = [name for name in figure_names() if name != RETRAINING]
+REPO = Path(__file__).resolve().parents[1]
 PLANTED_PAIRS = 5  # train example i decides test example i
 MAX_WIDTH_IN = 7.0  # a two-column paper's text width
 PNG_DPI = 300
@@ -301,8 +298,7 @@ def test_planted_effects_are_visible_in_the_numbers(synthetic):
 
     forgetting = _record(out, "forgetting")["data"]
     for name in ("learning_time", "forgetting_events"):
-        mean = forgetting["proxies"][name]["mean"]
-        assert mean["flipped label"] > mean["clean label"], name
+        assert forgetting["proxies"][name]["flipped_minus_clean"]["ci_low"] > 0, name
 
     designs = _record(out, "convergence")["data"]["designs"]
     assert designs["balanced"]["missing"][0][0] == 0.0
@@ -371,6 +367,185 @@ def test_captions_state_the_numbers_of_their_json(synthetic):
     record = _record(out, "consistency")
     for c in record["data"]["c_score_groups"].values():
         assert _interval(c["mean"], c["ci_low"], c["ci_high"], 2) in record["caption"]
+
+
+TRIPLE = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
+
+
+def _triples(caption: str) -> list[tuple[float, float, float]]:
+    """Every "value [low, high]" of a caption, as numbers."""
+    return [tuple(map(float, m)) for m in TRIPLE.findall(caption)]
+
+
+def _rounded(value: float, low: float, high: float, digits: int, scale: float = 1.0) -> tuple:
+    return tuple(round(scale * v, digits) for v in (value, low, high))
+
+
+def _statement(d: dict, *args: str) -> str:
+    return difference_statement(*args, d["value"], d["ci_low"], d["ci_high"])
+
+
+def test_long_tail_caption_states_its_json_with_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "long_tail")
+    data, caption = record["data"], record["caption"]
+    b = data["binned"]
+    shown = [k for k, c in enumerate(b["count"]) if c]
+    for k in shown:  # means over a bin's examples, intervals over replica blocks
+        assert (
+            b["ci_low"][k] <= b["mean"][k] <= b["ci_high"][k] and b["ci_low"][k] < b["ci_high"][k]
+        )
+    d = b["singletons_minus_largest"]
+    top = b["labels"].index(d["largest_bin"])
+    assert top == shown[-1] and d["ci_low"] > 0  # planted: singletons are memorized
+    rare = data["rare_test_accuracy"]
+    for c in rare.values():
+        for cond in ("all IN", "none IN"):
+            a = c[cond]
+            assert a["ci_low"] <= a["mean"] <= a["ci_high"] and a["ci_low"] < a["ci_high"]
+        diff = c["all_minus_none"]
+        assert diff["value"] == pytest.approx(c["all IN"]["mean"] - c["none IN"]["mean"], abs=1e-5)
+        assert (
+            diff["ci_low"] <= diff["value"] <= diff["ci_high"] and diff["ci_low"] < diff["ci_high"]
+        )
+    single = rare["1"]
+    assert 0.5 < single["all_minus_none"]["ci_low"] < 1.0 == single["all_minus_none"]["ci_high"]
+    test = data["mean_test_accuracy"]
+    expected = [
+        _rounded(b["mean"][0], b["ci_low"][0], b["ci_high"][0], 2),
+        _rounded(b["mean"][top], b["ci_low"][top], b["ci_high"][top], 2),
+        _rounded(test["value"], test["ci_low"], test["ci_high"], 1, 100),
+        *(
+            _rounded(single[c]["mean"], single[c]["ci_low"], single[c]["ci_high"], 1, 100)
+            for c in ("all IN", "none IN")
+        ),
+    ]
+    assert _triples(caption) == expected
+    more = f"examples of subpopulations of {d['largest_bin']}"
+    assert _statement(d, "singletons", more, "mean memorization") in caption
+    assert "singletons have a larger mean memorization" in caption
+    args = ("replicas trained on the singleton", "those trained without it")
+    assert _statement(single["all_minus_none"], *args, "accuracy on its test examples") in caption
+
+
+def test_mislabeled_caption_states_its_json_with_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "mislabeled")
+    data, caption = record["data"], record["caption"]
+    store = open_store(str(out / "studies" / data["study"]))
+    outputs = store.load_outputs(np.arange(store.replicas))
+    flipped = build_dataset(SYNTHETIC[data["study"]]["dataset"]).train_info["flipped"]
+    blocks = mj.subsets.block_ids(np.arange(store.replicas), 0.5, "balanced")
+    rel = mj.relations.relations(store.masks(), outputs, flipped, blocks=blocks)
+    for name, c in data["curves"].items():
+        low, high = c["auc_ci"]
+        assert c["auc"] == pytest.approx(rel.flipped_auc[name], abs=1e-5)
+        assert (low, high) == pytest.approx(rel.flipped_auc_ci[name], abs=1e-5)
+        assert low <= c["auc"] <= high and low < high
+        tpr, tpr_low, tpr_high = (np.array(c[k], float) for k in ("tpr", "tpr_low", "tpr_high"))
+        assert (tpr_low <= tpr + 1e-6).all() and (tpr - 1e-6 <= tpr_high).all()
+        assert (tpr_low < tpr_high).all()
+    best = data["best_proxy"]
+    assert best not in ("memorization", "held_out_accuracy")  # a single-run proxy
+    assert data["curves"][best]["auc"] == max(
+        c["auc"]
+        for k, c in data["curves"].items()
+        if k not in ("memorization", "held_out_accuracy")
+    )
+    mem, top = data["curves"]["memorization"], data["curves"][best]
+    assert _triples(caption) == [_rounded(c["auc"], *c["auc_ci"], 3) for c in (mem, top)]
+    d = data["memorization_minus_best_proxy"]
+    assert d["ci_low"] <= d["value"] <= d["ci_high"] and d["ci_low"] < d["ci_high"]
+    label = LABELS[best]
+    assert _statement(d, "memorization scores", f"{label} scores", "AUC") in caption
+
+
+def test_forgetting_caption_states_its_json_with_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "forgetting")
+    data, caption = record["data"], record["caption"]
+    store = open_store(str(out / "studies" / data["study"]))
+    outputs = store.load_outputs(np.arange(store.replicas))
+    flipped = build_dataset(SYNTHETIC[data["study"]]["dataset"]).train_info["flipped"]
+    masks = store.masks()
+    # forgetting: per-example averages over IN replicas, a t interval over a group's examples
+    per_example = np.array(
+        [outputs.forgetting_events[masks[:, i], i].mean() for i in range(len(flipped))]
+    )
+    for g, group in (("clean label", ~flipped), ("flipped label", flipped)):
+        v = per_example[group]
+        half = t_dist.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        m = data["proxies"]["forgetting_events"]["mean"][g]
+        assert m["value"] == pytest.approx(v.mean(), abs=1e-5)
+        assert (m["ci_low"], m["ci_high"]) == pytest.approx(
+            (v.mean() - half, v.mean() + half), abs=1e-5
+        )
+    expected = []
+    for name in ("forgetting_events", "learning_time"):
+        p = data["proxies"][name]
+        for g in ("clean label", "flipped label"):
+            m = p["mean"][g]
+            assert m["ci_low"] <= m["value"] <= m["ci_high"] and m["ci_low"] < m["ci_high"]
+            expected.append(_rounded(m["value"], m["ci_low"], m["ci_high"], 2))
+        d = p["flipped_minus_clean"]
+        assert d["ci_low"] > 0  # planted: flipped labels are forgotten more and learned later
+        what = "mean forgetting" if name == "forgetting_events" else "mean learning time"
+        assert _statement(d, "flipped labels", "clean ones", what) in caption
+        b = p["vs_memorization"]
+        for k, c in enumerate(b["count"]):
+            if c >= 2:
+                assert b["ci_low"][k] <= b["mean"][k] <= b["ci_high"][k]
+    for name in ("forgetting_events", "learning_time"):
+        r = data["proxies"][name]["spearman_with_memorization"]
+        assert r["ci"][0] < r["value"] < r["ci"][1]
+        expected.append(_rounded(r["value"], *r["ci"], 2))
+    rec = data["forgetting_events_recorded"]
+    expected += [
+        _rounded(rec["mean"][g]["value"], rec["mean"][g]["ci_low"], rec["mean"][g]["ci_high"], 2)
+        for g in ("clean label", "flipped label")
+    ]
+    assert _triples(caption) == expected
+
+
+def test_marginal_utility_summary_has_replica_intervals_and_its_caption_states_them():
+    """Accuracies of 6 replicas per point: t intervals over replicas and Welch differences
+    against scipy; the caption's numbers and wording come from them."""
+    from scipy import stats
+
+    from paper_figures.fig03_marginal_utility import accuracy_summary, caption
+
+    rng = np.random.default_rng(0)
+    shift = np.array([0.0, -0.05, 0.0, -0.001, 0.0])[:, None]  # threshold 1: memorized cost
+    acc = 0.9 + shift + 0.01 * rng.standard_normal((5, 6))
+    data = {
+        "dataset": "digits",
+        "replicas_per_point": 6,
+        "thresholds": [0.5, 0.1],
+        "removed": [10, 200],
+        **accuracy_summary(acc),
+    }
+    full = data["full_data_accuracy"]
+    ci = stats.t.interval(0.95, 5, loc=acc[0].mean(), scale=stats.sem(acc[0]))
+    assert full["mean"] == pytest.approx(acc[0].mean())
+    assert (full["ci_low"], full["ci_high"]) == pytest.approx(ci)
+    expected = [_rounded(full["mean"], full["ci_low"], full["ci_high"], 3)]
+    for i in range(2):
+        mem, rnd = acc[1 + 2 * i], acc[2 + 2 * i]
+        for key, a in (("memorized_removed", mem), ("random_removed", rnd)):
+            m = data[key]
+            ci = stats.t.interval(0.95, 5, loc=a.mean(), scale=stats.sem(a))
+            assert (m["ci_low"][i], m["ci_high"][i]) == pytest.approx(ci)
+            expected.append(_rounded(m["mean"][i], m["ci_low"][i], m["ci_high"][i], 3))
+        welch = stats.ttest_ind(rnd, mem, equal_var=False).confidence_interval(0.95)
+        d = {k: data["random_minus_memorized"][k][i] for k in ("mean", "ci_low", "ci_high")}
+        assert d["mean"] == pytest.approx(rnd.mean() - mem.mean())
+        assert (d["ci_low"], d["ci_high"]) == pytest.approx((welch.low, welch.high))
+    text = caption(data)
+    assert _triples(text) == expected
+    diff = data["random_minus_memorized"]
+    assert "without random examples have a larger test accuracy" in text  # threshold 0.5
+    assert diff["ci_low"][0] > 0 and diff["ci_low"][1] < 0 < diff["ci_high"][1]
+    assert "do not differ distinguishably in test accuracy" in text  # threshold 0.1
 
 
 def test_difference_statement_wording_follows_the_interval():
@@ -526,7 +701,7 @@ def test_redrawing_reuses_the_stores_and_gives_the_same_numbers(synthetic):
 @pytest.mark.parametrize("mode", MODES)
 def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
     ctx = Context(mode, tmp_path)
-    ctx.check_studies({s for name in FIGURE_NAMES for s in figure_spec(name).studies})
+    ctx.check_studies({s for spec in figures().values() for s in spec.studies})
     assert all(ref.expected_runtime for ref in ctx.refs.values())
     assert {ref.config.design for name, ref in ctx.refs.items() if "ratio" not in name} == {
         "balanced",
@@ -540,10 +715,82 @@ def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
 def test_unknown_figure_names_fail_early_with_the_valid_names(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown figure name.*'nope'.*valid names are"):
         make_figures(["memorization", "nope"], quick=True, out=tmp_path)
-    assert cli_main(["figures", "nope", "--quick", "--out", str(tmp_path)]) == 2
+    assert figures_main(["nope", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "'nope'" in err and ", ".join(FIGURE_NAMES) in err
+    assert err.startswith("python -m paper_figures: error:")
+    assert "'nope'" in err and ", ".join(figure_names()) in err
     assert not any(tmp_path.iterdir())
+
+
+def test_every_figure_module_registers_itself_once_in_paper_order():
+    """The registry is exactly the figNN_<name>.py files, read off the file names here."""
+    files = sorted(
+        (int(m[1]), m[2])
+        for path in (REPO / "paper_figures").glob("*.py")
+        if (m := re.fullmatch(r"fig(\d+)_(\w+)", path.stem))
+    )
+    specs = figures()
+    assert [(spec.number, spec.name) for spec in specs.values()] == files
+    assert list(specs) == [name for _, name in files] == list(figure_names())
+    assert all(figure_spec(name) is spec for name, spec in specs.items())
+
+
+def _spec(number: int, name: str) -> FigureSpec:
+    return FigureSpec(number, name, "title", (), dict, lambda d: None, str)
+
+
+def test_registry_refuses_misnamed_duplicate_and_missing_figures():
+    one, two = _spec(1, "one"), _spec(2, "two")
+    got = collect(
+        {"fig02_two": SimpleNamespace(FIGURE=two), "fig01_one": SimpleNamespace(FIGURE=one)}
+    )
+    assert list(got.items()) == [("one", one), ("two", two)]
+    with pytest.raises(ValueError, match="fig01_one holds figure fig02_two: name the module"):
+        collect({"fig01_one": SimpleNamespace(FIGURE=two)})
+    with pytest.raises(ValueError, match="fig01_one and fig01_two share the number 1"):
+        collect(
+            {
+                "fig01_one": SimpleNamespace(FIGURE=one),
+                "fig01_two": SimpleNamespace(FIGURE=_spec(1, "two")),
+            }
+        )
+    with pytest.raises(ValueError, match="fig01_one and fig02_one share the name 'one'"):
+        collect(
+            {
+                "fig01_one": SimpleNamespace(FIGURE=one),
+                "fig02_one": SimpleNamespace(FIGURE=_spec(2, "one")),
+            }
+        )
+    with pytest.raises(TypeError, match="fig03_three defines no FIGURE"):
+        collect({"fig03_three": SimpleNamespace()})
+
+
+def test_command_line_lists_the_figures_from_the_repository_root():
+    """``python -m paper_figures`` runs from a checkout's root with nothing on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "paper_figures", "--list"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split(" | ") for line in listed.splitlines()[2:]]
+    assert listed.strip() == figure_table()
+    assert [(int(r[0].strip("| ")), r[1].strip("`")) for r in rows] == [
+        (spec.number, spec.name) for spec in figures().values()
+    ]
+    assert "| 6 | `theory` |" in listed and "digits_ratio_90" in listed
+
+
+def test_help_names_every_figure(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        figures_main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m paper_figures [-h] [--quick] [--out OUT]")
+    assert f"figures: {', '.join(figure_names())}" in text
 
 
 def test_missing_study_config_and_runtime_line_are_refused(tmp_path):
@@ -586,6 +833,8 @@ def test_quick_figures_end_to_end_train_then_reuse(tmp_path):
     assert [p.name for p in written] == ["fig03_marginal_utility.json", "fig04_influence.json"]
     data = _record(out, "marginal_utility")["data"]
     assert data["removed"][0] > 0 and data["full_data_accuracy"]["mean"] > 0.5  # chance: 0.1
+    full = data["full_data_accuracy"]
+    assert full["ci_low"] < full["mean"] < full["ci_high"]
     stamps = {p: p.stat().st_mtime_ns for p in (out / "studies").rglob("*") if p.is_file()}
     derived = out / "derived" / "marginal_utility.json"
     derived_stamp = derived.stat().st_mtime_ns

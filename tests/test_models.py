@@ -141,13 +141,13 @@ def test_spec_dict_roundtrip(spec):
 @pytest.mark.parametrize(
     ("d", "message"),
     [
-        ({"type": "Transformer"}, r"unknown model type 'Transformer'"),
-        ({"type": "MLP", "depth": 3}, r"unknown MLP fields \['depth'\]"),
-        ({"type": "MLP", "activation": "tanh"}, r"unknown activation 'tanh'"),
-        ({"type": "MLP", "parameterization": "mup"}, r"unknown parameterization 'mup'"),
-        ({"type": "MLP", "widths": []}, r"widths must be a non-empty tuple"),
-        ({"type": "MLP", "W_std": 0.0}, r"need W_std > 0"),
-        ({"type": "MLP", "b_std": -1.0}, r"b_std >= 0"),
+        ({"type": "Transformer"}, r"model\.type: got 'Transformer'; allowed: one of"),
+        ({"type": "MLP", "depth": 3}, r"unknown setting model\.depth"),
+        ({"type": "MLP", "activation": "tanh"}, r"model\.activation: got 'tanh'"),
+        ({"type": "MLP", "parameterization": "mup"}, r"model\.parameterization: got 'mup'"),
+        ({"type": "MLP", "widths": []}, r"model\.widths: got \[\]; allowed: a non-empty list"),
+        ({"type": "MLP", "W_std": 0.0}, r"model\.W_std: got 0\.0; allowed: a finite number > 0"),
+        ({"type": "MLP", "b_std": -1.0}, r"model\.b_std: got -1\.0; allowed: a finite number >= 0"),
     ],
 )
 def test_spec_errors(d, message):

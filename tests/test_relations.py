@@ -3,7 +3,6 @@ computations (rank correlations, sklearn AUCs) on simulated outputs, and on a re
 MNIST-1D study with 10% label noise."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,8 +114,9 @@ def test_without_trajectories_or_flips():
     masks, out, _ = simulated_study(trajectories=False)
     rel = relations(masks, out, n_targets=4)
     assert list(rel.columns) == FINAL + ATTACKS + PROXIES + PRESENTED
-    assert rel.flipped_auc is None
+    assert rel.flipped_auc is None and rel.flipped_auc_ci is None
     assert rel.summary()["flipped_label_auc"] is None
+    assert rel.summary()["flipped_label_auc_ci"] is None
 
 
 def test_counterfactual_memorization_is_in_minus_out_of_the_measure():
@@ -146,8 +146,7 @@ def test_early_epoch_selects_the_recording_of_el2n_and_grand():
         np.testing.assert_allclose(rel.columns[name].value, expected)
 
 
-def test_experiment_writes_its_tables(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
+def test_experiment_writes_its_tables(tmp_path):
     from experiments.privacy_and_proxies.__main__ import tables, write
 
     masks, out, flipped = simulated_study()
@@ -171,7 +170,10 @@ def test_summary_has_no_nan():
     for name in ("forgetting_events", "forgetting_events_recorded"):
         assert np.isnan(rel.spearman[name])
         assert summary["spearman_with_memorization"][name] is None
+        assert summary["spearman_with_memorization_ci"][name] is None
         assert summary["flipped_label_auc"][name] == 0.5  # all ties
+        low, high = summary["flipped_label_auc_ci"][name]  # open, though DeLong's is 0
+        assert low < 0.5 < high
     json.dumps(summary, allow_nan=False)
 
 
@@ -213,3 +215,151 @@ def test_mnist1d_label_noise_found_by_memorization():
     assert list(rel.flipped_auc) == FINAL + ATTACKS + PROXIES + PRESENTED + TRAJ
     assert all(np.isfinite(v) for v in rel.flipped_auc.values())
     assert rel.flipped_auc["memorization"] >= 0.9, rel.flipped_auc
+
+
+def _psi_components(labels: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components by brute force over every (positive, negative) pair."""
+    x, y = score[labels], score[~labels]
+    psi = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    return psi.mean(axis=1), psi.mean(axis=0)
+
+
+def _binormal(rng, n: int, positives: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.zeros(n, bool)
+    labels[:positives] = True
+    return labels, rng.standard_normal(n) + shift * labels
+
+
+def test_delong_covariance_equals_its_structural_components_by_brute_force():
+    rng = np.random.default_rng(0)
+    labels = rng.random(120) < 0.2
+    scores = np.round(rng.standard_normal((2, 120)) + [[1.0], [0.5]] * labels, 1)  # with ties
+    auc, cov = mj.auc.delong(labels, scores)
+    comps = [_psi_components(labels, s) for s in scores]
+    m, n = labels.sum(), (~labels).sum()
+    for i in range(2):
+        assert auc[i] == pytest.approx(roc_auc_score(labels, scores[i]))
+        for j in range(2):
+            (x_i, y_i), (x_j, y_j) = comps[i], comps[j]
+            expected = np.cov(x_i, x_j)[0, 1] / m + np.cov(y_i, y_j)[0, 1] / n
+            assert cov[i, j] == pytest.approx(expected)
+    d = mj.auc.auc_difference(labels, scores[0], scores[1])
+    assert d["value"] == pytest.approx(auc[0] - auc[1])
+    assert d["stderr"] ** 2 == pytest.approx(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert d["ci_low"] < d["value"] < d["ci_high"] and d["examples"] == 120
+    half = 1.959964 * d["stderr"]
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((d["value"] - half, d["value"] + half))
+    # two perfect separations: DeLong's variance is 0, the interval that of the two AUCs'
+    perfect = mj.auc.auc_difference(labels, labels * 2.0, labels * 1.0)
+    low, high = mj.auc.auc_interval(labels, labels * 1.0)
+    assert perfect["value"] == 0 and perfect["stderr"] == 0
+    assert (perfect["ci_low"], perfect["ci_high"]) == pytest.approx((low - 1, 1 - low))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
+    """4000 resamples of the examples within each class (m and n fixed, as DeLong assumes)."""
+    rng = np.random.default_rng(seed)
+    labels, score = _binormal(rng, 400, 50, 1.2)
+    (auc,), cov = mj.auc.delong(labels, score)
+    pos, neg = score[labels], score[~labels]
+    draws = 4000
+    x = pos[rng.integers(0, 50, (draws, 50))]
+    y = neg[rng.integers(0, 350, (draws, 350))]
+    ranks = rankdata(np.concatenate([x, y], axis=1), axis=1)[:, :50]
+    boot = (ranks.sum(axis=1) - 50 * 51 / 2) / (50 * 350)
+    assert np.sqrt(cov[0, 0]) == pytest.approx(boot.std(), rel=0.08)
+    low, high = mj.auc.auc_interval(labels, score)
+    assert low < auc < high
+    assert (high - low) / 2 == pytest.approx(1.96 * boot.std(), rel=0.15)
+
+
+def test_auc_interval_covers_the_true_auc():
+    """Binormal scores, true AUC Phi(shift / sqrt 2); 95% intervals over 1000 studies each
+    (Monte Carlo s.e. of a coverage 0.007). Near AUC 1 it takes hundreds of positives (with
+    20 positives at AUC 0.96 the coverage is about 0.91, as the docstring says)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(7)
+    for shift, n, positives in ((1.0, 200, 40), (2.5, 1000, 200)):  # AUC 0.76 and 0.96
+        truth = norm.cdf(shift / np.sqrt(2))
+        hits = []
+        for _ in range(1000):
+            low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
+            hits.append(low <= truth <= high)
+        assert 0.92 <= np.mean(hits) <= 0.975, (shift, np.mean(hits))
+
+
+def test_auc_interval_stays_open_where_delong_vanishes():
+    """Perfect separation and a constant score: the Hanley-McNeil score interval, checked
+    against a grid search of its defining inequality (auc - t)^2 <= 1.96^2 V(t)."""
+    labels = np.arange(60) < 10
+    theta = np.linspace(0, 1, 200_001)
+
+    def grid_interval(auc: float, m: int, n: int) -> tuple[float, float]:
+        q1, q2 = theta / (2 - theta), 2 * theta**2 / (1 + theta)
+        var = theta * (1 - theta) + (m - 1) * (q1 - theta**2) + (n - 1) * (q2 - theta**2)
+        inside = theta[(auc - theta) ** 2 <= 1.959964**2 * var / (m * n)]
+        return inside.min(), inside.max()
+
+    for score, auc in ((labels * 1.0, 1.0), (-(labels * 1.0), 0.0), (np.zeros(60), 0.5)):
+        low, high = mj.auc.auc_interval(labels, score)
+        assert low < high and low <= auc <= high
+        expected = grid_interval(auc, 10, 50)
+        assert low == pytest.approx(expected[0], abs=1e-4)
+        assert high == pytest.approx(expected[1], abs=1e-4)
+    assert np.isnan(mj.auc.auc_interval(np.arange(5) < 1, np.arange(5.0))).all()
+
+
+def test_spearman_interval_covers_and_matches_a_bootstrap():
+    """Bivariate normal with correlation 0.6: Spearman's rho is (6/pi) asin(0.3). Coverage of
+    the Bonett-Wright interval over 600 samples; its z-scale se against bootstraps."""
+    rng = np.random.default_rng(3)
+    truth = 6 / np.pi * np.arcsin(0.3)
+    cov = [[1, 0.6], [0.6, 1]]
+
+    def rho_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+        rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+        return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
+
+    hits = []
+    for _ in range(600):
+        x, y = rng.multivariate_normal([0, 0], cov, 80).T
+        low, high = mj.relations.spearman_interval(rho_rows(x, y), 80)
+        hits.append(low <= truth <= high)
+    assert 0.92 <= np.mean(hits) <= 0.975, np.mean(hits)
+    ratios = []  # z-scale se over the bootstrap's: sample to sample s.d. about 0.04
+    for _ in range(5):
+        x, y = rng.multivariate_normal([0, 0], cov, 300).T
+        idx = rng.integers(0, 300, (4000, 300))
+        boot = np.arctanh(rho_rows(x[idx], y[idx]))
+        low, high = mj.relations.spearman_interval(rho_rows(x, y), 300)
+        ratios.append((np.arctanh(high) - np.arctanh(low)) / 2 / 1.959964 / boot.std())
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.07) and np.ptp(ratios) < 0.3, ratios
+    assert np.isnan(mj.relations.spearman_interval(1.0, 50)).all()
+    assert np.isnan(mj.relations.spearman_interval(0.5, 3)).all()
+
+
+def test_relations_report_intervals_around_their_values():
+    masks, out, flipped = simulated_study()
+    rel = relations(masks, out, flipped, n_targets=8)
+    assert set(rel.spearman_ci) == set(rel.spearman)
+    assert set(rel.flipped_auc_ci) == set(rel.flipped_auc) == set(rel.columns)
+    for name, rho in rel.spearman.items():
+        low, high = rel.spearman_ci[name]
+        ok = np.isfinite(rel.columns[name].value) & np.isfinite(rel.columns["memorization"].value)
+        assert (low, high) == pytest.approx(mj.relations.spearman_interval(rho, int(ok.sum())))
+        assert low < rho < high
+    for name, auc in rel.flipped_auc.items():
+        value = rel.columns[name].value
+        oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
+        ok = np.isfinite(value)
+        expected = mj.auc.auc_interval(flipped[ok], oriented[ok])
+        assert rel.flipped_auc_ci[name] == pytest.approx(expected)
+        assert expected[0] <= auc <= expected[1] and expected[0] < expected[1]
+    summary = rel.summary()
+    assert summary["flipped_label_auc_ci"]["memorization"] == list(
+        rel.flipped_auc_ci["memorization"]
+    )
+    assert summary["spearman_with_memorization_ci"]["loss"] == list(rel.spearman_ci["loss"])

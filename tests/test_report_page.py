@@ -14,18 +14,12 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import stats
 
 from memjax.cli import main
 from memjax.data import from_arrays, load
 from memjax.estimators import Estimate
-from memjax.report_page import (
-    EXAMPLES_PER_SIDE,
-    _drawing,
-    load_report_study,
-    ranked,
-    replica_mean,
-)
+from memjax.report import ranked_examples
+from memjax.report_page import EXAMPLES_PER_SIDE, _drawing, load_report_study
 from memjax.study import StudyConfig, run_study
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,26 +109,13 @@ def signal_study(tmp_path_factory) -> str:
     return str(root / "page")
 
 
-def test_replica_mean_is_the_t_interval_without_blocks_and_over_block_means_with_them():
-    rng = np.random.default_rng(1)
-    x = rng.random(12)
-    mean, low, high = replica_mean(x, None)
-    ref = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
-    np.testing.assert_allclose([mean, low, high], [x.mean(), *ref])
-    blocks = np.repeat(np.arange(6), 2)  # complete blocks of two: the block means are the units
-    means = x.reshape(6, 2).mean(axis=1)
-    ref = stats.t.interval(0.95, 5, loc=means.mean(), scale=stats.sem(means))
-    np.testing.assert_allclose(replica_mean(x, blocks), [means.mean(), *ref])
-    with pytest.raises(ValueError, match="at least 2"):
-        replica_mean(x[:1], None)
-
-
 def test_ranked_keeps_examples_with_an_interval_most_memorized_first():
     value = np.array([0.1, 0.9, np.nan, 0.5, 0.7, 0.3])
     n_in = np.array([3, 3, 0, 3, 1, 2])
     n_out = np.array([3, 3, 6, 2, 5, 4])
     est = Estimate(value, np.full(6, 0.1), n_in, n_out)
-    np.testing.assert_array_equal(ranked(est), [1, 3, 5, 0])  # 2: no value, 4: one IN replica
+    # 2: no value, 4: one IN replica
+    np.testing.assert_array_equal(ranked_examples(est), [1, 3, 5, 0])
 
 
 def test_drawing_by_input_shape():
@@ -166,7 +147,7 @@ def test_page_is_self_contained_and_complete(digits_study):
     examples = page.find("figure", within="examples")
     assert len(examples) == 2 * EXAMPLES_PER_SIDE
     mem = s.relations.columns["memorization"]
-    order = ranked(mem)
+    order = ranked_examples(mem)
     shown = [int(f["data-index"]) for f in examples]
     np.testing.assert_array_equal(shown[:EXAMPLES_PER_SIDE], order[:EXAMPLES_PER_SIDE])
     np.testing.assert_array_equal(shown[EXAMPLES_PER_SIDE:], order[::-1][:EXAMPLES_PER_SIDE])
@@ -199,9 +180,10 @@ def test_signal_study_draws_line_plots_and_says_why_attacks_are_missing(signal_s
     assert "No attack was evaluated" in text and "this study has 4" in text
     assert "No label was flipped" in text
     assert (
-        "learning_time_recorded, forgetting_events_recorded, el2n: needs recorded trajectories"
-        in text
+        "learning_time_recorded, forgetting_events_recorded: the study did not record "
+        "traj_correct (needs train.record_every &gt; 0)" in text
     )
+    assert "el2n: the study did not record traj_el2n" in text
 
 
 def test_unfinished_study_is_reported_from_its_finished_replicas(digits_study, tmp_path):

@@ -107,14 +107,14 @@ def test_damaged_chunk_fails_readers_then_repair_restores_bytes(
     _flip_byte(chunk_file) if damage == "flip" else chunk_file.unlink()
 
     code, _, err = cli(capsys, "estimate", str(study), "--out", str(tmp_path / "est"))
-    assert code == 2 and "chunk 1 (replicas 2..3)" in err and "train_correct" in err
+    assert code == 3 and "chunk 1 (replicas 2..3)" in err and "train_correct" in err
     assert f"memjax verify {study} --repair" in err
     assert not (tmp_path / "est" / "summary.json").exists()
 
     empty = tmp_path / "empty"
     run_study(cfg, str(empty), progress=False, max_chunks=0)
     code, _, err = cli(capsys, "merge", str(study), str(empty), "--out", str(tmp_path / "m"))
-    assert code == 2 and "chunk 1 (replicas 2..3)" in err
+    assert code == 3 and "chunk 1 (replicas 2..3)" in err
     assert not (tmp_path / "m").exists()
 
     code, out, _ = cli(capsys, "verify", str(study))
@@ -169,7 +169,7 @@ def test_deleted_arrays_never_claim_completeness(lost, cfg, original, study, cap
     with pytest.raises(CorruptChunkError, match=r"finished chunks \[0, 1, 2\] lack files"):
         run_study(cfg, str(study), progress=False)
     code, _, err = cli(capsys, "estimate", str(study))
-    assert code == 2 and "arrays.zarr" in err and "--repair" in err
+    assert code == 3 and "arrays.zarr" in err and "--repair" in err
 
     code, out, _ = cli(capsys, "verify", str(study), "--repair")
     assert code == 0 and "chunks [0, 1, 2] are now unfinished" in out
@@ -185,7 +185,7 @@ def test_tampered_masks_are_detected(cfg, original, study, capsys):
     with pytest.raises(CorruptChunkError, match=r"chunk 0 .*masks differ"):
         store.masks()
     code, _, err = cli(capsys, "estimate", str(study))
-    assert code == 2 and "chunk 0 (replicas 0..1)" in err and "masks differ" in err
+    assert code == 3 and "chunk 0 (replicas 0..1)" in err and "masks differ" in err
     code, out, _ = cli(capsys, "verify", str(study), "--repair")
     assert code == 0 and "chunks [0] are now unfinished" in out
     run_study(cfg, str(study), progress=False)
@@ -223,7 +223,7 @@ def test_other_jobs_count_is_refused_and_runs_report_the_rest(cfg, tmp_path, cap
     assert code == 0 and "1 of 3 chunks unfinished in the whole study (other jobs' shares" in text
     assert open_store(str(out)).done_chunks() == [0, 2] and open_store(str(out)).jobs == 2
     code, _, err = cli(capsys, *args, "--jobs", "3", "--job", "1")
-    assert code == 2 and "shared by 2 jobs" in err and "--jobs 3" in err
+    assert code == 3 and "shared by 2 jobs" in err and "--jobs 3" in err
     assert open_store(str(out)).done_chunks() == [0, 2]
     with pytest.raises(JobPartitionError):
         run_study(cfg, str(out), progress=False)  # --jobs 1 is another partition too

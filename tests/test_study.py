@@ -133,11 +133,11 @@ def test_merge_refuses_other_study(cfg, tmp_path):
 
 def test_config_errors_name_the_problem(tmp_path):
     bad = {**TINY, "subsets": {"replicas": 10, "ratio": 1.5}}
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+    with pytest.raises(ValueError, match=r"subsets\.ratio: got 1\.5; allowed: .* > 0 and < 1"):
         StudyConfig.from_dict(bad)
-    with pytest.raises(ValueError, match="unknown study settings"):
+    with pytest.raises(ValueError, match="unknown setting epochs"):
         StudyConfig.from_dict({**TINY, "epochs": 3})
-    with pytest.raises(ValueError, match="unknown train settings"):
+    with pytest.raises(ValueError, match=r"unknown setting train\.epoch "):
         StudyConfig.from_dict({**TINY, "train": {"epoch": 3}})
     unknown = StudyConfig.from_dict({**TINY, "dataset": {"name": "imagenet"}})
     out = tmp_path / "s"
@@ -169,7 +169,10 @@ def test_cli_status_and_estimate(finished, tmp_path):
     assert status["replicas_finished"] == 10 and status["complete"]
     res = _cli("estimate", finished.path, "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads(
+        (tmp_path / "summary.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"summary.json holds {c}: not strict JSON"),
+    )
     table = np.genfromtxt(tmp_path / "memorization.csv", delimiter=",", names=True)
     assert len(table) == 1437 and summary["replicas_finished"] == 10
     assert sum(summary["histogram"]["counts"]) == np.isfinite(table["memorization"]).sum()
@@ -184,6 +187,19 @@ def test_cli_status_and_estimate(finished, tmp_path):
             table[f"memorization_{name}"], getattr(blocked, name), rtol=1e-5, atol=1e-6
         )
     assert (table["memorization_ci_low"] < table["memorization_ci_high"]).all()
+    assert "(needs train.record_every > 0)" in summary["missing"]["el2n"]
+    assert "lira_online" in table.dtype.names and "lira_online" not in summary["missing"]
+
+
+def test_cli_refuses_another_study_with_exit_3(finished, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "seed": 4}))
+    res = _cli("run", str(other), "--out", finished.path, "--quiet")
+    assert res.returncode == 3
+    assert res.stderr.strip().splitlines() == [
+        f"memjax run: error: {finished.path} already holds a different study; differing "
+        "settings: config.seed (3 vs 4). Use another --out directory or the original config."
+    ]
 
 
 def test_estimate_refuses_unfinished_study(cfg, tmp_path):

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import memjax as mj
-
-
-@pytest.fixture
-def agreement(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
-    from experiments.theory_vs_width import agreement
-
-    return agreement
+from experiments.theory_vs_width import agreement
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.25])
-def test_bootstrap_resamples_whole_blocks(agreement, ratio):
+def test_bootstrap_resamples_whole_blocks(ratio):
     replicas = 24
     blocks = mj.subsets.block_ids(np.arange(replicas), ratio, "balanced")
     sizes = np.bincount(blocks)
@@ -46,7 +38,7 @@ def test_bootstrap_resamples_whole_blocks(agreement, ratio):
         agreement.bootstrap_rows(blocks[:5], replicas, np.random.default_rng(0))
 
 
-def test_compare_reports_intervals_from_the_block_bootstrap(agreement):
+def test_compare_reports_intervals_from_the_block_bootstrap():
     """Two models that agree up to noise: the bootstrap stderr and percentile interval are
     those of the same block resamples computed by hand."""
     rng = np.random.default_rng(0)
@@ -85,8 +77,7 @@ def test_compare_reports_intervals_from_the_block_bootstrap(agreement):
 
 
 @pytest.mark.slow
-def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # the repo root
+def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path):
     from experiments.theory_vs_width.__main__ import main
     from experiments.theory_vs_width.agreement import METRICS, PAIRS, QUANTITIES, correlations
 

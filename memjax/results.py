@@ -1,0 +1,154 @@
+"""Study: one way to read a study's results — its config, verified dataset, masks, blocks,
+outputs and every estimate, memoized.
+
+``memjax estimate``, ``memjax report``, the experiments and the figures read studies only
+through ``open_study``, so every default that shapes a number (the design's blocks, the
+number of membership-inference targets) is decided here, once. Opening never trains:
+everything is a pure function of the stored arrays, which the store verifies as it reads
+them (checksums, content hashes, replica ids, design masks).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from memjax import data
+from memjax.estimators import Estimate, held_out_accuracy, influence, memorization
+from memjax.outputs import ReplicaOutputs
+from memjax.relations import Relations, relations
+from memjax.store import Store, open_store
+from memjax.study import StudyConfig, build_dataset
+from memjax.subsets import block_ids
+
+__all__ = ["Study", "DatasetMismatchError", "open_study", "attack_targets"]
+
+# Membership-inference victims per study: 16 as in the LiRA paper, fewer for small studies
+# (each victim's shadows are the other replicas).
+MAX_ATTACK_TARGETS = 16
+
+
+def attack_targets(replicas: int) -> int:
+    """How many of a study's first replicas are membership-inference victims in turn."""
+    return max(1, min(MAX_ATTACK_TARGETS, replicas // 4))
+
+
+class DatasetMismatchError(ValueError):
+    """The dataset rebuilt from a study's config is not the one the study was trained on."""
+
+
+class Study:
+    """A study directory opened for reading: what it is, what it holds, what it shows.
+
+    ``masks`` (R, n) bool, ``blocks`` (R,) or None and ``outputs`` cover the R finished
+    replicas, rows aligned (row j is replica ``rows[j]``); ``complete`` says whether those
+    are all the replicas the config plans. Estimates are computed on first use and kept.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def path(self) -> str:
+        return self.store.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.store.meta
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", os.path.basename(self.path)))
+
+    @cached_property
+    def config(self) -> StudyConfig:
+        return StudyConfig.from_dict({"name": self.name, **self.meta["config"]})
+
+    @cached_property
+    def dataset(self) -> data.Dataset:
+        """The dataset rebuilt from the config, refused unless its fingerprint is the one the
+        study was trained on (a new release of a generator could change the examples)."""
+        ds = build_dataset(self.meta["config"]["dataset"])
+        stored = self.meta["dataset_fingerprint"]
+        if ds.fingerprint != stored:
+            then = self.meta.get("data_packages", "not recorded (an older study)")
+            raise DatasetMismatchError(
+                f"{self.path}: the dataset rebuilt from the config has fingerprint "
+                f"{ds.fingerprint}, the study was trained on {stored}; packages now: "
+                f"{data.package_versions()}, when the study was written: {then}. Install "
+                "those versions or rerun the study."
+            )
+        return ds
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """Ids of the finished replicas, ascending."""
+        return self.store.done_rows()
+
+    @property
+    def replicas(self) -> int:
+        return len(self.rows)
+
+    @property
+    def planned_replicas(self) -> int:
+        return self.store.replicas
+
+    @property
+    def complete(self) -> bool:
+        return self.replicas == self.planned_replicas
+
+    @cached_property
+    def masks(self) -> np.ndarray:
+        """Subsets of the finished replicas; every estimate reads them, so the dataset's
+        fingerprint is checked first: no number describes data other than the study's."""
+        _ = self.dataset
+        return self.store.masks(self.rows)
+
+    @cached_property
+    def blocks(self) -> np.ndarray | None:
+        """Block ids of the finished replicas (the estimators' unit of independence)."""
+        return block_ids(self.rows, self.config.ratio, self.config.design)
+
+    @cached_property
+    def outputs(self) -> ReplicaOutputs:
+        return self.store.load_outputs(self.rows)
+
+    @property
+    def flipped(self) -> np.ndarray | None:
+        """Training labels flipped by the study's label noise (None for clean studies)."""
+        return self.dataset.train_info.get("flipped")
+
+    @property
+    def n_targets(self) -> int:
+        return attack_targets(self.replicas)
+
+    @cached_property
+    def memorization(self) -> Estimate:
+        return memorization(self.masks, self.outputs.train_correct, self.blocks)
+
+    @cached_property
+    def influence(self) -> Estimate:
+        """Train -> test influence on correctness, (n_train, n_test)."""
+        return influence(self.masks, self.outputs.test_correct, self.blocks)
+
+    @cached_property
+    def held_out_accuracy(self) -> Estimate:
+        return held_out_accuracy(self.masks, self.outputs.train_correct, self.blocks)
+
+    @cached_property
+    def relations(self) -> Relations:
+        """Every per-example score (memorization, proxies, attacks) side by side."""
+        return relations(
+            self.masks, self.outputs, self.flipped, n_targets=self.n_targets, blocks=self.blocks
+        )
+
+    def __repr__(self) -> str:
+        return f"Study({self.path!r}: {self.replicas}/{self.planned_replicas} replicas)"
+
+
+def open_study(path: str) -> Study:
+    """The study at ``path`` (a study directory), ready to read; raises if it is none."""
+    return Study(open_store(path))

@@ -1,0 +1,173 @@
+"""Typed checks of config settings: no silent coercion, every error names the setting.
+
+A config value is accepted only if it already is what the setting means: an integer setting
+takes an int (or an integral float such as ``1e4``), never a string, a bool or ``8.9``; a
+number setting takes a finite int or float, never a string or NaN/inf; a flag takes a bool,
+never ``"no"``. Errors say the setting's dotted path, the value given and what is allowed.
+
+``load_yaml`` reads YAML numbers the way YAML 1.2 and JSON do: ``1e-2`` is a float (PyYAML's
+YAML 1.1 resolver reads it as the string "1e-2").
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "integer",
+    "number",
+    "flag",
+    "choice",
+    "text",
+    "positive_ints",
+    "section",
+    "load_yaml",
+]
+
+
+class ConfigError(ValueError):
+    """A setting's value is not allowed: ``setting`` (dotted path), ``value``, ``allowed``."""
+
+    def __init__(self, setting: str, value: Any, allowed: str, unknown: bool = False) -> None:
+        self.setting, self.value, self.allowed, self.unknown = setting, value, allowed, unknown
+        if unknown:
+            super().__init__(f"unknown setting {setting} (value {value!r}); {allowed}")
+        else:
+            super().__init__(f"setting {setting}: got {value!r}; allowed: {allowed}")
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error for the setting seen from an enclosing section ``prefix``."""
+        return ConfigError(f"{prefix}.{self.setting}", self.value, self.allowed, self.unknown)
+
+
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    def show(x: float) -> str:
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {show(low)}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {show(high)}")
+    return " and ".join(parts)
+
+
+def _in_bounds(x: float, low, high, low_open: bool, high_open: bool) -> bool:
+    if low is not None and (x <= low if low_open else x < low):
+        return False
+    return not (high is not None and (x >= high if high_open else x > high))
+
+
+def integer(value: Any, setting: str, low: int | None = None, high: int | None = None) -> int:
+    """An int in [low, high]; integral floats (1e4) are accepted, bools and strings are not."""
+    allowed = " ".join(filter(None, ("an integer", _bounds(low, high, False, False))))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(setting, value, allowed)
+    integral = isinstance(value, numbers.Integral)
+    if not integral and (not math.isfinite(value) or value != math.floor(value)):
+        raise ConfigError(setting, value, allowed)
+    out = int(value)
+    if not _in_bounds(out, low, high, False, False):
+        raise ConfigError(setting, value, allowed)
+    return out
+
+
+def number(
+    value: Any,
+    setting: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite int or float in the given (open or closed) bounds, as a float."""
+    bounds = _bounds(low, high, low_open, high_open)
+    allowed = " ".join(filter(None, ("a finite number", bounds)))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(setting, value, allowed)
+    out = float(value)
+    if not math.isfinite(out) or not _in_bounds(out, low, high, low_open, high_open):
+        raise ConfigError(setting, value, allowed)
+    return out
+
+
+def flag(value: Any, setting: str) -> bool:
+    """true or false, nothing else (``"no"`` and 0 are refused)."""
+    if not isinstance(value, bool):
+        raise ConfigError(setting, value, "true or false")
+    return value
+
+
+def choice(value: Any, setting: str, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(setting, value, f"one of {list(allowed)}")
+    return value
+
+
+def text(value: Any, setting: str, pattern: str | None = None, what: str = "a string") -> str:
+    """A string, matching ``pattern`` (a full match) if given; ``what`` describes it."""
+    if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
+        raise ConfigError(setting, value, what)
+    return value
+
+
+def positive_ints(
+    value: Any, setting: str, high: int, length: int | None = None
+) -> tuple[int, ...]:
+    """A non-empty list of integers in [1, high] (exactly ``length`` of them if given)."""
+    size = "a non-empty list" if length is None else f"a list of {length}"
+    allowed = f"{size} of integers in [1, {high}]"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(setting, value, allowed)
+    if length is not None and len(value) != length:
+        raise ConfigError(setting, value, allowed)
+    return tuple(integer(v, f"{setting}[{i}]", 1, high) for i, v in enumerate(value))
+
+
+def section(
+    value: Any, setting: str, allowed: Iterable[str], required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A mapping with string keys among ``allowed`` holding every key of ``required``."""
+    allowed = sorted(allowed)
+    if not isinstance(value, Mapping):
+        raise ConfigError(setting, value, f"a mapping of the settings {allowed}")
+    unknown = sorted((k for k in value if k not in allowed), key=str)
+    if unknown:
+        where = f"{setting}." if setting else ""
+        known = f"the {setting or 'study'} settings are {allowed}"
+        raise ConfigError(f"{where}{unknown[0]}", value[unknown[0]], known, unknown=True)
+    for key in required:
+        if key not in value:
+            raise ConfigError(f"{setting}.{key}" if setting else key, None, "a value (required)")
+    return dict(value)
+
+
+# YAML 1.2 / JSON floats: an exponent needs no dot (1e-2), a dot needs no digits after it.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-2`` as a float."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(text_or_stream: Any) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-2`` is 0.01, not a string)."""
+    return yaml.load(text_or_stream, Loader=_Loader)
