@@ -275,19 +275,25 @@ def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
 
 
 def test_auc_interval_covers_the_true_auc():
-    """Binormal scores, true AUC Phi(shift / sqrt 2); 95% intervals over 1000 studies each
-    (Monte Carlo s.e. of a coverage 0.007). Near AUC 1 it takes hundreds of positives (with
-    20 positives at AUC 0.96 the coverage is about 0.91, as the docstring says)."""
+    """Binormal scores, true AUC Phi(shift / sqrt 2); coverage of 95% intervals over 1000
+    studies per seed, median over 5 seeds. Measured over 8 seeds: 0.951 (sd 0.0089) at AUC
+    0.76 and 0.946 (sd 0.0043) at AUC 0.96, so one seed came within 2.7 sds of the 0.975
+    bound; the median of 5 varies about half as much. Near AUC 1 it takes hundreds of
+    positives (with 20 positives at AUC 0.96 the coverage is about 0.91, as the docstring
+    says)."""
     from scipy.stats import norm
 
-    rng = np.random.default_rng(7)
     for shift, n, positives in ((1.0, 200, 40), (2.5, 1000, 200)):  # AUC 0.76 and 0.96
         truth = norm.cdf(shift / np.sqrt(2))
-        hits = []
-        for _ in range(1000):
-            low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
-            hits.append(low <= truth <= high)
-        assert 0.92 <= np.mean(hits) <= 0.975, (shift, np.mean(hits))
+        coverage = []
+        for seed in range(5):
+            rng = np.random.default_rng([7, seed])
+            hits = []
+            for _ in range(1000):
+                low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
+                hits.append(low <= truth <= high)
+            coverage.append(np.mean(hits))
+        assert 0.92 <= np.median(coverage) <= 0.975, (shift, coverage)
 
 
 def test_auc_interval_stays_open_where_delong_vanishes():
@@ -313,7 +319,9 @@ def test_auc_interval_stays_open_where_delong_vanishes():
 
 def test_spearman_interval_covers_and_matches_a_bootstrap():
     """Bivariate normal with correlation 0.6: Spearman's rho is (6/pi) asin(0.3). Coverage of
-    the Bonett-Wright interval over 600 samples; its z-scale se against bootstraps."""
+    the Bonett-Wright interval over 600 samples per seed, median over 5 seeds (measured over
+    8 seeds: 0.961, sd 0.0067, a single seed within 2.1 sds of the 0.975 bound); its z-scale
+    se against bootstraps."""
     rng = np.random.default_rng(3)
     truth = 6 / np.pi * np.arcsin(0.3)
     cov = [[1, 0.6], [0.6, 1]]
@@ -323,12 +331,16 @@ def test_spearman_interval_covers_and_matches_a_bootstrap():
         rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
         return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
 
-    hits = []
-    for _ in range(600):
-        x, y = rng.multivariate_normal([0, 0], cov, 80).T
-        low, high = mj.relations.spearman_interval(rho_rows(x, y), 80)
-        hits.append(low <= truth <= high)
-    assert 0.92 <= np.mean(hits) <= 0.975, np.mean(hits)
+    coverage = []
+    for seed in range(5):
+        seed_rng = np.random.default_rng([3, seed])
+        hits = []
+        for _ in range(600):
+            x, y = seed_rng.multivariate_normal([0, 0], cov, 80).T
+            low, high = mj.relations.spearman_interval(rho_rows(x, y), 80)
+            hits.append(low <= truth <= high)
+        coverage.append(np.mean(hits))
+    assert 0.92 <= np.median(coverage) <= 0.975, coverage
     ratios = []  # z-scale se over the bootstrap's: sample to sample s.d. about 0.04
     for _ in range(5):
         x, y = rng.multivariate_normal([0, 0], cov, 300).T
