@@ -364,16 +364,24 @@ def subgroup_tpr(res, masks, group, alpha):
 
 
 def test_planted_outliers_found_by_lira_not_by_loss_attack():
-    masks, scores, outlier = simulated(R=64, n=1000, n_outliers=20)
-    losses = np.log1p(np.exp(-scores))
-    lira = privacy.lira_eval(masks, scores, n_targets=16)
-    loss = privacy.loss_attack_eval(masks, losses, n_targets=16)
-    assert subgroup_tpr(lira, masks, outlier, 1e-3) > 0.9
-    assert subgroup_tpr(loss, masks, outlier, 1e-3) < 0.1
-    mem = memorization(masks, scores > 0).value
-    assert mem[outlier].min() > 0.9 > np.quantile(mem[~outlier], 0.99)
-    top = np.argsort(-lira.per_example.value)[:20]
-    assert outlier[top].all()
+    """Medians over 5 seeds (each measured: LiRA TPR 1.0, loss attack 0.0 on the outliers;
+    smallest outlier memorization 1.0 vs a 99th percentile of the rest 0.31-0.35; all 20 top
+    vulnerabilities outliers)."""
+    lira_tpr, loss_tpr, mem_outlier, mem_rest, top_outliers = [], [], [], [], []
+    for seed in range(5):
+        masks, scores, outlier = simulated(R=64, n=1000, n_outliers=20, seed=seed)
+        losses = np.log1p(np.exp(-scores))
+        lira = privacy.lira_eval(masks, scores, n_targets=16)
+        loss = privacy.loss_attack_eval(masks, losses, n_targets=16)
+        lira_tpr.append(subgroup_tpr(lira, masks, outlier, 1e-3))
+        loss_tpr.append(subgroup_tpr(loss, masks, outlier, 1e-3))
+        mem = memorization(masks, scores > 0).value
+        mem_outlier.append(mem[outlier].min())
+        mem_rest.append(np.quantile(mem[~outlier], 0.99))
+        top_outliers.append(outlier[np.argsort(-lira.per_example.value)[:20]].mean())
+    assert np.median(lira_tpr) > 0.9 and np.median(loss_tpr) < 0.1, (lira_tpr, loss_tpr)
+    assert np.median(mem_outlier) > 0.9 > np.median(mem_rest), (mem_outlier, mem_rest)
+    assert np.median(top_outliers) == 1.0, top_outliers
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +414,10 @@ def test_both_conventions_match_their_definitions_on_trained_replicas(longtail_r
 
 @pytest.mark.slow
 def test_trained_singletons_found_by_lira_not_by_loss_attack(longtail_replicas):
+    """One study, with margins measured over study (and dataset) seeds 0-4: LiRA TPR at 1%
+    FPR on singletons 0.90-0.97 (mean 0.94, sd 0.025; bar 0.5), loss attack 0.0 on all;
+    memorization of singletons 0.87-0.92 (sd 0.018; bar 0.5), of common subpopulations
+    0.010-0.021 (bar 0.2): every bar is more than 15 seed-to-seed sds away."""
     ds, masks, out = longtail_replicas
     single = ds.train_info["subpop_train_count"] == 1
     common = ds.train_info["subpop_train_count"] >= 5

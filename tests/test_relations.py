@@ -70,13 +70,6 @@ def test_columns_correlations_and_flipped_aucs():
         oriented = value if SUSPICIOUS_WHEN_HIGH[name] else -value
         expected = roc_auc_score(flipped[np.isfinite(value)], oriented[np.isfinite(value)])
         assert rel.flipped_auc[name] == pytest.approx(expected)
-    assert rel.flipped_auc["memorization"] > 0.95
-    assert (
-        rel.flipped_auc["held_out_accuracy"] > 0.9
-    )  # oriented: low held-out accuracy is suspicious
-    assert rel.flipped_auc["learning_time"] > 0.9
-    assert rel.flipped_auc["learning_time_recorded"] > 0.9
-    assert rel.flipped_auc["forgetting_events"] > 0.8
     summary = rel.summary()
     assert set(summary["flipped_label_auc"]) == set(rel.columns)
     assert summary["suspicious_when"]["confidence"] == "low"
@@ -92,6 +85,29 @@ def test_columns_correlations_and_flipped_aucs():
     for name, attack in summary["attacks"].items():
         assert attack["convention"] == ("paper" if name.endswith("_paper") else "reference")
         assert attack["tpr_at_fpr"]["1e-05"] is None and "1e-05" in attack["undefined"]
+
+
+# Flipped-label AUC bars, each on the median over 5 simulated studies (measured per seed:
+# memorization 0.997-1.0, held-out accuracy 0.993-0.996, learning time 1.0, recorded learning
+# time 0.954-0.972, forgetting events 1.0).
+FLIPPED_AUC_BARS = {
+    "memorization": 0.95,
+    "held_out_accuracy": 0.9,  # oriented: low held-out accuracy is suspicious
+    "learning_time": 0.9,
+    "learning_time_recorded": 0.9,
+    "forgetting_events": 0.8,
+}
+
+
+def test_flipped_labels_ranked_first_on_the_median_of_seeds():
+    aucs = {name: [] for name in FLIPPED_AUC_BARS}
+    for seed in range(5):
+        masks, out, flipped = simulated_study(seed=seed)
+        rel = relations(masks, out, flipped, n_targets=8)
+        for name in aucs:
+            aucs[name].append(rel.flipped_auc[name])
+    for name, bar in FLIPPED_AUC_BARS.items():
+        assert np.median(aucs[name]) > bar, (name, aucs[name])
 
 
 def test_without_trajectories_or_flips():
@@ -178,10 +194,13 @@ def test_bad_flipped_mask_fails_early():
 
 @pytest.mark.slow
 def test_mnist1d_label_noise_found_by_memorization():
-    """64 replicas on MNIST-1D with 10% flipped labels (the experiment's quick mode uses 128;
-    this setting gave memorization AUC 0.925)."""
+    """128 replicas on MNIST-1D with 10% flipped labels, as in the experiment's quick mode.
+    Memorization AUC measured with seed s for the noise, masks and training, s = 0..4 (the
+    test uses 0): 0.935 0.923 0.927 0.935 0.927, mean 0.929, sd 0.0052, so the 0.9 bar is 5.6
+    seed-to-seed sds below. With 64 replicas it was 0.918 (sd 0.0056 over 10 seeds): 3.2 sds,
+    too close for one seed (the 64 more replicas add ~10 s)."""
     ds, flipped = mj.data.with_label_noise(mj.data.load("mnist1d"), 0.1, seed=0)
-    masks = mj.subsets.sample(ds.n_train, 64, 0.5, seed=0)
+    masks = mj.subsets.sample(ds.n_train, 128, 0.5, seed=0)
     cfg = mj.TrainConfig(
         epochs=20,
         batch_size=128,
@@ -256,19 +275,25 @@ def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
 
 
 def test_auc_interval_covers_the_true_auc():
-    """Binormal scores, true AUC Phi(shift / sqrt 2); 95% intervals over 1000 studies each
-    (Monte Carlo s.e. of a coverage 0.007). Near AUC 1 it takes hundreds of positives (with
-    20 positives at AUC 0.96 the coverage is about 0.91, as the docstring says)."""
+    """Binormal scores, true AUC Phi(shift / sqrt 2); coverage of 95% intervals over 1000
+    studies per seed, median over 5 seeds. Measured over 8 seeds: 0.951 (sd 0.0089) at AUC
+    0.76 and 0.946 (sd 0.0043) at AUC 0.96, so one seed came within 2.7 sds of the 0.975
+    bound; the median of 5 varies about half as much. Near AUC 1 it takes hundreds of
+    positives (with 20 positives at AUC 0.96 the coverage is about 0.91, as the docstring
+    says)."""
     from scipy.stats import norm
 
-    rng = np.random.default_rng(7)
     for shift, n, positives in ((1.0, 200, 40), (2.5, 1000, 200)):  # AUC 0.76 and 0.96
         truth = norm.cdf(shift / np.sqrt(2))
-        hits = []
-        for _ in range(1000):
-            low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
-            hits.append(low <= truth <= high)
-        assert 0.92 <= np.mean(hits) <= 0.975, (shift, np.mean(hits))
+        coverage = []
+        for seed in range(5):
+            rng = np.random.default_rng([7, seed])
+            hits = []
+            for _ in range(1000):
+                low, high = mj.auc.auc_interval(*_binormal(rng, n, positives, shift))
+                hits.append(low <= truth <= high)
+            coverage.append(np.mean(hits))
+        assert 0.92 <= np.median(coverage) <= 0.975, (shift, coverage)
 
 
 def test_auc_interval_stays_open_where_delong_vanishes():
@@ -294,7 +319,9 @@ def test_auc_interval_stays_open_where_delong_vanishes():
 
 def test_spearman_interval_covers_and_matches_a_bootstrap():
     """Bivariate normal with correlation 0.6: Spearman's rho is (6/pi) asin(0.3). Coverage of
-    the Bonett-Wright interval over 600 samples; its z-scale se against bootstraps."""
+    the Bonett-Wright interval over 600 samples per seed, median over 5 seeds (measured over
+    8 seeds: 0.961, sd 0.0067, a single seed within 2.1 sds of the 0.975 bound); its z-scale
+    se against bootstraps."""
     rng = np.random.default_rng(3)
     truth = 6 / np.pi * np.arcsin(0.3)
     cov = [[1, 0.6], [0.6, 1]]
@@ -304,12 +331,16 @@ def test_spearman_interval_covers_and_matches_a_bootstrap():
         rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
         return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
 
-    hits = []
-    for _ in range(600):
-        x, y = rng.multivariate_normal([0, 0], cov, 80).T
-        low, high = mj.relations.spearman_interval(rho_rows(x, y), 80)
-        hits.append(low <= truth <= high)
-    assert 0.92 <= np.mean(hits) <= 0.975, np.mean(hits)
+    coverage = []
+    for seed in range(5):
+        seed_rng = np.random.default_rng([3, seed])
+        hits = []
+        for _ in range(600):
+            x, y = seed_rng.multivariate_normal([0, 0], cov, 80).T
+            low, high = mj.relations.spearman_interval(rho_rows(x, y), 80)
+            hits.append(low <= truth <= high)
+        coverage.append(np.mean(hits))
+    assert 0.92 <= np.median(coverage) <= 0.975, coverage
     ratios = []  # z-scale se over the bootstrap's: sample to sample s.d. about 0.04
     for _ in range(5):
         x, y = rng.multivariate_normal([0, 0], cov, 300).T

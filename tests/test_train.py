@@ -63,9 +63,13 @@ def masks(tiny) -> np.ndarray:
     return m
 
 
+def train(tiny, masks: np.ndarray, seed: int) -> mj.ReplicaOutputs:
+    return mj.train_replicas(SPEC, tiny, masks, CFG, seed=seed, devices=one_device())
+
+
 @pytest.fixture(scope="module")
 def full_run(tiny, masks) -> mj.ReplicaOutputs:
-    return mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+    return train(tiny, masks, SEED)
 
 
 def test_output_shapes_and_dtypes(tiny, full_run):
@@ -94,12 +98,19 @@ def test_examples_outside_the_subset_are_never_presented(masks, full_run):
 
 
 def test_training_learns_and_prefers_seen_examples(tiny, masks, full_run):
-    """Three epochs on separable blobs: well above chance, and better on IN than on OUT."""
-    assert full_run.test_correct.mean() > 0.6  # chance is 1/3
-    half = masks[:-1]
-    loss_in = full_run.train_loss[:-1][half].mean()
-    loss_out = full_run.train_loss[:-1][~half].mean()
-    assert loss_in < loss_out
+    """Three epochs on separable blobs: well above chance (1/3) and a lower loss on IN than
+    on OUT examples, as medians over 16 seeds (one run each, 0.1 s). Measured over 160 seeds:
+    test accuracy 0.70 (sd 0.066, min 0.51), OUT-minus-IN loss 0.16 (sd 0.13, < 0 for 9% of
+    seeds), so one seed is no evidence; over 10 disjoint groups of 16 seeds the medians were
+    0.70 (sd 0.018) and 0.156 (sd 0.041): both bars sit ~4-5 of their sds below."""
+    accuracy, loss_gap = [], []
+    for seed in range(SEED, SEED + 16):
+        out = full_run if seed == SEED else train(tiny, masks, seed)
+        half = masks[:-1]
+        accuracy.append(out.test_correct.mean())
+        loss_gap.append(out.train_loss[:-1][~half].mean() - out.train_loss[:-1][half].mean())
+    assert np.median(accuracy) > 0.6, accuracy
+    assert np.median(loss_gap) > 0, loss_gap
 
 
 def test_margin_and_xent_loss_are_consistent(full_run):
@@ -139,10 +150,10 @@ def test_margin_definition_against_numpy():
 
 
 def test_rerun_is_identical_and_seed_matters(tiny, masks, full_run):
-    again = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED, devices=one_device())
+    again = train(tiny, masks, SEED)
     for name in (*FINAL_FIELDS, *PRESENTATION_FIELDS):
         np.testing.assert_array_equal(getattr(again, name), getattr(full_run, name))
-    other = mj.train_replicas(SPEC, tiny, masks, CFG, seed=SEED + 1, devices=one_device())
+    other = train(tiny, masks, SEED + 1)
     assert not np.allclose(other.train_loss, full_run.train_loss)
 
 
@@ -403,6 +414,8 @@ def breast_cancer() -> mj.data.Dataset:
 
 @pytest.mark.slow
 def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
+    """Seeds 0-4 measured: the worse replica of the two at 0.661-0.686 (mean 0.678, sd
+    0.011), i.e. the bar is 5 seed-to-seed sds below; the 10 replicas 0.683 (sd 0.010)."""
     spec = mj.models.MLP(widths=(256, 256), parameterization="standard")
     cfg = mj.TrainConfig(epochs=20, schedule="cosine", **ADAM)
     out = mj.train_replicas(spec, mnist1d, np.ones((2, mnist1d.n_train), bool), cfg, seed=0)
@@ -413,19 +426,26 @@ def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
 
 @pytest.mark.slow
 def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
+    """One replica. Measured on 10 (seeds 0-5, and replicas 1-2 of seeds 0-1): 0.911-0.925,
+    mean 0.9175, sd 0.0048, so the bar is 3.6 seed-to-seed sds below (three replicas and
+    their median would cost ~45 s more)."""
     cfg = mj.TrainConfig(epochs=30, optimizer="adam", learning_rate=3e-3, schedule="cosine")
     out = mj.train_replicas(
         mj.models.CNN1D(), mnist1d, np.ones((1, mnist1d.n_train), bool), cfg, seed=0
     )
     accuracy = out.test_correct.mean()
-    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.917 measured; 20 epochs give 0.914
+    print(f"CNN1D test accuracy: {accuracy:.3f}")  # 0.915 with seed 0; 20 epochs give 0.914
     assert accuracy >= 0.90
 
 
 MLP1 = mj.models.MLP((256,), parameterization="standard")
 MLP2 = mj.models.MLP((256, 256), parameterization="standard")
-# name: (dataset, spec, train config, subset ratio, subset design). Measured with these seeds:
-# AUC 0.932 on MNIST-1D (replica test accuracy 0.54), 0.995 on digits, 0.984 on breast cancer.
+# name: (dataset, spec, train config, subset ratio, subset design). Measured with seed s for
+# the label noise, the masks and the training, s = 0..4 (the test uses s = 0):
+#   MNIST-1D       AUC 0.932 0.924 0.926 0.941 0.932: mean 0.931, sd 0.0067 (replica test acc 0.54)
+#   digits         AUC 0.995 0.996 0.996 0.996 0.995: mean 0.9955, sd 0.0007
+#   breast cancer  AUC 0.984 0.989 0.988 0.996 0.970: mean 0.985, sd 0.0096
+# so the 0.9 bar sits 4.6, >100 and 8.9 seed-to-seed sds below the means.
 # The shallower MLP on 50% MNIST-1D subsets stays at AUC ~0.81-0.86 whatever the epochs.
 NOISE_STUDIES = {
     # MNIST-1D is hard for an MLP (clean test accuracy ~65%): many clean examples are only
@@ -443,7 +463,8 @@ NOISE_STUDIES = {
 @pytest.mark.parametrize("name", list(NOISE_STUDIES))
 def test_memorization_separates_flipped_labels(name):
     """Feldman-Zhang memorization of correctness ranks the 10% flipped examples above the
-    clean ones (ROC AUC >= 0.9) with 128 replicas."""
+    clean ones (ROC AUC >= 0.9) with 128 replicas; one seed, the margin measured over five
+    (see NOISE_STUDIES)."""
     from sklearn.metrics import roc_auc_score
 
     load, spec, cfg, ratio, design = NOISE_STUDIES[name]
