@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 import memjax
-from memjax import intervals
 from memjax.data import Dataset
 from memjax.estimators import Estimate, replica_mean
 from memjax.privacy import FPRS, AttackResult
@@ -63,37 +62,16 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 def _interval(value: float, low: float, high: float, digits: int = 3) -> str:
+    """ "v [low, high]" with enough digits (up to 6) that a nonzero-width interval never
+    prints as a point."""
+    while digits < 6 and low < high and _fmt(low, digits) == _fmt(high, digits):
+        digits += 1
     return f"{_fmt(value, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
-def _tpr_rows(attack: AttackResult, masks: np.ndarray) -> tuple[int, list[tuple]]:
-    """Non-member pairs and, per FPR of ``FPRS``, (fpr, tpr, ci_low, ci_high, why_undefined).
-
-    Reads ``tpr_ci``/``undefined`` where memjax.privacy provides them; otherwise a TPR at an
-    FPR below 1 / non-members is undefined and the interval is Clopper-Pearson's from the
-    member pairs of the targets (``masks``' first rows).
-    """
-    keep = np.isfinite(attack.scores)
-    members = masks[: len(attack.scores)]
-    n_pos = int((keep & members).sum())
-    n_neg = getattr(attack, "n_nonmembers", None) or int((keep & ~members).sum())
-    cis = getattr(attack, "tpr_ci", None)
-    undefined = getattr(attack, "undefined", None)
-    rows = []
-    for a in FPRS:
-        if undefined is None:
-            why = None if a * n_neg >= 1 else f"FPR {a:g} is below 1/{n_neg} non-member pairs"
-        else:
-            why = undefined.get(a)
-        tpr = float("nan") if why else float(attack.tpr_at_fpr[a])
-        if why:
-            low = high = float("nan")
-        elif cis is not None:
-            low, high = cis[a]
-        else:
-            low, high = intervals.clopper_pearson(round(tpr * n_pos), n_pos)
-        rows.append((a, tpr, float(low), float(high), why))
-    return n_neg, rows
+def _tpr_rows(attack: AttackResult) -> list[tuple]:
+    """Per FPR of ``FPRS``: (fpr, tpr, ci_low, ci_high, why_undefined)."""
+    return [(a, attack.tpr_at_fpr[a], *attack.tpr_ci[a], attack.undefined.get(a)) for a in FPRS]
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -193,13 +171,13 @@ def _scatter(rel: Relations, flipped: np.ndarray | None, names: list[str]) -> st
     return _data_uri(fig)
 
 
-def _roc(attacks: dict[str, AttackResult], masks: np.ndarray) -> str:
+def _roc(attacks: dict[str, AttackResult]) -> str:
     fig = _figure(5.5, 4.2)
     ax = fig.add_subplot()
     floor = 1.0
     for k, (name, a) in enumerate(attacks.items()):
-        n_neg, rows = _tpr_rows(a, masks)
-        floor = min(floor, 1.0 / max(n_neg, 1))
+        rows = _tpr_rows(a)
+        floor = min(floor, 1.0 / max(a.n_nonmembers, 1))
         pos = a.fpr > 0
         ax.step(
             a.fpr[pos],
@@ -482,22 +460,27 @@ def _privacy_section(s: Study) -> str:
         )
     rows, reasons = [], {}
     for name, a in attacks.items():
-        n_neg, tprs = _tpr_rows(a, s.masks)
-        cells = [name, _fmt(a.auc), f"{a.n_pairs} ({n_neg} non-member)"]
-        for _, tpr, low, high, why in tprs:
+        cells = [name, _interval(a.auc, *a.auc_ci), f"{a.n_pairs} ({a.n_nonmembers} non-member)"]
+        for _, tpr, low, high, why in _tpr_rows(a):
             mark = reasons.setdefault(why, f"undefined ({len(reasons) + 1})") if why else None
             cells.append(mark or _interval(tpr, low, high, 4))
         rows.append(cells)
-    header = ["attack", "AUC", "pairs", *(f"TPR at FPR {a:g} [95% interval]" for a in FPRS)]
+    header = [
+        "attack",
+        "AUC [95% interval]",
+        "pairs",
+        *(f"TPR at FPR {a:g} [95% interval]" for a in FPRS),
+    ]
     targets = len(next(iter(attacks.values())).scores)
     return (
         head
         + _table(header, rows)
         + f'<p class="note">The first {targets} replicas are the targets, every other '
-        "replica a shadow model; (target, example) pairs are pooled; TPR intervals are "
-        "Clopper-Pearson 95% over the member pairs.</p>"
+        "replica a shadow model; (target, example) pairs are pooled; AUC intervals are DeLong's "
+        "with the examples as clusters of pairs, TPR intervals Clopper-Pearson 95% over the "
+        "member pairs.</p>"
         + "".join(_why(f"{mark}: {why.rstrip('.')}.") for why, mark in reasons.items())
-        + f'<img id="roc" alt="membership-inference ROC, log-log" src="{_roc(attacks, s.masks)}">'
+        + f'<img id="roc" alt="membership-inference ROC, log-log" src="{_roc(attacks)}">'
         + "</section>"
     )
 
@@ -515,15 +498,17 @@ def _flipped_section(s: Study) -> str:
             )
             + "</section>"
         )
+    ci = s.relations.flipped_auc_ci
     rows = [
-        [k, _fmt(v), "high" if SUSPICIOUS_WHEN_HIGH.get(k, True) else "low"]
+        [k, _interval(v, *ci[k]), "high" if SUSPICIOUS_WHEN_HIGH.get(k, True) else "low"]
         for k, v in sorted(auc.items(), key=lambda kv: -np.nan_to_num(kv[1], nan=-1))
     ]
     return (
         head + f'<p class="note">{int(flipped.sum())} of {len(flipped)} training labels '
         "were flipped. ROC AUC of each score, oriented so that suspicious is high, over "
-        "the examples where it is finite (0.5: chance).</p>"
-        + _table(["score", "AUC", "suspicious when"], rows)
+        "the examples where it is finite (0.5: chance), with its DeLong 95% interval "
+        "(the examples as units).</p>"
+        + _table(["score", "AUC [95% interval]", "suspicious when"], rows)
         + "</section>"
     )
 

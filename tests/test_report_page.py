@@ -160,8 +160,13 @@ def test_page_is_self_contained_and_complete(digits_study):
         assert r > 0.9, (i, r)
     flipped = s.dataset.train_info["flipped"]
     for name, auc in s.relations.flipped_auc.items():
-        shown_auc = f"{auc:.3f}" if np.isfinite(auc) else "n/a"
-        assert f"<td>{name}</td><td>{shown_auc}</td>" in text
+        low, high = s.relations.flipped_auc_ci[name]
+        if np.isfinite(auc):
+            assert low <= auc <= high
+        shown_auc = f"{auc:.3f} [" if np.isfinite(auc) else "n/a ["
+        assert f"<td>{name}</td><td>{shown_auc}" in text
+    for name, a in s.relations.attacks.items():
+        assert f"<td>{name}</td><td>{a.auc:.3f} [{a.auc_ci[0]:.3f}, {a.auc_ci[1]:.3f}]" in text
     assert f"{int(flipped.sum())} of {len(flipped)} training labels were flipped" in text
     assert "16 / 16" in text and s.meta["dataset_fingerprint"] in text
 
