@@ -53,6 +53,8 @@ __all__ = [
     "restore_arrays",
 ]
 
+# Temporary files of atomic writes; one left in done/ was cut short by a kill.
+TMP_PREFIX = ".tmp-"
 META = "study.json"
 ARRAYS = "arrays.zarr"
 DONE = "done"
@@ -95,7 +97,7 @@ def atomic_write_text(path: str, text: str) -> None:
     The file gets the permissions an ordinary open() would (0666 less the umask), not
     mkstemp's 0600."""
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
     os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as fh:
         fh.write(text)

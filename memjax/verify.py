@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memjax.store import Store, restore_arrays
+from memjax.store import TMP_PREFIX, Store, restore_arrays
 
 __all__ = ["VerifyReport", "verify_study"]
 
@@ -29,6 +29,7 @@ class VerifyReport:
     stray: list[str]
     repaired: list[int] = field(default_factory=list)
     restored_arrays: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,15 @@ class VerifyReport:
             f"  done/{name}: invalid marker ({why}); not counted"
             for name, why in sorted(self.invalid_markers.items())
         ]
-        out += [f"  done/{name}: not a marker of this study; ignored" for name in self.stray]
+        out += [
+            f"  done/{name}: "
+            + (
+                "left by an interrupted marker write; removed"
+                if name in self.removed
+                else "not a marker of this study; ignored"
+            )
+            for name in self.stray
+        ]
         if self.restored_arrays:
             out.append(f"  recreated missing arrays: {', '.join(self.restored_arrays)}")
         if self.repaired:
@@ -70,6 +79,10 @@ def verify_study(store: Store, repair: bool = False) -> VerifyReport:
     report = VerifyReport(
         store.path, store.n_chunks, sorted(scan.valid), bad, dict(scan.invalid), list(scan.stray)
     )
+    if repair:  # temporary files of marker writes cut short by a kill
+        report.removed = [n for n in scan.stray if n.startswith(TMP_PREFIX)]
+        for name in report.removed:
+            store.drop_marker(name)
     if repair and not report.ok:
         for name in [f"chunk-{k:06d}" for k in bad if k in scan.valid] + list(scan.invalid):
             store.drop_marker(name)

@@ -136,10 +136,16 @@ def test_stray_files_are_reported_and_wrong_markers_not_counted(cfg, original, s
     (done / "chunk-000001~").write_text("backup made by an editor")
     (done / "chunk-000099").write_text("{}")
     (done / "chunk-1").write_text("{}")
+    (done / ".tmp-x1y2").write_text('{"rows": [')  # a marker write cut short by a kill
     (done / "chunk-000002").write_text((done / "chunk-000000").read_text())  # chunk 0's rows
     code, out, _ = cli(capsys, "status", str(study))
     status = json.loads(out)
-    assert code == 0 and status["stray_files"] == ["chunk-000001~", "chunk-000099", "chunk-1"]
+    assert code == 0 and status["stray_files"] == [
+        ".tmp-x1y2",
+        "chunk-000001~",
+        "chunk-000099",
+        "chunk-1",
+    ]
     assert list(status["invalid_markers"]) == ["chunk-000002"]
     assert "[0, 2]" in status["invalid_markers"]["chunk-000002"]
     assert status["chunks_finished"] == 2 and status["replicas_finished"] == 4
@@ -153,6 +159,9 @@ def test_stray_files_are_reported_and_wrong_markers_not_counted(cfg, original, s
     code, out, _ = cli(capsys, "verify", str(study))
     assert code == 1 and "done/chunk-000002: invalid marker" in out
     assert "done/chunk-000001~: not a marker of this study; ignored" in out
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert "done/.tmp-x1y2: left by an interrupted marker write; removed" in out
+    assert not (done / ".tmp-x1y2").exists() and (done / "chunk-000001~").exists()
     run_study(cfg, str(study), progress=False)  # retrains chunk 2, overwriting its bad marker
     for name in ("chunk-000001~", "chunk-000099", "chunk-1"):
         (done / name).unlink()
