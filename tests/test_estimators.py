@@ -330,7 +330,7 @@ def test_block_ids():
         est.memorization(np.eye(3, dtype=bool), np.eye(3), blocks=np.zeros(2, int))
 
 
-def cross_example_study(design: str, seed: int, ratio: float, binary: bool, R: int = 32):
+def cross_example_study(design: str, seed: int, ratio: float, binary: bool, R: int = 48):
     """Masks of a design and values in which *other* examples move each value.
 
     Every (train or test) value is 0.5 + sum_k W_kj ([k in S_r] - ratio) (+ noise, or as the
@@ -338,7 +338,7 @@ def cross_example_study(design: str, seed: int, ratio: float, binary: bool, R: i
     own effect. True IN-minus-OUT difference of example i on column j: W_ij plus, under the
     fixed design (exactly s examples per replica), sum_{k != i} W_kj * (-1 / (n - 1)).
     """
-    n, m = 60, 40
+    n, m = 100, 40
     rng = np.random.default_rng(seed)
     masks = sample(n, R, ratio, seed=seed, design=design)
 
