@@ -72,6 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
+    from memjax.progress import study_progress
     from memjax.store import open_store
 
     store = open_store(args.dir)
@@ -91,6 +92,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
         "invalid_markers": scan.invalid,
         "stray_files": scan.stray,
         "memjax_version": store.meta.get("memjax_version"),
+        **study_progress(store, finished),
     }
     print(json.dumps(status, indent=2))
 
@@ -182,7 +184,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--process-id", type=int, help="this process's index (--distributed)")
     run.set_defaults(fn=_cmd_run)
 
-    status = sub.add_parser("status", help="progress of a study directory")
+    status = sub.add_parser(
+        "status",
+        help="progress of a study directory: chunks finished, replicas/s, ETA, running jobs",
+    )
     status.add_argument("dir")
     status.set_defaults(fn=_cmd_status)
 

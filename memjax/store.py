@@ -8,6 +8,8 @@ Layout of a study directory::
                         every chunk file carries a crc32c (and zstd's own content checksum)
     done/chunk-000012   marker per finished chunk: its rows, the sha256 of each array's rows
                         and the memjax/jax versions that wrote it
+    progress/           heartbeats of running jobs and chunk timings (memjax.progress):
+                        informational, never verified, no result depends on them
 
 Row r of every array belongs to replica r. A chunk counts as finished only when a valid
 marker names it, and a marker is written (atomically) only after the chunk's own files and

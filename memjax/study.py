@@ -20,11 +20,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 import memjax
 from memjax import data, models, schema, subsets
 from memjax.config import TrainConfig
+from memjax.progress import JobProgress
 from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
 from memjax.train import train_replicas
 from memjax.train_memory import (
@@ -403,7 +403,8 @@ def run_study(
     a different ``jobs`` is refused. Finished chunks whose files are gone are refused too
     (they would otherwise count as done). The study directory's writability is checked
     before each chunk is trained; a new study's size before it is created (``check_size``,
-    skipped if ``allow_large``).
+    skipped if ``allow_large``). ``progress`` shows a bar that advances every epoch; the
+    job's heartbeat and chunk timings are written either way (memjax.progress).
     """
     if not 0 <= job < jobs:
         raise ValueError(f"job index {job} must be in [0, {jobs})")
@@ -428,17 +429,23 @@ def run_study(
     todo = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
     if max_chunks is not None:
         todo = todo[:max_chunks]
+    if not todo:  # nothing to train: the study directory is left untouched
+        return store
     max_subset = int(store.meta["max_subset_size"])
-    bar = tqdm(
-        total=sum(len(store.chunk_rows(k)) for k in todo),
-        unit="replica",
+    tracker = JobProgress(
+        store.path,
+        job,
+        jobs,
+        replicas=sum(len(store.chunk_rows(k)) for k in todo),
+        epochs=cfg.train.epochs,
+        bar=progress,
         desc=f"{cfg.name} ({len(jax.local_devices())} {jax.default_backend()} device(s))",
-        disable=not progress,
     )
-    with bar:
+    with tracker:
         for k in todo:
             check_writable(store.path)
             rows = store.chunk_rows(k)
+            tracker.start_chunk(k, len(rows))
             outputs = train_replicas(
                 cfg.model,
                 ds,
@@ -448,7 +455,8 @@ def run_study(
                 replica_ids=rows,
                 max_subset_size=max_subset,
                 pad_to=store.chunk_size,
+                progress=tracker,
             )
             store.write_chunk(k, outputs)
-            bar.update(len(rows))
+            tracker.finish_chunk()
     return store

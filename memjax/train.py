@@ -22,10 +22,16 @@ example of its minibatch was classified correctly before the update (Toneva et a
 presentations): per replica one bit per example (right at its last presentation?), a count
 of correct -> incorrect transitions and the epoch from which it stays right
 (``ReplicaOutputs.forgetting_events`` / ``first_learned``).
+
+Asked for progress, the program also calls back to the host after every epoch of every
+group (``jax.debug.callback``, unordered) with the number of the group's replicas that are
+not padding; the callback reads nothing the training computes except, to run after the
+epoch, its step counters, so results are the same with and without it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from functools import partial
 
@@ -262,8 +268,11 @@ class _GroupProgram:
             rec["grad_sq"] = _blockwise(lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128)["g"]
         return rec
 
-    def run(self, keys, masks, x, y, xt, yt, n_steps: int):
-        """Whole runs of a group of replicas: final metrics (and trajectories if recorded)."""
+    def run(self, keys, masks, x, y, xt, yt, n_steps: int, report: Callable | None = None):
+        """Whole runs of a group of replicas: final metrics (and trajectories if recorded).
+
+        ``report(steps)``, if given, is called after every epoch with the group's step
+        counters (G,) int32, so that it runs once the epoch's updates are done."""
         cfg = self.cfg
         init_keys, data_keys = jax.vmap(_init_and_data_keys)(keys)
         params0 = self.map(self.init_fn)(init_keys)
@@ -293,7 +302,12 @@ class _GroupProgram:
         )
 
         def epochs(c, keys_and_ids):
-            body = lambda cc, ke: (epoch(cc, epoch_keys=ke[0], epoch=ke[1]), None)  # noqa: E731
+            def body(cc, ke):
+                cc = epoch(cc, epoch_keys=ke[0], epoch=ke[1])
+                if report is not None:
+                    report(cc[2])
+                return cc, None
+
             return lax.scan(body, c, keys_and_ids)[0]
 
         traj = None
@@ -330,10 +344,27 @@ class _GroupProgram:
 
 
 _PROGRAMS: dict = {}
+# Progress sinks of the train_replicas calls in flight, by the token their program reports.
+_SINKS: dict[int, Callable[[int], None]] = {}
+_TOKENS = itertools.count(1)
 
 
-def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, strategy, devices):
-    """The jitted chunk program, cached so successive chunks reuse one compilation."""
+def _report(token: np.ndarray, count: np.ndarray, steps: np.ndarray) -> None:
+    """Host side of the per-epoch callback: hand a group's finished replica-epochs to the
+    sink of the call that runs it. ``steps`` (the group's step counters) is unused: it only
+    makes the callback wait for the epoch's updates."""
+    del steps
+    sink = _SINKS.get(int(token))
+    if sink is not None and int(count):
+        sink(int(count))
+
+
+def _compiled_chunk_fn(
+    spec, cfg, input_shape, num_classes, n, n_steps, group, strategy, devices, with_progress
+):
+    """The jitted chunk program, cached so successive chunks reuse one compilation. With
+    ``with_progress`` every group reports each finished epoch to the host (``_report``);
+    without it the program holds no callback at all."""
     cache_key = (
         spec,
         cfg,
@@ -344,6 +375,7 @@ def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, s
         group,
         strategy,
         tuple(devices),
+        with_progress,
     )
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
@@ -351,26 +383,40 @@ def _compiled_chunk_fn(spec, cfg, input_shape, num_classes, n, n_steps, group, s
     mesh = Mesh(np.array(devices), ("replica",))
     rep = PartitionSpec("replica")
 
-    def local(keys, masks, x, y, xt, yt):
+    def local(keys, masks, real, token, x, y, xt, yt):
+        """This device's replicas, one group after another; ``real`` (rows,) int32 is 1 for
+        the chunk's replicas and 0 for padding rows, ``token`` names the progress sink."""
+
+        def run_group(kmr):
+            keys_g, masks_g, real_g = kmr
+            report = None
+            if with_progress:
+                count = jnp.sum(real_g)
+                report = partial(jax.debug.callback, _report, token, count)
+            return prog.run(keys_g, masks_g, x, y, xt, yt, n_steps=n_steps, report=report)
+
         g = keys.shape[0] // group
         out = lax.map(
-            lambda km: prog.run(km[0], km[1], x, y, xt, yt, n_steps=n_steps),
-            (keys.reshape(g, group, *keys.shape[1:]), masks.reshape(g, group, n)),
+            run_group,
+            (
+                keys.reshape(g, group, *keys.shape[1:]),
+                masks.reshape(g, group, n),
+                real.reshape(g, group),
+            ),
         )
         return jax.tree.map(lambda v: v.reshape(g * group, *v.shape[2:]), out)
 
+    whole = PartitionSpec()
     fn = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(rep, rep, PartitionSpec(), PartitionSpec(), PartitionSpec(), PartitionSpec()),
+        in_specs=(rep, rep, rep, whole, whole, whole, whole, whole),
         out_specs=rep,
         check_vma=False,
     )
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = NamedSharding(mesh, whole)
     sharded = NamedSharding(mesh, rep)
-    jitted = jax.jit(
-        fn, in_shardings=(sharded, sharded, replicated, replicated, replicated, replicated)
-    )
+    jitted = jax.jit(fn, in_shardings=(sharded,) * 3 + (replicated,) * 5)
     _PROGRAMS[cache_key] = jitted
     return jitted
 
@@ -404,6 +450,7 @@ def train_replicas(
     devices: list | None = None,
     max_subset_size: int | None = None,
     pad_to: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ReplicaOutputs:
     """Train one replica per mask row on its own subset; evaluate all train and test examples.
 
@@ -412,6 +459,13 @@ def train_replicas(
     ``devices`` (default: all local devices) share the replica axis. ``max_subset_size`` and
     ``pad_to`` fix the compiled program's shapes across calls (a study passes the largest
     subset of all its replicas and its chunk size), so every chunk reuses one compilation.
+
+    ``progress``, if given, is called during the computation, from a host thread the
+    compiled program calls back into, with the number of replica-epochs just finished
+    (int > 0): once per epoch for each group of replicas on each device, so the calls of one
+    ``train_replicas`` add up to ``len(masks) * cfg.epochs`` by the time it returns.
+    Groups on different devices call it concurrently, so it must be thread-safe and quick
+    (the device waits for it). It changes no result; without it the program has no callback.
     """
     masks = np.asarray(masks)
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
@@ -428,18 +482,38 @@ def train_replicas(
         raise ValueError(f"max_subset_size {max_subset_size} < largest subset {largest}")
     n_steps = int(steps_per_epoch(max_subset_size or largest, cfg, n))
     fn = _compiled_chunk_fn(
-        spec, cfg, ds.input_shape, ds.num_classes, n, max(n_steps, 1), group, strategy, devices
-    )
-    keys = replica_keys(seed, ids[pad_rows])
-    train, test, traj, presentations = fn(
-        keys,
-        jnp.asarray(masks[pad_rows]),
-        jnp.asarray(ds.x_train),
-        jnp.asarray(ds.y_train),
-        jnp.asarray(ds.x_test),
-        jnp.asarray(ds.y_test),
+        spec,
+        cfg,
+        ds.input_shape,
+        ds.num_classes,
+        n,
+        max(n_steps, 1),
+        group,
+        strategy,
+        devices,
+        progress is not None,
     )
     r = len(masks)
+    token = 0
+    if progress is not None:
+        token = next(_TOKENS) % 2**31
+        _SINKS[token] = progress
+    try:
+        train, test, traj, presentations = fn(
+            replica_keys(seed, ids[pad_rows]),
+            jnp.asarray(masks[pad_rows]),
+            jnp.asarray(np.arange(n_pad) < r, jnp.int32),
+            jnp.asarray(token, jnp.int32),
+            jnp.asarray(ds.x_train),
+            jnp.asarray(ds.y_train),
+            jnp.asarray(ds.x_test),
+            jnp.asarray(ds.y_test),
+        )
+        if progress is not None:  # every callback has run before the sink is forgotten
+            jax.block_until_ready((train, test, traj, presentations))
+            jax.effects_barrier()
+    finally:
+        _SINKS.pop(token, None)
 
     def host(v):
         return np.asarray(v)[:r]
