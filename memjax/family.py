@@ -375,15 +375,7 @@ def run_family(
         if budget == 0:
             break
         path = os.path.join(out, rec["dir"])
-        left = job_chunks(rec["chunks"], job, jobs, rec["job_offset"])
-        if os.path.exists(os.path.join(path, META)):
-            existing = open_store(path)
-            if existing.chunk_size != rec["chunk_size"]:
-                raise StoreMismatchError(
-                    f"{path} has chunk size {existing.chunk_size}, its family records "
-                    f"{rec['chunk_size']}"
-                )
-            left = unfinished_chunks(existing, job, jobs)
+        left = _member_unfinished(out, rec, job, jobs)
         config = replace(member.config, chunk_size=rec["chunk_size"])
         stores[member.name] = run_study(
             config, path, job, jobs, progress, budget, True, rec["job_offset"]
@@ -426,18 +418,26 @@ def family_status(out: str) -> dict[str, Any]:
     }
 
 
+def _member_unfinished(out: str, rec: dict[str, Any], job: int, jobs: int) -> list[int]:
+    """The chunks of member ``rec`` that job ``job`` owns and has not finished (all it owns
+    if the member was never started); a member store chunked otherwise is refused."""
+    path = os.path.join(out, rec["dir"])
+    if not os.path.exists(os.path.join(path, META)):
+        return job_chunks(rec["chunks"], job, jobs, rec["job_offset"])
+    store = open_store(path)
+    if store.chunk_size != rec["chunk_size"]:
+        raise StoreMismatchError(
+            f"{path} has chunk size {store.chunk_size}, its family records {rec['chunk_size']}"
+        )
+    return unfinished_chunks(store, job, jobs)
+
+
 def job_unfinished(out: str, job: int, jobs: int) -> dict[str, list[int]]:
     """Member directory -> the chunks job ``job`` of ``jobs`` owns and has not finished."""
-    out_of = {}
-    for rec in _read_record(out)["members"]:
-        path = os.path.join(out, rec["dir"])
-        if os.path.exists(os.path.join(path, META)):
-            left = unfinished_chunks(open_store(path), job, jobs)
-        else:
-            left = job_chunks(rec["chunks"], job, jobs, rec["job_offset"])
-        if left:
-            out_of[rec["dir"]] = left
-    return out_of
+    left = {
+        rec["dir"]: _member_unfinished(out, rec, job, jobs) for rec in _read_record(out)["members"]
+    }
+    return {d: chunks for d, chunks in left.items() if chunks}
 
 
 def member_stores(path: str, every: bool = False) -> list[Store]:
