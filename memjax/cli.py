@@ -211,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--process-id", type=int, help="this process's index (--distributed)")
     run.set_defaults(fn=_cmd_run)
 
-    status = sub.add_parser("status", help="progress of a study directory")
+    status = sub.add_parser("status", help="progress of a study (or of each member of a family)")
     status.add_argument("dir")
     status.set_defaults(fn=_cmd_status)
 
@@ -228,7 +228,9 @@ def _parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="per-example memorization table and summary")
     est.add_argument("dir")
-    est.add_argument("--out", help="output directory (default: the study directory)")
+    est.add_argument(
+        "--out", help="output directory (default: the study's; a family's members: OUT/<member>)"
+    )
     est.add_argument("--partial", action="store_true", help="allow an unfinished study")
     est.set_defaults(fn=_cmd_estimate)
 
@@ -237,7 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default: the study directory)")
     report.set_defaults(fn=_cmd_report)
 
-    merge = sub.add_parser("merge", help="join study directories written by separate jobs")
+    merge = sub.add_parser(
+        "merge", help="join study (or family) directories written by separate jobs"
+    )
     merge.add_argument("dirs", nargs="+")
     merge.add_argument("--out", required=True)
     merge.set_defaults(fn=_cmd_merge)
