@@ -2,6 +2,7 @@
 
 from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
+from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
 from memjax.results import Study, open_study
 from memjax.runtime import use_cpu_cores
@@ -23,6 +24,8 @@ __all__ = [
     "ReplicaOutputs",
     "Study",
     "open_study",
+    "Family",
+    "open_family",
     "train_replicas",
     "use_cpu_cores",
     "__version__",

@@ -1,5 +1,8 @@
 """The `memjax` command line: run | status | verify | estimate | report | merge | bench.
 
+run, status, verify, estimate and merge work on a study family (memjax.family) as on a
+study: on every member.
+
 Every failure ends in one line on stderr that says what happened and where, and an exit
 code that says which kind of failure it was (EXIT_CODES). A study killed at any moment
 resumes when the same command is run again, so Ctrl-C and SIGTERM stop at once.
@@ -16,7 +19,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["main", "EXIT_CODES"]
@@ -36,12 +38,11 @@ _where: dict[str, str] = {}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """Exit status 0 only if this job's share of the study is finished."""
-    from memjax.study import default_config, job_chunks, load_config, run_study
+    """Exit status 0 only if this job's share of the study (or family) is finished."""
+    from memjax.family import FamilyConfig, load
 
-    cfg = load_config(args.config) if args.config else default_config()
-    if args.chunk_size:
-        cfg = replace(cfg, chunk_size=args.chunk_size)
+    sets = tuple(args.set or ()) + ((f"chunk_size={args.chunk_size}",) if args.chunk_size else ())
+    cfg = load(args.config, args.mode, sets)
     job, jobs = args.job, args.jobs
     if args.distributed:
         import jax
@@ -54,57 +55,65 @@ def _cmd_run(args: argparse.Namespace) -> int:
         job, jobs = jax.process_index(), jax.process_count()
     out = args.out or str(Path("results") / cfg.name)
     _where["path"] = out
-    store = run_study(
-        cfg, out, job=job, jobs=jobs, progress=not args.quiet, allow_large=args.allow_large
-    )
-    done = set(store.done_chunks())
-    left = sorted(set(range(store.n_chunks)) - done)
-    mine = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
-    others = f" (other jobs' shares of --jobs {jobs})" if left and not mine else ""
-    print(
-        f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
-        f"{store.n_chunks} chunks unfinished in the whole study{others}"
-    )
+    run = _run_family if isinstance(cfg, FamilyConfig) else _run_study
+    line, mine = run(cfg, out, job, jobs, not args.quiet, args.allow_large)
+    print(line)
     if mine:
-        print(f"memjax run: error: this job's chunks {mine[:8]} are unfinished", file=sys.stderr)
+        print(f"memjax run: error: this job's chunks {mine} are unfinished", file=sys.stderr)
         return EXIT_CODES["unfinished"]
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> None:
-    from memjax.progress import study_progress
-    from memjax.store import open_store
+def _run_study(cfg, out: str, job: int, jobs: int, progress: bool, allow_large: bool):
+    """Run a study; return the closing line and this job's unfinished chunks."""
+    from memjax.study import run_study, unfinished_chunks
 
-    store = open_store(args.dir)
-    scan = store.scan_done()
-    damaged = store.damaged_chunks(sorted(scan.valid))
-    finished = [k for k in sorted(scan.valid) if k not in damaged]
-    status = {
-        "study": store.meta.get("name"),
-        "dataset": store.meta.get("dataset_name"),
-        "replicas_finished": sum(len(store.chunk_rows(k)) for k in finished),
-        "replicas_planned": store.replicas,
-        "chunks_finished": len(finished),
-        "chunks_planned": store.n_chunks,
-        "complete": len(finished) == store.n_chunks,
-        "jobs": store.jobs,
-        "chunks_missing_files": sorted(damaged),
-        "invalid_markers": scan.invalid,
-        "stray_files": scan.stray,
-        "memjax_version": store.meta.get("memjax_version"),
-        **study_progress(store, finished),
-    }
+    store = run_study(cfg, out, job=job, jobs=jobs, progress=progress, allow_large=allow_large)
+    left = store.n_chunks - len(store.done_chunks())
+    mine = unfinished_chunks(store, job, jobs)
+    others = f" (other jobs' shares of --jobs {jobs})" if left and not mine else ""
+    line = (
+        f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {left} of "
+        f"{store.n_chunks} chunks unfinished in the whole study{others}"
+    )
+    return line, mine[:8]
+
+
+def _run_family(cfg, out: str, job: int, jobs: int, progress: bool, allow_large: bool):
+    """Run every member of a family; return the closing line and this job's unfinished
+    chunks (member/chunk)."""
+    from memjax.family import family_status, job_unfinished, run_family
+
+    run_family(cfg, out, job, jobs, progress, allow_large=allow_large)
+    s = family_status(out)
+    left = s["chunks_planned"] - s["chunks_finished"]
+    mine = [f"{d}/{k}" for d, ks in job_unfinished(out, job, jobs).items() for k in ks]
+    others = f" (other jobs' shares of --jobs {jobs})" if left and not mine else ""
+    line = (
+        f"{out}: {s['members_complete']}/{s['members_planned']} members complete, "
+        f"{s['replicas_finished']}/{s['replicas_planned']} replicas finished; {left} of "
+        f"{s['chunks_planned']} chunks unfinished in the whole family{others}"
+    )
+    return line, mine[:8]
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from memjax.family import family_status, is_family
+    from memjax.store import open_store
+    from memjax.study import study_status
+
+    status = family_status(args.dir) if is_family(args.dir) else study_status(open_store(args.dir))
     print(json.dumps(status, indent=2))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Exit status 1 if a chunk is damaged (0 once --repair has made it unfinished)."""
-    from memjax.store import open_store
+    from memjax.family import member_stores
     from memjax.verify import verify_study
 
-    report = verify_study(open_store(args.dir), repair=args.repair)
-    print("\n".join(report.lines()))
-    return 0 if report.ok or report.repaired else 1
+    reports = [verify_study(store, repair=args.repair) for store in member_stores(args.dir)]
+    print("\n".join(line for report in reports for line in report.lines()))
+    return 0 if all(report.ok or report.repaired for report in reports) else 1
 
 
 def _fmt(x: float | None) -> str:
@@ -112,24 +121,28 @@ def _fmt(x: float | None) -> str:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> None:
+    from memjax.family import member_stores
     from memjax.report import estimate_study
-    from memjax.results import open_study
+    from memjax.results import Study
 
-    _where["path"] = args.dir
-    result = estimate_study(open_study(args.dir), args.out, partial=args.partial)
-    out = args.out or args.dir
-    acc = result["test_accuracy"]
-    shown = (
-        "n/a"
-        if acc["value"] is None
-        else f"{acc['value']:.3f} [{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]"
-    )
-    print(
-        f"{result['replicas_finished']} replicas, mean test accuracy {shown} (95% interval); "
-        f"wrote {out}/memorization.csv, summary.json, memorization_hist.png"
-    )
-    for column, reason in result["missing"].items():
-        print(f"  missing column {column}: {reason}")
+    for store in member_stores(args.dir, every=not args.partial):
+        _where["path"] = store.path
+        below = os.path.relpath(store.path, args.dir)
+        out = os.path.normpath(os.path.join(args.out, below)) if args.out else None
+        result = estimate_study(Study(store), out, partial=args.partial)
+        acc = result["test_accuracy"]
+        shown = (
+            "n/a"
+            if acc["value"] is None
+            else f"{acc['value']:.3f} [{_fmt(acc['ci_low'])}, {_fmt(acc['ci_high'])}]"
+        )
+        print(
+            f"{result['replicas_finished']} replicas, mean test accuracy {shown} (95% "
+            f"interval); wrote {out or store.path}/memorization.csv, summary.json, "
+            "memorization_hist.png"
+        )
+        for column, reason in result["missing"].items():
+            print(f"  missing column {column}: {reason}")
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -139,15 +152,22 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
+    from memjax.family import family_status, is_family, merge_families
     from memjax.store import merge
 
     _where["path"] = args.out
-    store = merge(args.dirs, args.out)
-    left = store.n_chunks - len(store.done_chunks())
-    print(
-        f"{args.out}: {len(store.done_rows())}/{store.replicas} replicas; {left} of "
-        f"{store.n_chunks} chunks unfinished"
-    )
+    if len(args.dirs) < 2:
+        raise ValueError("merge needs at least two directories")
+    if is_family(args.dirs[0]):
+        merge_families(args.dirs, args.out)
+        s = family_status(args.out)
+        done, planned = s["replicas_finished"], s["replicas_planned"]
+        left, chunks = s["chunks_planned"] - s["chunks_finished"], s["chunks_planned"]
+    else:
+        store = merge(args.dirs, args.out)
+        done, planned = len(store.done_rows()), store.replicas
+        left, chunks = store.n_chunks - len(store.done_chunks()), store.n_chunks
+    print(f"{args.out}: {done}/{planned} replicas; {left} of {chunks} chunks unfinished")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -161,8 +181,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) a study; no CONFIG: the embedded default")
-    run.add_argument("config", nargs="?", help="study config YAML")
-    run.add_argument("--out", help="study directory (default: results/<the study's name>)")
+    run.add_argument("config", nargs="?", help="study or family config YAML")
+    run.add_argument("--mode", help="apply the config's overrides of this mode (e.g. quick)")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one setting (dotted key, YAML value, e.g. train.epochs=10); repeatable",
+    )
+    run.add_argument("--out", help="study or family directory (default: results/<its name>)")
     run.add_argument("--job", type=int, default=0, help="this job's index (multi-job studies)")
     run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
@@ -186,7 +213,8 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="progress of a study directory: chunks finished, replicas/s, ETA, running jobs",
+        help="progress of a study (or of each member of a family): chunks finished, "
+        "replicas/s, ETA, running jobs",
     )
     status.add_argument("dir")
     status.set_defaults(fn=_cmd_status)
@@ -204,7 +232,9 @@ def _parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="per-example memorization table and summary")
     est.add_argument("dir")
-    est.add_argument("--out", help="output directory (default: the study directory)")
+    est.add_argument(
+        "--out", help="output directory (default: the study's; a family's members: OUT/<member>)"
+    )
     est.add_argument("--partial", action="store_true", help="allow an unfinished study")
     est.set_defaults(fn=_cmd_estimate)
 
@@ -213,7 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default: the study directory)")
     report.set_defaults(fn=_cmd_report)
 
-    merge = sub.add_parser("merge", help="join study directories written by separate jobs")
+    merge = sub.add_parser(
+        "merge", help="join study (or family) directories written by separate jobs"
+    )
     merge.add_argument("dirs", nargs="+")
     merge.add_argument("--out", required=True)
     merge.set_defaults(fn=_cmd_merge)

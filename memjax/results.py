@@ -65,7 +65,10 @@ class Study:
 
     @cached_property
     def config(self) -> StudyConfig:
-        return StudyConfig.from_dict({"name": self.name, **self.meta["config"]})
+        """The study's settings, and its description, command and expected runtime as
+        recorded when it was created."""
+        about = self.meta.get("about", {})
+        return StudyConfig.from_dict({"name": self.name, **self.meta["config"], **about})
 
     @cached_property
     def dataset(self) -> data.Dataset:

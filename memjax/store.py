@@ -684,14 +684,15 @@ def open_store(path: str) -> Store:
 
 
 def merge(paths: list[str], out: str) -> Store:
-    """Join stores of the same study made by separate jobs into a new study directory.
+    """Join stores of the same study made by separate jobs into a new study directory (one
+    store alone is copied, verified, into a directory no job shares).
 
     The stores must agree on config and dataset fingerprint; a chunk finished in two of them
     is an overlap and refused (it would count replicas twice). Every finished chunk of every
     input is verified (files, checksums, hashes, masks) before anything is written.
     """
-    if len(paths) < 2:
-        raise ValueError("merge needs at least two study directories")
+    if not paths:
+        raise ValueError("merge needs at least one study directory")
     stores = [open_store(p) for p in paths]
     first = stores[0]
     for s in stores[1:]:

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 import memjax
-from memjax import data, models, schema, subsets
+from memjax import config_file, data, models, schema, subsets
 from memjax.config import TrainConfig
-from memjax.progress import JobProgress
+from memjax.progress import JobProgress, study_progress
 from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
 from memjax.train import train_replicas
 from memjax.train_memory import (
@@ -35,8 +35,13 @@ from memjax.train_memory import (
 
 __all__ = [
     "StudyConfig",
+    "ABOUT_KEYS",
+    "about_text",
     "JobPartitionError",
     "job_chunks",
+    "unfinished_chunks",
+    "default_chunk_size",
+    "study_status",
     "StudyTooLargeError",
     "SizeEstimate",
     "load_config",
@@ -49,7 +54,10 @@ __all__ = [
 ]
 
 MAX_CHUNK = 256
-STUDY_KEYS = ("name", "dataset", "model", "subsets", "train", "seed", "chunk_size")
+# What a study is for: stated in its config, recorded with it, never a setting that must match.
+ABOUT_KEYS = ("description", "command", "expected_runtime")
+ABOUT_LENGTH = {"description": 10_000, "command": 2_000, "expected_runtime": 200}
+STUDY_KEYS = ("name", "dataset", "model", "subsets", "train", "seed", "chunk_size", *ABOUT_KEYS)
 MAX_REPLICAS = 2**40
 MAX_SEED = 2**63 - 1
 # A study's name is its default directory under results/: one path component, no "..".
@@ -60,7 +68,9 @@ MAX_MASK_CELLS = 10**11
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything that determines a study's results (chunk_size only shapes the store).
+    """Everything that determines a study's results (chunk_size only shapes the store), and
+    what it is for: ``description``, ``command`` (how to reproduce it) and ``expected_runtime``
+    are recorded with the study but never have to match when it is resumed or merged.
 
     Every setting is type- and bounds-checked on construction (memjax.schema); errors name
     the setting as it is written in a config file (e.g. ``subsets.replicas``).
@@ -75,7 +85,9 @@ class StudyConfig:
     seed: int = 0
     name: str = "study"
     chunk_size: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    command: str = ""
+    expected_runtime: str = ""
 
     def __post_init__(self) -> None:
         checked = {
@@ -95,6 +107,7 @@ class StudyConfig:
             if self.chunk_size is None
             else schema.integer(self.chunk_size, "chunk_size", 1, MAX_REPLICAS),
             "dataset": _dataset_section(self.dataset),
+            **{key: about_text(getattr(self, key), key) for key in ABOUT_KEYS},
         }
         for key, value in checked.items():
             object.__setattr__(self, key, value)
@@ -124,7 +137,12 @@ class StudyConfig:
             seed=d.get("seed", 0),
             name=d.get("name", "study"),
             chunk_size=d.get("chunk_size"),
+            **{key: d[key] for key in ABOUT_KEYS if key in d},
         )
+
+    def about(self) -> dict[str, str]:
+        """description, command and expected_runtime: recorded, never compared."""
+        return {key: getattr(self, key) for key in ABOUT_KEYS}
 
     def result_dict(self) -> dict[str, Any]:
         """The settings a store must match to be resumed or merged."""
@@ -135,6 +153,12 @@ class StudyConfig:
             "train": self.train.result_dict(),
             "seed": self.seed,
         }
+
+
+def about_text(value: Any, setting: str) -> str:
+    """A description, command or expected runtime: a string of bounded length."""
+    n = ABOUT_LENGTH[setting.rpartition(".")[2]]
+    return schema.text(value, setting, rf"(?s).{{0,{n}}}", f"a string of at most {n} characters")
 
 
 def _dataset_section(value: Any) -> dict[str, Any]:
@@ -172,23 +196,33 @@ def _dataset_section(value: Any) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str) -> StudyConfig:
-    """A study config from YAML (``1e-2`` reads as a number; see memjax.schema)."""
-    with open(path) as fh:
-        d = schema.load_yaml(fh)
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: a study config must be a YAML mapping")
+def load_config(path: str, mode: str | None = None, sets: tuple[str, ...] = ()) -> StudyConfig:
+    """A study config from YAML with mode ``mode`` and ``--set`` overrides applied
+    (memjax.config_file); a family config (with ``sweep:``) is refused."""
+    return study_from_document(config_file.read(path), path, mode, sets)
+
+
+def study_from_document(
+    doc: Any, where: str, mode: str | None = None, sets: tuple[str, ...] = ()
+) -> StudyConfig:
+    """The study of a config document (read from ``where``, named in errors)."""
     try:
+        d = config_file.resolve(doc, mode, sets)
+        if "sweep" in d:
+            raise ValueError(
+                "it declares a sweep, so it is a family config: run it with `memjax run` "
+                "or load it with memjax.family.load_family"
+            )
         return StudyConfig.from_dict(d)
-    except schema.ConfigError as err:
-        err.args = (f"{path}: {err}",)
+    except ValueError as err:
+        err.args = (f"{where}: {err}",)
         raise
 
 
-def default_config() -> StudyConfig:
-    """The embedded default study (memjax/configs/default.yaml)."""
+def default_config(mode: str | None = None, sets: tuple[str, ...] = ()) -> StudyConfig:
+    """The embedded default study (memjax/configs/default.yaml), with overrides if given."""
     text = resources.files("memjax").joinpath("configs/default.yaml").read_text()
-    return StudyConfig.from_dict(schema.load_yaml(text))
+    return study_from_document(schema.load_yaml(text), "the default config", mode, sets)
 
 
 def build_dataset(spec: dict[str, Any]) -> data.Dataset:
@@ -207,18 +241,33 @@ class JobPartitionError(ValueError):
     """A job was started with another --jobs than the study's recorded partition."""
 
 
-def job_chunks(n_chunks: int, job: int, jobs: int) -> list[int]:
-    """The chunks job ``job`` of ``jobs`` owns: job, job + jobs, job + 2 jobs, ..."""
-    return list(range(job, n_chunks, jobs))
+def job_chunks(n_chunks: int, job: int, jobs: int, offset: int = 0) -> list[int]:
+    """The chunks job ``job`` of ``jobs`` owns: those k with (offset + k) mod jobs = job, i.e.
+    job, job + jobs, ... for a study of its own. A family member's offset is the number of
+    chunks of the members before it, so that the jobs split the family's chunks as one list."""
+    return [k for k in range(n_chunks) if (offset + k) % jobs == job]
+
+
+def unfinished_chunks(store: Store, job: int, jobs: int) -> list[int]:
+    """The chunks of ``store`` that job ``job`` of ``jobs`` owns and has not finished."""
+    done = set(store.done_chunks())
+    offset = int(store.meta.get("job_offset", 0))
+    return [k for k in job_chunks(store.n_chunks, job, jobs, offset) if k not in done]
 
 
 def _meta(
-    cfg: StudyConfig, ds: data.Dataset, chunk_size: int, max_subset: int, jobs: int
+    cfg: StudyConfig,
+    ds: data.Dataset,
+    chunk_size: int,
+    max_subset: int,
+    jobs: int,
+    job_offset: int,
 ) -> dict[str, Any]:
     t = cfg.train
     return {
         "config": cfg.result_dict(),
         "name": cfg.name,
+        "about": cfg.about(),
         "dataset_fingerprint": ds.fingerprint,
         "dataset_name": ds.name,
         "data_packages": data.package_versions(),
@@ -229,6 +278,7 @@ def _meta(
         "num_classes": ds.num_classes,
         "chunk_size": chunk_size,
         "jobs": jobs,
+        "job_offset": job_offset,
         "max_subset_size": max_subset,
         "record_epochs": t.recorded_epochs().tolist(),
         "record_lr": t.recorded_learning_rates().tolist(),
@@ -339,16 +389,25 @@ def check_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
     return size
 
 
+def default_chunk_size(cfg: StudyConfig, ds: data.Dataset) -> int:
+    """Replicas per stored chunk: the config's, else as many as fit in device memory."""
+    return cfg.chunk_size or min(
+        MAX_CHUNK, choose_chunk_size(cfg.model, ds, cfg.train, cfg.replicas)
+    )
+
+
 def open_or_create(
     cfg: StudyConfig,
     out: str,
     ds: data.Dataset | None = None,
     jobs: int = 1,
     allow_large: bool = False,
+    job_offset: int = 0,
 ) -> Store:
     """The study's store at ``out``: created on first use (recording that ``jobs`` jobs share
-    its chunks), checked against cfg afterwards. A new study's size is checked first
-    (``check_size``, skipped if ``allow_large``)."""
+    its chunks, with ``job_offset`` for a family member: see ``job_chunks``), checked against
+    cfg afterwards. A new study's size is checked first (``check_size``, skipped if
+    ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
     if os.path.exists(os.path.join(out, "study.json")):
@@ -358,14 +417,12 @@ def open_or_create(
     else:
         if not allow_large:
             check_size(cfg, ds, out)
-        chunk = cfg.chunk_size or min(
-            MAX_CHUNK, choose_chunk_size(cfg.model, ds, cfg.train, cfg.replicas)
-        )
+        chunk = default_chunk_size(cfg, ds)
         max_subset = max(
             int(make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1).max())
             for s in range(0, cfg.replicas, chunk)
         )
-    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs))
+    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs, job_offset))
 
 
 def check_writable(path: str) -> None:
@@ -387,6 +444,29 @@ def check_writable(path: str) -> None:
         os.remove(probe)
 
 
+def study_status(store: Store) -> dict[str, Any]:
+    """What ``memjax status`` reports for one study: progress counted from valid markers of
+    chunks whose files exist, and what else lies in ``done/``."""
+    scan = store.scan_done()
+    damaged = store.damaged_chunks(sorted(scan.valid))
+    finished = [k for k in sorted(scan.valid) if k not in damaged]
+    return {
+        "study": store.meta.get("name"),
+        "dataset": store.meta.get("dataset_name"),
+        "replicas_finished": sum(len(store.chunk_rows(k)) for k in finished),
+        "replicas_planned": store.replicas,
+        "chunks_finished": len(finished),
+        "chunks_planned": store.n_chunks,
+        "complete": len(finished) == store.n_chunks,
+        "jobs": store.jobs,
+        "chunks_missing_files": sorted(damaged),
+        "invalid_markers": scan.invalid,
+        "stray_files": scan.stray,
+        "memjax_version": store.meta.get("memjax_version"),
+        **study_progress(store, finished),
+    }
+
+
 def run_study(
     cfg: StudyConfig,
     out: str,
@@ -395,26 +475,36 @@ def run_study(
     progress: bool = True,
     max_chunks: int | None = None,
     allow_large: bool = False,
+    job_offset: int = 0,
 ) -> Store:
-    """Train every unfinished chunk assigned to this job (chunks job, job+jobs, ...).
+    """Train every unfinished chunk assigned to this job (``job_chunks``: chunks job,
+    job+jobs, ... of a study of its own; a family member's are shifted by ``job_offset``).
 
-    The partition is the study's: fixed by the job that created it (``jobs`` recorded in the
-    store) so that jobs started with different counts cannot each skip the other's chunks;
-    a different ``jobs`` is refused. Finished chunks whose files are gone are refused too
-    (they would otherwise count as done). The study directory's writability is checked
-    before each chunk is trained; a new study's size before it is created (``check_size``,
-    skipped if ``allow_large``). ``progress`` shows a bar that advances every epoch; the
-    job's heartbeat and chunk timings are written either way (memjax.progress).
+    The partition is the study's: fixed by the job that created it (``jobs`` and
+    ``job_offset`` recorded in the store) so that jobs started with different counts cannot
+    each skip the other's chunks; a different partition is refused. Finished chunks whose
+    files are gone are refused too (they would otherwise count as done). The study
+    directory's writability is checked before each chunk is trained; a new study's size
+    before it is created (``check_size``, skipped if ``allow_large``). ``progress`` shows a bar
+    that advances every epoch; the job's heartbeat and chunk timings are written either way
+    (memjax.progress).
     """
     if not 0 <= job < jobs:
         raise ValueError(f"job index {job} must be in [0, {jobs})")
     ds = build_dataset(cfg.dataset)
-    store = open_or_create(cfg, out, ds, jobs, allow_large)
+    store = open_or_create(cfg, out, ds, jobs, allow_large, job_offset)
     if store.jobs != jobs:
         raise JobPartitionError(
             f"{out} is shared by {store.jobs} jobs (recorded when it was created; chunk k "
             f"belongs to job k mod {store.jobs}) but this run has --jobs {jobs}: run every job "
             f"of this study with --jobs {store.jobs} (--job 0 .. {store.jobs - 1})"
+        )
+    recorded_offset = int(store.meta.get("job_offset", 0))
+    if jobs > 1 and recorded_offset != job_offset:
+        raise JobPartitionError(
+            f"{out} splits its chunks among jobs from offset {recorded_offset} (chunk k "
+            f"belongs to job (k + {recorded_offset}) mod {jobs}) but this run asks for offset "
+            f"{job_offset}: run a family member through its family (`memjax run FAMILY.yaml`)"
         )
     done = set(store.done_chunks())
     damaged = store.damaged_chunks(sorted(done))
@@ -426,7 +516,7 @@ def run_study(
             f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
             "is missing)",
         )
-    todo = [k for k in job_chunks(store.n_chunks, job, jobs) if k not in done]
+    todo = unfinished_chunks(store, job, jobs)
     if max_chunks is not None:
         todo = todo[:max_chunks]
     if not todo:  # nothing to train: the study directory is left untouched

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from memjax.config_file import read, resolve
 from paper_figures.studies import StudyData, StudyRef, display_path, ensure_study, load_refs
 
 __all__ = ["Context", "CONFIG_ROOT", "MODES"]
@@ -30,13 +29,13 @@ class Context:
             raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
         self.mode = mode
         self.out = Path(out)
-        self.config_dir = Path(config_dir) if config_dir else CONFIG_ROOT / mode
+        self.config_dir = Path(config_dir) if config_dir else CONFIG_ROOT
         self.progress = progress
-        self.refs: dict[str, StudyRef] = load_refs(self.config_dir)
+        self.refs: dict[str, StudyRef] = load_refs(self.config_dir, mode)
         settings_path = self.config_dir / "figures.yaml"
         self.settings: dict[str, Any] = (
-            yaml.safe_load(settings_path.read_text()) if settings_path.exists() else {}
-        ) or {}
+            resolve(read(str(settings_path)), mode) if settings_path.exists() else {}
+        )
         self._studies: dict[str, StudyData] = {}
         self.used: list[dict[str, Any]] = []
 

@@ -36,9 +36,10 @@ def make_figures(
     A figure that fails does not stop the others: the rest are written and indexed, then
     ``FiguresFailedError`` names every failure.
 
-    ``quick`` selects ``configs/quick`` (CPU, minutes) instead of ``configs/full``;
-    ``config_dir`` replaces that directory (it must hold ``studies/*.yaml`` and may hold
-    ``figures.yaml``). Outputs go to ``out`` (default ``results/figures/<mode>``).
+    ``quick`` selects the configs' ``quick`` mode (CPU, minutes) instead of ``full``;
+    ``config_dir`` replaces ``configs/`` (it must hold ``studies/*.yaml`` and may hold
+    ``figures.yaml``, each declaring both modes). Outputs go to ``out`` (default
+    ``results/figures/<mode>``).
     """
     mode = "quick" if quick else "full"
     specs = [figure_spec(name) for name in check_names(list(names))]

@@ -23,7 +23,7 @@ class FigureSpec:
     ``compute`` reads stored studies through the context and returns every number the
     figure shows (JSON-ready); ``draw`` and ``caption`` are pure functions of that dict, so
     the JSON written beside the picture is exactly what was plotted. ``studies`` names the
-    study configs (stems under ``configs/<mode>/studies``) the figure reads (checked before
+    study configs (stems under ``configs/studies``) the figure reads (checked before
     anything runs); inputs beyond studies are recorded through ``Context.note``.
     """
 

@@ -1,15 +1,14 @@
 """The studies behind the figures: configs found by name, run or reused, read once.
 
-Study configs are ordinary ``memjax run`` YAML files under ``configs/<mode>/studies/``; the
-file stem is the name figures refer to. Each must state its cost in a comment line
-``# expected_runtime: ...`` (StudyConfig rejects unknown keys, so it cannot be a field).
-A study directory is reused when it holds the finished study, resumed when it is unfinished,
-and refused (by memjax.store) when it holds a different config or dataset.
+Study configs are ordinary ``memjax run`` YAML files under ``configs/studies/``, one per
+study with its ``quick`` and ``full`` modes; the file stem is the name figures refer to. Each
+must state its cost in the field ``expected_runtime`` (per mode). A study directory is
+reused when it holds the finished study, resumed when it is unfinished, and refused (by
+memjax.store) when it holds a different config or dataset.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ __all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path",
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DATASET_LABELS = {"mnist1d": "MNIST-1D", "digits": "digits", "longtail": "long-tail mixture"}
-RUNTIME_LINE = re.compile(r"^#\s*expected_runtime:\s*(\S.*)$", re.MULTILINE)
 
 
 def log(message: str) -> None:
@@ -47,29 +45,33 @@ def display_path(path: Path, base: Path = CHECKOUT) -> str:
 
 @dataclass(frozen=True)
 class StudyRef:
-    """A study config file: its name (file stem), path, parsed config and stated runtime."""
+    """A study config file read in one mode: its name (file stem), path and config."""
 
     name: str
     path: Path
     config: StudyConfig
-    expected_runtime: str
+
+    @property
+    def expected_runtime(self) -> str:
+        return self.config.expected_runtime
 
 
-def load_refs(config_dir: Path) -> dict[str, StudyRef]:
-    """Every study config of a mode, by name; a config without its runtime line is refused."""
+def load_refs(config_dir: Path, mode: str) -> dict[str, StudyRef]:
+    """Every study config in mode ``mode``, by name; one that states no expected_runtime in
+    that mode is refused."""
     study_dir = Path(config_dir) / "studies"
     paths = sorted(study_dir.glob("*.yaml"))
     if not paths:
         raise FileNotFoundError(f"no study configs (*.yaml) in {display_path(study_dir)}")
     refs = {}
     for path in paths:
-        runtime = RUNTIME_LINE.search(path.read_text())
-        if runtime is None:
+        config = load_config(str(path), mode)
+        if not config.expected_runtime:
             raise ValueError(
-                f"{display_path(path)}: state the study's cost in a comment line "
-                "'# expected_runtime: ...'"
+                f"{display_path(path)}: state the study's cost in mode {mode} in the field "
+                "expected_runtime"
             )
-        refs[path.stem] = StudyRef(path.stem, path, load_config(str(path)), runtime.group(1))
+        refs[path.stem] = StudyRef(path.stem, path, config)
     return refs
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,13 +81,19 @@ SYNTHETIC = {
 }
 
 
+RUNTIMES = {"quick": {"expected_runtime": "seconds (test)"}, "full": {"expected_runtime": "long"}}
+
+
 def _write_configs(directory: Path, studies: dict[str, dict], figures: dict | None = None):
+    """Study configs (and figures.yaml) with both modes; the modes change only the stated
+    runtimes, so that the planted stores match either."""
     (directory / "studies").mkdir(parents=True)
     for name, d in studies.items():
-        text = f"# expected_runtime: seconds (test)\n{yaml.safe_dump(d)}"
+        text = yaml.safe_dump({**d, "modes": RUNTIMES})
         (directory / "studies" / f"{name}.yaml").write_text(text)
     if figures is not None:
-        (directory / "figures.yaml").write_text(yaml.safe_dump(figures))
+        text = yaml.safe_dump({**figures, "modes": {"quick": {}, "full": {}}})
+        (directory / "figures.yaml").write_text(text)
 
 
 def _planted_outputs(
@@ -702,7 +709,7 @@ def test_redrawing_reuses_the_stores_and_gives_the_same_numbers(synthetic):
 def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
     ctx = Context(mode, tmp_path)
     ctx.check_studies({s for spec in figures().values() for s in spec.studies})
-    assert all(ref.expected_runtime for ref in ctx.refs.values())
+    assert all(ref.expected_runtime and ref.config.description for ref in ctx.refs.values())
     assert {ref.config.design for name, ref in ctx.refs.items() if "ratio" not in name} == {
         "balanced",
         "fixed",
@@ -710,6 +717,23 @@ def test_shipped_configs_cover_every_figure_and_state_runtimes(mode, tmp_path):
     }
     assert ctx.figure_settings("marginal_utility")["replicas"] >= 8
     assert not any(tmp_path.iterdir())
+
+
+def test_shipped_modes_differ_only_in_replicas_names_and_statements(tmp_path):
+    """One file per study: full is quick with more replicas (and its own name, command and
+    runtime); figure 3 retrains more replicas at more thresholds in full."""
+    quick, full = Context("quick", tmp_path), Context("full", tmp_path)
+    assert set(quick.refs) == set(full.refs)
+    for name, ref in quick.refs.items():
+        q, f = ref.config, full.refs[name].config
+        assert f.replicas >= 10 * q.replicas and (q.name, f.name) == (
+            f"{q.name[:-6]}-quick",
+            f"{q.name[:-6]}-full",
+        )
+        assert replace(f, replicas=q.replicas, name=q.name, **q.about()) == q
+    settings = [ctx.figure_settings("marginal_utility") for ctx in (quick, full)]
+    assert settings[0]["replicas"] < settings[1]["replicas"]
+    assert set(settings[0]["thresholds"]) < set(settings[1]["thresholds"])
 
 
 def test_unknown_figure_names_fail_early_with_the_valid_names(tmp_path, capsys):
@@ -793,13 +817,18 @@ def test_help_names_every_figure(capsys):
     assert f"figures: {', '.join(figure_names())}" in text
 
 
-def test_missing_study_config_and_runtime_line_are_refused(tmp_path):
+def test_missing_study_config_runtime_and_modes_are_refused(tmp_path):
     configs = tmp_path / "configs"
     _write_configs(configs, {"digits_clean": SYNTHETIC["digits_clean"]})
     with pytest.raises(ValueError, match=r"no study config for \['longtail'\]"):
         make_figures(["long_tail"], quick=True, out=tmp_path / "out", config_dir=configs)
-    (configs / "studies" / "digits_clean.yaml").write_text(yaml.safe_dump(SYNTHETIC["longtail"]))
-    with pytest.raises(ValueError, match="expected_runtime"):
+    path = configs / "studies" / "digits_clean.yaml"
+    only_quick = {**SYNTHETIC["digits_clean"], "modes": {"quick": RUNTIMES["quick"], "full": {}}}
+    path.write_text(yaml.safe_dump(only_quick))
+    with pytest.raises(ValueError, match="digits_clean.yaml: state .* in mode full .*expected_"):
+        make_figures(["influence"], out=tmp_path / "out", config_dir=configs)
+    path.write_text(yaml.safe_dump({**SYNTHETIC["digits_clean"], "expected_runtime": "1 s"}))
+    with pytest.raises(ValueError, match="unknown mode 'quick': it declares no modes"):
         make_figures(["influence"], quick=True, out=tmp_path / "out", config_dir=configs)
     assert not (tmp_path / "out").exists()
 
