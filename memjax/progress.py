@@ -71,7 +71,7 @@ class JobProgress:
         self._written = 0.0
         self._chunks_timed = 0
         self._reported = False  # has the trainer reported yet (compilation over)?
-        self._failed = False
+        self._failed = ""  # the first progress file that could not be written, and why
         os.makedirs(os.path.join(path, PROGRESS), exist_ok=True)
 
     def __enter__(self) -> JobProgress:
@@ -132,6 +132,8 @@ class JobProgress:
         with self._lock:
             self._write_heartbeat(time.time(), "stopped" if failed else "finished")
         self.bar.close()
+        if self._failed and not failed:  # a failed run's own error says what went wrong
+            warnings.warn(f"cannot write progress files: {self._failed}", stacklevel=2)
 
     def _write_heartbeat(self, now: float, state: str) -> None:
         chunk = self._chunk or {}
@@ -154,13 +156,12 @@ class JobProgress:
         self._write(_heartbeat_path(self.path, self.job), beat)
 
     def _write(self, path: str, value: dict[str, Any]) -> None:
-        """Best effort: progress files must never stop training (warned about once)."""
+        """Best effort: progress files must never stop training (the first failure is
+        warned about once the run ends well)."""
         try:
             atomic_write_text(path, json.dumps(value, indent=1))
         except OSError as err:
-            if not self._failed:
-                warnings.warn(f"cannot write progress file {path}: {err}", stacklevel=2)
-            self._failed = True
+            self._failed = self._failed or f"{path}: {err}"
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
