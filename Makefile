@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= results/default
 
-.PHONY: install run test test-fast lint bench figures
+.PHONY: install run test test-fast lint bench figures readme-figure
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: install
 	$(VENV)/bin/memjax estimate $(OUT)
 	$(VENV)/bin/memjax report $(OUT)
 
+readme-figure: install
+	$(PY) docs/readme_figure.py $(OUT) docs/default-study.png
+
 test: install
 	$(PY) -m pytest -m "slow or not slow" -q
 
@@ -26,8 +29,8 @@ test-fast: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check memjax tests experiments paper_figures
-	$(VENV)/bin/ruff format --check memjax tests experiments paper_figures
+	$(VENV)/bin/ruff check memjax tests experiments paper_figures docs
+	$(VENV)/bin/ruff format --check memjax tests experiments paper_figures docs
 
 bench: install
 	$(VENV)/bin/memjax bench --replicas 256 --epochs 10
