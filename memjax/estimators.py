@@ -43,6 +43,7 @@ __all__ = [
     "masked_mean",
     "replica_mean",
     "check_blocks",
+    "check_masks",
 ]
 
 # Above this many replicas per block, the cluster sum of squares of influence is accumulated
@@ -73,7 +74,12 @@ class Estimate:
             object.__setattr__(self, "ci_high", high)
 
 
-def _check_masks(masks: np.ndarray, values: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+def check_masks(
+    masks: np.ndarray, values: np.ndarray, what: str, same_shape: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``masks`` (R, n) bool and per-replica ``values`` (R, m) as arrays, or a specific error:
+    one row per replica, at least 2 replicas, no NaN or inf; ``same_shape``: m == n (values
+    of the training examples themselves)."""
     masks = np.asarray(masks)
     values = np.asarray(values)
     if masks.ndim != 2 or masks.dtype != bool:
@@ -85,6 +91,8 @@ def _check_masks(masks: np.ndarray, values: np.ndarray, what: str) -> tuple[np.n
             f"{what} must be (replicas, examples) with {masks.shape[0]} replicas like the masks, "
             f"got {values.shape}"
         )
+    if same_shape and values.shape != masks.shape:
+        raise ValueError(f"{what} shape {values.shape} differs from masks shape {masks.shape}")
     if masks.shape[0] < 2:
         raise ValueError("estimators need at least 2 replicas")
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
@@ -188,9 +196,7 @@ def memorization(
     ``blocks`` (R,): block ids of the replicas (see the module docstring); None when the
     replicas are independent.
     """
-    masks, values = _check_masks(masks, values, "values")
-    if values.shape != masks.shape:
-        raise ValueError(f"values shape {values.shape} differs from masks shape {masks.shape}")
+    masks, values = check_masks(masks, values, "values", same_shape=True)
     onehot = _block_matrix(blocks, len(masks))
     v = values.astype(np.float64)
     shift = v.mean(axis=0)
@@ -312,7 +318,7 @@ def _influence_tiles(
     masks: np.ndarray, test_values: np.ndarray, blocks: np.ndarray | None, block_size: int
 ):
     """Yield (rows, cols, value, stderr, ci_low, ci_high) over tiles of the (n, m) matrix."""
-    masks, test_values = _check_masks(masks, test_values, "test_values")
+    masks, test_values = check_masks(masks, test_values, "test_values")
     onehot = _block_matrix(blocks, len(masks))
     proportions = test_values.dtype == bool
     n, m = masks.shape[1], test_values.shape[1]
@@ -390,9 +396,7 @@ def masked_mean(
     a Wilson interval (design-effect adjusted with blocks), others value -/+ t * stderr.
     ``n_out`` counts the replicas left out.
     """
-    masks, values = _check_masks(masks, values, "values")
-    if values.shape != masks.shape:
-        raise ValueError(f"values shape {values.shape} differs from masks shape {masks.shape}")
+    masks, values = check_masks(masks, values, "values", same_shape=True)
     onehot = _block_matrix(blocks, len(masks))
     v = values.astype(np.float64)
     n_in = masks.sum(axis=0)

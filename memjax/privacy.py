@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memjax.auc import auc_interval
-from memjax.estimators import Estimate, check_blocks, memorization
+from memjax.estimators import Estimate, check_blocks, check_masks, memorization
 from memjax.intervals import LEVEL, clopper_pearson
 
 __all__ = [
@@ -197,18 +197,9 @@ def tpr_at(fpr: np.ndarray, tpr: np.ndarray, alphas, strict: bool = False) -> np
 def _check(
     masks: np.ndarray, values: np.ndarray, what: str, n_targets: int, convention: str
 ) -> np.ndarray:
-    masks = np.asarray(masks)
-    values = np.asarray(values)
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}: use one of {CONVENTIONS}")
-    if masks.ndim != 2 or masks.dtype != bool:
-        raise ValueError(
-            f"masks must be a boolean (replicas, n) array, got {masks.dtype} {masks.shape}"
-        )
-    if values.shape != masks.shape:
-        raise ValueError(f"{what} shape {values.shape} differs from masks shape {masks.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{what} contains NaN or inf")
+    masks, values = check_masks(masks, values, what, same_shape=True)
     if not isinstance(n_targets, (int, np.integer)) or not 2 <= n_targets <= len(masks):
         raise ValueError(
             f"n_targets must be an integer in [2, replicas={len(masks)}], got {n_targets}: the "
