@@ -25,7 +25,14 @@ from memjax.estimators import Estimate, replica_mean
 from memjax.results import Study
 from memjax.store import atomic_write_text
 
-__all__ = ["estimate_study", "summary", "study_columns", "ranked_examples", "strict_json"]
+__all__ = [
+    "estimate_study",
+    "summary",
+    "study_columns",
+    "csv_text",
+    "ranked_examples",
+    "strict_json",
+]
 
 TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
@@ -148,7 +155,8 @@ def summary(study: Study) -> dict[str, Any]:
     return strict_json(result)
 
 
-def _csv_text(cols: dict[str, np.ndarray]) -> str:
+def csv_text(cols: dict[str, np.ndarray]) -> str:
+    """The per-example table as CSV text: a header of column names, floats to 6 digits."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = list(cols)
@@ -198,7 +206,7 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
     os.makedirs(out_dir, exist_ok=True)
     cols = study_columns(study)
     result = summary(study)
-    atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
+    atomic_write_text(os.path.join(out_dir, "memorization.csv"), csv_text(cols))
     _histogram_png(
         os.path.join(out_dir, "memorization_hist.png"),
         cols["memorization"],
