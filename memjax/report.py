@@ -197,6 +197,11 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
     could not be computed and why) and memorization_hist.png; return the summary."""
     if study.replicas < 2:
         raise ValueError(f"{study.path}: fewer than 2 finished replicas, nothing to estimate")
+    if study.config.design == "all":
+        raise ValueError(
+            f"{study.path}: its replicas train on every example (design 'all'), so no example "
+            "is ever held out and memorization is undefined; read its outputs with mj.open_study"
+        )
     if not study.complete and not partial:
         raise ValueError(
             f"{study.path} is unfinished ({study.replicas}/{study.planned_replicas} replicas); "
