@@ -193,7 +193,7 @@ def test_experiment_analysis_equals_memjax_estimate(tmp_path):
     study = mj.open_study(str(tmp_path / "s"))
     result = analyze(study)
     write(str(tmp_path / "exp"), result)
-    estimated = estimate_study(mj.open_study(str(tmp_path / "s")), str(tmp_path / "est"))
+    estimated = estimate_study(study, str(tmp_path / "est"))
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == sorted(FILES)
     csv_exp = (tmp_path / "exp" / "per_example.csv").read_text()
     assert csv_exp == (tmp_path / "est" / "memorization.csv").read_text()
