@@ -21,6 +21,7 @@ __all__ = [
     "load_npz",
     "load_cifar",
     "with_label_noise",
+    "without_examples",
     "DATASETS",
     "package_versions",
 ]
@@ -347,3 +348,31 @@ def with_label_noise(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset, 
     y = np.where(flipped, (ds.y_train + offset) % ds.num_classes, ds.y_train).astype(np.int32)
     info = {**ds.train_info, "flipped": flipped, "clean_label": ds.y_train.copy()}
     return replace(ds, y_train=y, name=f"{ds.name}+noise{rate:g}", train_info=info), flipped
+
+
+def without_examples(ds: Dataset, indices: np.ndarray) -> Dataset:
+    """``ds`` without the training examples ``indices`` (distinct, in [0, n_train)); the test
+    split is unchanged. ``train_info`` arrays are cut alike and gain ``original_index``
+    (each remaining example's index in ``ds``, or in the dataset ``ds`` was itself cut from)."""
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"indices to remove must be a 1-D list of integers, got {idx!r}")
+    if idx.size and (idx.min() < 0 or idx.max() >= ds.n_train):
+        raise ValueError(
+            f"indices to remove must lie in [0, {ds.n_train}) (the training examples of "
+            f"{ds.name}), got min {idx.min()}, max {idx.max()}"
+        )
+    if len(np.unique(idx)) != len(idx):
+        raise ValueError("indices to remove must be distinct")
+    if len(idx) > ds.n_train - 2:
+        raise ValueError(f"removing {len(idx)} of {ds.n_train} examples leaves fewer than 2")
+    keep = np.ones(ds.n_train, bool)
+    keep[idx.astype(np.int64)] = False
+    info = {"original_index": np.arange(ds.n_train), **ds.train_info}
+    return replace(
+        ds,
+        x_train=ds.x_train[keep],
+        y_train=ds.y_train[keep],
+        name=f"{ds.name}-minus{len(idx)}",
+        train_info={k: np.asarray(v)[keep] for k, v in info.items()},
+    )

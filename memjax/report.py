@@ -25,7 +25,14 @@ from memjax.estimators import Estimate, replica_mean
 from memjax.results import Study
 from memjax.store import atomic_write_text
 
-__all__ = ["estimate_study", "summary", "study_columns", "ranked_examples", "strict_json"]
+__all__ = [
+    "estimate_study",
+    "summary",
+    "study_columns",
+    "csv_text",
+    "ranked_examples",
+    "strict_json",
+]
 
 TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
@@ -148,7 +155,8 @@ def summary(study: Study) -> dict[str, Any]:
     return strict_json(result)
 
 
-def _csv_text(cols: dict[str, np.ndarray]) -> str:
+def csv_text(cols: dict[str, np.ndarray]) -> str:
+    """The per-example table as CSV text: a header of column names, floats to 6 digits."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = list(cols)
@@ -189,6 +197,11 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
     could not be computed and why) and memorization_hist.png; return the summary."""
     if study.replicas < 2:
         raise ValueError(f"{study.path}: fewer than 2 finished replicas, nothing to estimate")
+    if study.config.design == "all":
+        raise ValueError(
+            f"{study.path}: its replicas train on every example (design 'all'), so no example "
+            "is ever held out and memorization is undefined; read its outputs with mj.open_study"
+        )
     if not study.complete and not partial:
         raise ValueError(
             f"{study.path} is unfinished ({study.replicas}/{study.planned_replicas} replicas); "
@@ -198,7 +211,7 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
     os.makedirs(out_dir, exist_ok=True)
     cols = study_columns(study)
     result = summary(study)
-    atomic_write_text(os.path.join(out_dir, "memorization.csv"), _csv_text(cols))
+    atomic_write_text(os.path.join(out_dir, "memorization.csv"), csv_text(cols))
     _histogram_png(
         os.path.join(out_dir, "memorization_hist.png"),
         cols["memorization"],

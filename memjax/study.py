@@ -92,8 +92,10 @@ class StudyConfig:
     def __post_init__(self) -> None:
         checked = {
             "replicas": schema.integer(self.replicas, "subsets.replicas", 2, MAX_REPLICAS),
-            "ratio": schema.number(self.ratio, "subsets.ratio", 0.0, 1.0, True, True),
             "design": schema.choice(self.design, "subsets.design", subsets.DESIGNS),
+            "ratio": schema.number(self.ratio, "subsets.ratio", 1.0, 1.0)
+            if self.design == "all"
+            else schema.number(self.ratio, "subsets.ratio", 0.0, 1.0, True, True),
             "seed": schema.integer(self.seed, "seed", 0, MAX_SEED),
             "name": schema.text(
                 self.name,
@@ -131,7 +133,7 @@ class StudyConfig:
             dataset=d["dataset"],
             model=models.spec_from_dict(d["model"]),
             replicas=sub["replicas"],
-            ratio=sub.get("ratio", 0.5),
+            ratio=sub.get("ratio", 1.0 if sub.get("design") == "all" else 0.5),
             design=sub.get("design", "balanced"),
             train=TrainConfig.from_dict(d["train"]),
             seed=d.get("seed", 0),
@@ -174,11 +176,13 @@ def _dataset_section(value: Any) -> dict[str, Any]:
         for p in (inspect.signature(loader).parameters.values() if loader else ())
         if p.default is not inspect.Parameter.empty
     }
-    d = schema.section(d, "dataset", ["name", "label_noise", "noise_seed", *defaults])
+    d = schema.section(d, "dataset", ["name", "label_noise", "noise_seed", "exclude", *defaults])
     out: dict[str, Any] = {"name": name}
     for key, v in d.items():
         where = f"dataset.{key}"
-        if key == "label_noise":
+        if key == "exclude":
+            out[key] = _exclude(v, where)
+        elif key == "label_noise":
             out[key] = schema.number(v, where, 0.0, 1.0, high_open=True)
         elif key == "noise_seed":
             out[key] = schema.integer(v, where, 0, MAX_SEED)
@@ -193,6 +197,18 @@ def _dataset_section(value: Any) -> dict[str, Any]:
                 if kind is float
                 else v
             )
+    return out
+
+
+def _exclude(value: Any, setting: str) -> list[int]:
+    """Training indices to remove: a list of distinct non-negative integers, ascending (one
+    way to write each set, so that equal sets make equal configs)."""
+    allowed = "a list of distinct training indices (integers >= 0) in ascending order"
+    if not isinstance(value, (list, tuple)):
+        raise schema.ConfigError(setting, value, allowed)
+    out = [schema.integer(v, f"{setting}[{i}]", 0, MAX_REPLICAS) for i, v in enumerate(value)]
+    if any(a >= b for a, b in zip(out[:-1], out[1:], strict=True)):
+        raise schema.ConfigError(setting, value, allowed)
     return out
 
 
@@ -226,14 +242,19 @@ def default_config(mode: str | None = None, sets: tuple[str, ...] = ()) -> Study
 
 
 def build_dataset(spec: dict[str, Any]) -> data.Dataset:
-    """Dataset from a config section: name (+ loader kwargs), optional label_noise/noise_seed."""
+    """Dataset from a config section: name (+ loader kwargs), optional label_noise/noise_seed,
+    then optional ``exclude`` (training indices removed after the labels are flipped, so the
+    examples left keep the labels and ``flipped`` marks of the dataset without it)."""
     spec = dict(spec)
     name = spec.pop("name")
     rate = float(spec.pop("label_noise", 0.0))
     noise_seed = int(spec.pop("noise_seed", 0))
+    exclude = spec.pop("exclude", None)
     ds = data.load(name, **spec)
     if rate:
         ds, _ = data.with_label_noise(ds, rate, noise_seed)
+    if exclude is not None:
+        ds = data.without_examples(ds, np.array(exclude, np.int64))
     return ds
 
 

@@ -2,6 +2,9 @@
 
 Replica r's mask is a function of (seed, design, ratio, n, r) alone (for "balanced", of r's
 block), so any chunk of replicas can be generated on its own, on any host, in any order.
+The design "all" (ratio 1) gives every replica every example: replicas that differ only in
+initialization and data order, e.g. to retrain on a whole (reduced) training set; nothing
+is held out, so memorization and the other IN-vs-OUT estimates are undefined for it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import numpy as np
 
 __all__ = ["DESIGNS", "sample", "balanced_block_size", "block_ids", "validate_design"]
 
-DESIGNS = ("balanced", "fixed", "bernoulli")
+DESIGNS = ("balanced", "fixed", "bernoulli", "all")
 _DESIGN_TAG = {"balanced": 1, "fixed": 2, "bernoulli": 3}
 MAX_BLOCK = 1000
 
@@ -32,6 +35,10 @@ def validate_design(ratio: float, design: str) -> None:
     """Fail early on a design name or ratio that no dataset could use."""
     if design not in DESIGNS:
         raise ValueError(f"unknown subset design {design!r}: use one of {DESIGNS}")
+    if design == "all":
+        if ratio != 1.0:
+            raise ValueError(f"the design 'all' trains on every example: ratio 1, got {ratio}")
+        return
     if not (0.0 < ratio < 1.0):
         raise ValueError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
     if design == "balanced":
@@ -43,7 +50,7 @@ def block_ids(replica_ids: np.ndarray, ratio: float, design: str) -> np.ndarray 
 
     Under ``balanced`` replica r belongs to block r // b (b from ``balanced_block_size``):
     the replicas of a block share one balancing constraint, so they are dependent. Under
-    ``fixed`` and ``bernoulli`` every replica is independent: None.
+    ``fixed``, ``bernoulli`` and ``all`` every replica is independent: None.
     """
     validate_design(ratio, design)
     ids = np.asarray(replica_ids)
@@ -94,7 +101,8 @@ def sample(
       * ``fixed``: exactly ``round(ratio * n)`` examples per replica (Feldman & Zhang);
       * ``balanced``: replicas come in blocks of b with ratio = k/b; within a block every
         example is IN in exactly k replicas (ratio 0.5: complementary pairs), which removes
-        the IN/OUT count imbalance from the estimators' variance.
+        the IN/OUT count imbalance from the estimators' variance;
+      * ``all``: every example in every replica (ratio must be 1).
     """
     _check(n, ratio, design)
     if replica_ids is None:
@@ -104,6 +112,8 @@ def sample(
     ids = np.asarray(replica_ids, np.int64)
     if ids.ndim != 1 or (ids < 0).any():
         raise ValueError("replica_ids must be a 1-D array of non-negative integers")
+    if design == "all":
+        return np.ones((len(ids), n), bool)
     if design != "balanced":
         return np.stack([_replica_mask(n, ratio, seed, design, int(r)) for r in ids])
     b, _ = balanced_block_size(ratio)

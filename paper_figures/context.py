@@ -1,4 +1,5 @@
-"""Context: what a figure's ``compute`` may read (studies, settings, derived results).
+"""Context: what a figure's ``compute`` may read (studies, families, settings, derived
+results).
 
 It runs or reuses each study the first time a figure asks for it, shares the loaded arrays
 and estimates between figures, and records which studies and derived results each figure
@@ -11,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from memjax.config_file import read, resolve
-from paper_figures.studies import StudyData, StudyRef, display_path, ensure_study, load_refs
+from memjax.family import Family, FamilyConfig
+from paper_figures.studies import (
+    StudyData,
+    StudyRef,
+    display_path,
+    ensure_family,
+    ensure_study,
+    family_provenance,
+    load_refs,
+)
 
 __all__ = ["Context", "CONFIG_ROOT", "MODES"]
 
@@ -42,6 +52,13 @@ class Context:
     @property
     def study_root(self) -> Path:
         return self.out / "studies"
+
+    def family(self, directory: str, cfg: FamilyConfig, description: str) -> Family:
+        """The family ``cfg`` (built by a figure, e.g. from a study's estimates), trained or
+        resumed on first use in ``studies/<directory>`` and recorded as this figure's input."""
+        family = ensure_family(cfg, self.study_root / directory, self.progress)
+        self.note(family_provenance(family, self.out, description))
+        return family
 
     @property
     def derived_root(self) -> Path:

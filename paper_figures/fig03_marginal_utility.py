@@ -5,9 +5,14 @@ what is left, and compare their test accuracy with replicas trained after removi
 examples chosen at random. If memorized examples matter for generalization (the long-tail
 theory), the first costs more accuracy than the second.
 
-Retraining uses the source study's model and training config on the full training set
-minus the removed examples; replicas differ in initialization and data order (and, for
-random removal, in which examples are removed). Results are cached in ``derived/``.
+Retraining is two study families (memjax.family) built from the source study's config and
+memorization estimates, trained on first use into ``OUT/studies/marginal_utility/`` and reused
+afterwards like any study: "memorized" holds one member per distinct removed set (dataset
+option ``exclude``; design ``all``: every replica trains on all that is left, differing in
+initialization and data order), the empty set being the all-data baseline; "random" one member
+per distinct removed count k > 0 (design ``fixed`` with ratio (n - k)/n on the full training
+set: each replica leaves out its own k random examples). A family's directory is named by a
+digest of its settings, so other thresholds, replicas or source estimates get their own.
 
 Intervals: the replicas are the units (the test set held fixed). Each mean accuracy gets a
 t interval over its replicas (``stats.unit_mean``), each random-minus-memorized difference a
@@ -17,38 +22,74 @@ chosen from that interval (``stats.difference_statement``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 import numpy as np
 from matplotlib.figure import Figure
 
-from memjax.train import train_replicas
+from memjax.family import Family, FamilyConfig
+from memjax.results import Study
+from memjax.study import StudyConfig
 from paper_figures.context import Context
-from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import difference_statement, unit_difference, unit_mean
 from paper_figures.style import SINGLE, interval_bars, new_figure, panel_label
 
 SOURCE = "digits_clean"
 DEFAULTS = {"thresholds": [0.5, 0.3, 0.1, 0.02], "replicas": 8, "seed": 1}
+EXCLUDE, RATIO = "dataset.exclude", "subsets.ratio"
 
 
-def _removal_masks(
-    mem: np.ndarray, thresholds: list[float], replicas: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training masks (rows: full data, then per threshold memorized-removed and random-removed
-    blocks of ``replicas`` rows) and the number removed per threshold."""
-    n = len(mem)
-    rows = [np.ones((replicas, n), bool)]
-    removed = []
-    for t, theta in enumerate(thresholds):
-        high = np.nan_to_num(mem, nan=-np.inf) > theta
-        removed.append(int(high.sum()))
-        rows.append(np.tile(~high, (replicas, 1)))
-        rng = np.random.default_rng([seed, t])
-        random = np.ones((replicas, n), bool)
-        for r in range(replicas):
-            random[r, rng.choice(n, size=int(high.sum()), replace=False)] = False
-        rows.append(random)
-    return np.concatenate(rows), np.array(removed)
+def removed_sets(mem: np.ndarray, thresholds: list[float]) -> list[list[int]]:
+    """Per threshold, the training indices whose memorization exceeds it (NaN never does)."""
+    high = np.nan_to_num(mem, nan=-np.inf)
+    return [np.flatnonzero(high > t).tolist() for t in thresholds]
+
+
+def retraining_families(
+    source: StudyConfig, removed: list[list[int]], n: int, replicas: int, seed: int
+) -> tuple[FamilyConfig, FamilyConfig | None]:
+    """The families that retrain ``source``'s model and training on its dataset of ``n``
+    training examples: "memorized" sweeps ``dataset.exclude`` over [] (all data) and each
+    distinct removed set (design ``all``); "random" sweeps ``subsets.ratio`` over (n - k)/n for
+    each distinct count k > 0 of ``removed`` (design ``fixed``), None if every set is empty."""
+    base = {**source.result_dict(), "seed": seed}
+    about = f"figure 3: {replicas} replicas retrained on the data of {source.name} without"
+    excluded = [[]] + [r for i, r in enumerate(removed) if r and r not in removed[:i]]
+    memorized = FamilyConfig(
+        name=f"{source.name}-memorized-removed",
+        sweep={EXCLUDE: excluded},
+        settings={**base, "subsets": {"replicas": replicas, "design": "all"}},
+        description=f"{about} the examples of memorization above each threshold",
+    )
+    counts = sorted({len(r) for r in removed} - {0})
+    if not counts:
+        return memorized, None
+    random = FamilyConfig(
+        name=f"{source.name}-random-removed",
+        sweep={RATIO: [(n - k) / n for k in counts]},
+        settings={**base, "subsets": {"replicas": replicas, "design": "fixed"}},
+        description=f"{about} as many random examples (each replica its own)",
+    )
+    return memorized, random
+
+
+def _directory(kind: str, cfg: FamilyConfig) -> str:
+    """``marginal_utility/<kind>-<digest of the family's settings>``."""
+    text = json.dumps(cfg.identity(), sort_keys=True)
+    return f"marginal_utility/{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _accuracy_by_value(family: Family, key: str) -> dict[str, np.ndarray]:
+    """Swept value (as JSON) -> test accuracy (replicas,) of that member's replicas."""
+
+    def accuracy(study: Study) -> np.ndarray:
+        _ = study.dataset  # the member's data rebuilt and checked against its fingerprint
+        return study.outputs.test_correct.mean(axis=1)
+
+    return {json.dumps(values[key]): accuracy(study) for values, study in family.members.values()}
 
 
 def compute(ctx: Context) -> Data:
@@ -57,38 +98,31 @@ def compute(ctx: Context) -> Data:
     thresholds = [float(t) for t in settings["thresholds"]]
     replicas, seed = int(settings["replicas"]), int(settings["seed"])
     mem = study.memorization.value
-    masks, removed = _removal_masks(mem, thresholds, replicas, seed)
-    cfg = study.ref.config
-    key = {
-        "source_fingerprint": study.store.meta["dataset_fingerprint"],
-        "source_config": cfg.result_dict(),
-        "thresholds": thresholds,
-        "replicas": replicas,
-        "seed": seed,
-    }
-
-    def retrain() -> dict[str, np.ndarray]:
-        out = train_replicas(cfg.model, study.dataset, masks, cfg.train, seed=seed)
-        return {"test_accuracy": out.test_correct.mean(axis=1)}
-
-    result = cached_result(
-        ctx,
-        "marginal_utility",
-        key,
-        retrain,
-        f"{len(masks)} replicas retrained on {study.label} without high-memorization or "
-        "random examples (figure 3)",
+    n = len(mem)
+    removed = removed_sets(mem, thresholds)
+    memorized, random = retraining_families(study.ref.config, removed, n, replicas, seed)
+    what = f"retrained on {study.label} without high-memorization or random examples"
+    by_set = _accuracy_by_value(
+        ctx.family(_directory("memorized", memorized), memorized, what), EXCLUDE
     )
-    acc = np.array(result["test_accuracy"]).reshape(1 + 2 * len(thresholds), replicas)
+    full = by_set[json.dumps([])]
+    by_ratio: dict[str, Any] = {}
+    if random is not None:
+        by_ratio = _accuracy_by_value(ctx.family(_directory("random", random), random, what), RATIO)
+    rows = [full]
+    for r in removed:
+        rows.append(by_set[json.dumps(r)] if r else full)
+        rows.append(by_ratio[json.dumps((n - len(r)) / n)] if r else full)
+    counts = np.array([len(r) for r in removed])
     return {
         "source_study": SOURCE,
         "dataset": study.label,
-        "n_train": len(mem),
+        "n_train": n,
         "replicas_per_point": replicas,
         "thresholds": thresholds,
-        "removed": removed,
-        "removed_fraction": removed / len(mem),
-        **accuracy_summary(acc),
+        "removed": counts,
+        "removed_fraction": counts / n,
+        **accuracy_summary(np.stack(rows)),
     }
 
 

@@ -18,13 +18,23 @@ import numpy as np
 
 from memjax import data
 from memjax.estimators import Estimate
+from memjax.family import Family, FamilyConfig, family_status, is_family, open_family, run_family
 from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations
 from memjax.results import Study
 from memjax.store import META, Store, open_store
 from memjax.study import StudyConfig, load_config, run_study
 
-__all__ = ["StudyRef", "StudyData", "load_refs", "ensure_study", "display_path", "log"]
+__all__ = [
+    "StudyRef",
+    "StudyData",
+    "load_refs",
+    "ensure_study",
+    "ensure_family",
+    "family_provenance",
+    "display_path",
+    "log",
+]
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DATASET_LABELS = {"mnist1d": "MNIST-1D", "digits": "digits", "longtail": "long-tail mixture"}
@@ -84,6 +94,32 @@ def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store
     if not store.is_complete():
         raise RuntimeError(f"{display_path(directory)}: study {ref.name} did not finish")
     return store
+
+
+def ensure_family(cfg: FamilyConfig, directory: Path, progress: bool = True) -> Family:
+    """The finished family ``cfg`` in ``directory``: its unfinished members trained now (a
+    directory holding another family is refused by memjax.family, naming the differences)."""
+    finished = is_family(str(directory)) and family_status(str(directory))["complete"]
+    if not finished:
+        log(f"family {cfg.name}: training {len(cfg.members)} member studies")
+    run_family(cfg, str(directory), progress=progress and not finished)
+    if not family_status(str(directory))["complete"]:
+        raise RuntimeError(f"{display_path(directory)}: family {cfg.name} did not finish")
+    return open_family(str(directory))
+
+
+def family_provenance(family: Family, out_dir: Path, description: str) -> dict[str, Any]:
+    """Which stored family a figure's numbers come from (for its JSON and the index)."""
+    members = family.record["members"]
+    return {
+        "kind": "study family",
+        "family": family.name,
+        "description": f"{description} ({len(members)} member studies)",
+        "path": display_path(Path(family.path), out_dir),
+        "members": len(members),
+        "replicas": sum(m["config"]["subsets"]["replicas"] for m in members),
+        "memjax_version": family.record["memjax_version"],
+    }
 
 
 class StudyData:

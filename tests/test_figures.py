@@ -28,6 +28,7 @@ from scipy.stats import t as t_dist
 import memjax as mj
 from experiments.theory_vs_width.experiment import load_settings
 from memjax.outputs import ReplicaOutputs
+from memjax.report import estimate_study
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create
 from paper_figures import figure_names, figure_spec, figures, make_figures
@@ -555,6 +556,74 @@ def test_marginal_utility_summary_has_replica_intervals_and_its_caption_states_t
     assert "do not differ distinguishably in test accuracy" in text  # threshold 0.1
 
 
+def test_marginal_utility_families_remove_the_memorized_or_as_many_random_examples(digits):
+    """Members of figure 3's retraining: the all-data baseline, one member per distinct set
+    of examples above a threshold (design all), one per distinct count removed at random
+    (design fixed: each replica leaves out its own k); datasets and masks checked directly."""
+    from memjax.family import FamilyConfig
+    from paper_figures.fig03_marginal_utility import removed_sets, retraining_families
+
+    n = digits.n_train
+    mem = np.linspace(-0.2, 0.9, n)
+    mem[[3, 900]] = np.nan
+    thresholds = [0.95, 0.8, 0.79999, 0.5]  # nothing removed; two thresholds, one set
+    removed = removed_sets(mem, thresholds)
+    assert removed[0] == [] and removed[1] == removed[2]
+    assert removed[3] == [i for i in range(n) if np.isfinite(mem[i]) and mem[i] > 0.5]
+    source = StudyConfig.from_dict({**_study(DIGITS, 8), "name": "source"})
+    memorized, random = retraining_families(source, removed, n, 4, 7)
+    assert isinstance(random, FamilyConfig)
+    assert [m.values["dataset.exclude"] for m in memorized.members] == [[], removed[1], removed[3]]
+    assert [m.values["subsets.ratio"] for m in random.members] == [
+        (n - len(removed[1])) / n,
+        (n - len(removed[3])) / n,
+    ]
+    fingerprints = set()
+    for m in memorized.members:
+        cfg = m.config
+        assert (cfg.seed, cfg.replicas, cfg.model, cfg.train) == (7, 4, source.model, source.train)
+        ds = build_dataset(cfg.dataset)
+        fingerprints.add(ds.fingerprint)
+        kept = np.setdiff1d(np.arange(n), m.values["dataset.exclude"])
+        np.testing.assert_array_equal(ds.train_info["original_index"], kept)
+        np.testing.assert_array_equal(ds.x_train, digits.x_train[kept])
+        np.testing.assert_array_equal(ds.y_train, digits.y_train[kept])
+        masks = mj.subsets.sample(ds.n_train, 4, cfg.ratio, cfg.seed, cfg.design)
+        assert cfg.design == "all" and masks.all()
+    assert len(fingerprints) == 3
+    for m, r in zip(random.members, (removed[1], removed[3]), strict=True):
+        cfg = m.config
+        assert build_dataset(cfg.dataset).fingerprint == digits.fingerprint
+        masks = mj.subsets.sample(n, 4, cfg.ratio, cfg.seed, cfg.design)
+        assert cfg.design == "fixed" and ((~masks).sum(axis=1) == len(r)).all()
+        assert len({row.tobytes() for row in masks}) == 4  # each replica its own removal
+    nothing, none = retraining_families(source, [[], []], n, 4, 7)
+    assert none is None and [m.values for m in nothing.members] == [{"dataset.exclude": []}]
+
+
+def test_dataset_exclude_and_design_all_are_checked_early():
+    from memjax.schema import ConfigError
+
+    def config(dataset: dict, subsets: dict) -> StudyConfig:
+        return StudyConfig.from_dict({**_study(dataset, 4), "subsets": subsets})
+
+    assert config(DIGITS, {"replicas": 4, "design": "all"}).ratio == 1.0
+    for bad in ([3, 1], [1, 1], [-1], "1,2", [0.5]):
+        with pytest.raises(ConfigError, match="dataset.exclude"):
+            config({**DIGITS, "exclude": bad}, {"replicas": 4})
+    with pytest.raises(ConfigError, match="subsets.ratio"):
+        config(DIGITS, {"replicas": 4, "design": "all", "ratio": 0.5})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1437\)"):
+        build_dataset(config({**DIGITS, "exclude": [0, 1437]}, {"replicas": 4}).dataset)
+    noisy = build_dataset({**NOISY, "exclude": [0, 5]})
+    whole = build_dataset(NOISY)  # labels are flipped before examples are removed
+    for key in ("flipped", "clean_label"):
+        np.testing.assert_array_equal(
+            noisy.train_info[key], np.delete(whole.train_info[key], [0, 5])
+        )
+    np.testing.assert_array_equal(noisy.y_train, np.delete(whole.y_train, [0, 5]))
+
+
 def test_difference_statement_wording_follows_the_interval():
     args = ("flipped labels", "clean ones", "mean memorization")
     assert "have a larger" in difference_statement(*args, 0.5, 0.4, 0.6)
@@ -864,12 +933,23 @@ def test_quick_figures_end_to_end_train_then_reuse(tmp_path):
     assert data["removed"][0] > 0 and data["full_data_accuracy"]["mean"] > 0.5  # chance: 0.1
     full = data["full_data_accuracy"]
     assert full["ci_low"] < full["mean"] < full["ci_high"]
+    families = sorted(p.name for p in (out / "studies" / "marginal_utility").iterdir())
+    assert [f.split("-")[0] for f in families] == ["memorized", "random"]
+    inputs = _record(out, "marginal_utility")["inputs"]
+    assert [i.get("kind") for i in inputs[1:]] == ["study family"] * 2
+    assert [i["replicas"] for i in inputs[1:]] == [2 * 2, 2]  # all data + 1 set; 1 count
+    # the retrained replicas are ordinary studies: their accuracies are the figure's numbers
+    fam = mj.open_family(str(out / "studies" / "marginal_utility" / families[0]))
+    (full_values, full_study), (_, removed_study) = fam.members.values()
+    assert full_values == {"dataset.exclude": []}
+    assert removed_study.dataset.n_train == full_study.dataset.n_train - data["removed"][0]
+    acc = full_study.outputs.test_correct.mean(axis=1)
+    assert full["mean"] == pytest.approx(acc.mean())
+    with pytest.raises(ValueError, match="design 'all'.*memorization is undefined"):
+        estimate_study(full_study, str(tmp_path / "estimate"))
     stamps = {p: p.stat().st_mtime_ns for p in (out / "studies").rglob("*") if p.is_file()}
-    derived = out / "derived" / "marginal_utility.json"
-    derived_stamp = derived.stat().st_mtime_ns
     os.utime(out / "index.md", ns=(0, 0))
     make_figures(["marginal_utility"], quick=True, out=out, config_dir=configs, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert derived.stat().st_mtime_ns == derived_stamp
     assert (out / "index.md").stat().st_mtime_ns > 0
     assert _record(out, "marginal_utility")["data"] == data

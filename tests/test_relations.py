@@ -146,19 +146,80 @@ def test_early_epoch_selects_the_recording_of_el2n_and_grand():
         np.testing.assert_allclose(rel.columns[name].value, expected)
 
 
-def test_experiment_writes_its_tables(tmp_path):
-    from experiments.privacy_and_proxies.__main__ import tables, write
+def test_experiment_tables_show_every_attack_and_score():
+    from experiments.privacy_and_proxies.analysis import tables
 
     masks, out, flipped = simulated_study()
     rel = relations(masks, out, flipped, n_targets=8)
-    write(str(tmp_path), rel, flipped, {"note": "simulated"})
-    text = (tmp_path / "tables.md").read_text()
-    assert text == tables(rel)
+    lines = tables(rel.summary()).splitlines()
+    split = lines.index(
+        "| score | suspicious when | flipped-label AUC | Spearman with memorization |"
+    )
+    attack_rows, score_rows = lines[:split], lines[split:]
+    for name, attack in rel.attacks.items():
+        row = next(line for line in attack_rows if line.startswith(f"| {name} |"))
+        assert f"| {attack.auc:.4f} |" in row
     for name in rel.columns:
-        assert f"| {name} |" in text
-    header = (tmp_path / "per_example.csv").read_text().splitlines()[0].split(",")
-    assert header[:4] == ["index", "flipped", "memorization", "memorization_stderr"]
-    assert (tmp_path / "roc.csv").read_text().count("\n") == 1 + len(FPR_GRID)
+        row = next(line for line in score_rows if line.startswith(f"| {name} |"))
+        assert f"| {rel.flipped_auc[name]:.4f} |" in row
+        assert row.endswith(f"| {rel.spearman.get(name, 1.0):.3f} |")
+
+
+EXPERIMENT_STUDY = {
+    "name": "tiny-privacy",
+    "dataset": {"name": "digits", "label_noise": 0.1},
+    "model": {"type": "MLP", "widths": [16]},
+    "subsets": {"replicas": 8, "ratio": 0.5, "design": "balanced"},
+    "train": {
+        "epochs": 2,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "record_every": 1,
+        "record_grad_norm": True,
+    },
+    "seed": 3,
+}
+
+
+def test_experiment_analysis_equals_memjax_estimate(tmp_path):
+    """The experiment's per-example table and summary are `memjax estimate`'s (plus the fit
+    of the flipped labels and the ROC points), on one tiny study with flipped labels."""
+    from experiments.privacy_and_proxies.analysis import FILES, analyze, tables, write
+    from memjax.report import estimate_study
+    from memjax.study import StudyConfig, run_study
+
+    run_study(StudyConfig.from_dict(EXPERIMENT_STUDY), str(tmp_path / "s"), progress=False)
+    study = mj.open_study(str(tmp_path / "s"))
+    result = analyze(study)
+    write(str(tmp_path / "exp"), result)
+    estimated = estimate_study(study, str(tmp_path / "est"))
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == sorted(FILES)
+    csv_exp = (tmp_path / "exp" / "per_example.csv").read_text()
+    assert csv_exp == (tmp_path / "est" / "memorization.csv").read_text()
+    written = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert written.pop("flipped_fit_in_subset") == result["summary"]["flipped_fit_in_subset"]
+    assert written == estimated
+    assert (tmp_path / "exp" / "tables.md").read_text() == tables(result["summary"])
+    # independent checks on the stored arrays
+    masks, out, flipped = study.masks, study.outputs, study.flipped
+    hand = [
+        out.train_correct[masks[:, i], i].mean() - out.train_correct[~masks[:, i], i].mean()
+        for i in range(masks.shape[1])
+    ]
+    np.testing.assert_allclose(result["columns"]["memorization"], hand, rtol=1e-6)
+    np.testing.assert_array_equal(result["columns"]["flipped"], flipped)
+    pairs = [out.train_correct[r, i] for r in range(len(masks)) for i in np.flatnonzero(flipped)]
+    pairs_in = [p for p, m in zip(pairs, masks[:, flipped].ravel(), strict=True) if m]
+    assert result["summary"]["flipped_fit_in_subset"] == pytest.approx(np.mean(pairs_in))
+    mem = result["columns"]["memorization"]
+    ok = np.isfinite(mem)
+    assert written["flipped_label_auc"]["memorization"] == pytest.approx(
+        roc_auc_score(flipped[ok], mem[ok])
+    )
+    roc = (tmp_path / "exp" / "roc.csv").read_text().splitlines()
+    assert roc[0].split(",") == ["fpr", *study.relations.attacks]
+    assert len(roc) == 1 + len(FPR_GRID)
 
 
 def test_summary_has_no_nan():

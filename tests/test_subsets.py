@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memjax.subsets import DESIGNS, balanced_block_size, sample
+from memjax.subsets import DESIGNS, balanced_block_size, block_ids, sample
 
 
 def test_bernoulli_rate_and_independence():
@@ -55,7 +55,21 @@ def test_balanced_half_is_complementary_pairs():
     np.testing.assert_array_equal(sample(64, 11, 0.5, seed=4)[:10], masks)
 
 
-@pytest.mark.parametrize("design", DESIGNS)
+SUBSAMPLING = [d for d in DESIGNS if d != "all"]
+
+
+def test_design_all_gives_every_replica_every_example():
+    masks = sample(40, 6, 1.0, seed=3, design="all", replica_ids=np.array([5, 0]))
+    assert masks.shape == (2, 40) and masks.all()
+    assert block_ids(np.arange(6), 1.0, "all") is None
+    with pytest.raises(ValueError, match="ratio 1"):
+        sample(40, 6, 0.5, design="all")
+    for design in SUBSAMPLING:
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            sample(40, 6, 1.0, design=design)
+
+
+@pytest.mark.parametrize("design", SUBSAMPLING)
 @pytest.mark.parametrize("ratio", [0.5, 0.25])
 def test_replica_mask_depends_only_on_seed_and_id(design, ratio):
     n, R = 40, 24
