@@ -31,6 +31,7 @@ __all__ = [
     "study_columns",
     "csv_text",
     "ranked_examples",
+    "check_estimable",
     "strict_json",
 ]
 
@@ -192,16 +193,21 @@ def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title
     os.replace(tmp, path)
 
 
-def estimate_study(study: Study, out_dir: str | None = None, partial: bool = False) -> dict:
-    """Write memorization.csv, summary.json (strict JSON; ``missing`` names each column that
-    could not be computed and why) and memorization_hist.png; return the summary."""
+def check_estimable(study: Study, what: str) -> None:
+    """Refuse, naming why, a study whose replicas cannot support IN-minus-OUT estimates."""
     if study.replicas < 2:
-        raise ValueError(f"{study.path}: fewer than 2 finished replicas, nothing to estimate")
+        raise ValueError(f"{study.path}: fewer than 2 finished replicas, nothing to {what}")
     if study.config.design == "all":
         raise ValueError(
             f"{study.path}: its replicas train on every example (design 'all'), so no example "
             "is ever held out and memorization is undefined; read its outputs with mj.open_study"
         )
+
+
+def estimate_study(study: Study, out_dir: str | None = None, partial: bool = False) -> dict:
+    """Write memorization.csv, summary.json (strict JSON; ``missing`` names each column that
+    could not be computed and why) and memorization_hist.png; return the summary."""
+    check_estimable(study, "estimate")
     if not study.complete and not partial:
         raise ValueError(
             f"{study.path} is unfinished ({study.replicas}/{study.planned_replicas} replicas); "

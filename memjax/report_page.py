@@ -31,7 +31,7 @@ from memjax.data import Dataset
 from memjax.estimators import Estimate, replica_mean
 from memjax.privacy import FPRS, AttackResult
 from memjax.relations import MIN_ATTACK_REPLICAS, SUSPICIOUS_WHEN_HIGH, Relations
-from memjax.report import HIST_BINS, ranked_examples
+from memjax.report import HIST_BINS, check_estimable, ranked_examples
 from memjax.results import Study, open_study
 from memjax.store import atomic_write_text
 
@@ -47,8 +47,7 @@ def load_report_study(path: str) -> Study:
     """The study at ``path`` through ``mj.open_study`` (its dataset verified against the
     stored fingerprint); refused with fewer than 2 finished replicas."""
     study = open_study(path)
-    if study.replicas < 2:
-        raise ValueError(f"{path}: fewer than 2 finished replicas, nothing to report")
+    check_estimable(study, "report")
     _ = study.masks  # verifies the dataset before any page is built
     return study
 
