@@ -36,7 +36,6 @@ import numpy as np
 import memjax
 from memjax import data
 from memjax.models import MLP, build
-from memjax.outputs import ReplicaOutputs
 from memjax.results import Study, open_study
 from memjax.store import META, StoreMismatchError, create_or_open, open_store
 from memjax.theory.kernel_files import dataset_kernels
