@@ -9,6 +9,8 @@ every number, per-example memorization), ``table.md`` and ``table.csv``:
 
 With ``--jobs K`` each job trains its share of the family's chunks (a shared directory);
 the job that finds the family finished (or any job run again afterwards) writes the rest.
+``memjax run experiments/theory_vs_width/config.yaml --mode M --out OUT/family`` trains the
+same family (and ``memjax merge`` joins job directories into OUT/family).
 """
 
 from __future__ import annotations
