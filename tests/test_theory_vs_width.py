@@ -138,7 +138,14 @@ def test_family_members_share_masks_and_resume_without_retraining(tiny_family):
     studies = [study for _, study in family.members.values()]
     for study in studies[1:]:
         np.testing.assert_array_equal(study.masks, studies[0].masks)
-    assert studies[0].dataset.n_train == 32 and studies[0].dataset.name == "mnist1d[32/16]"
+    ds, full = studies[0].dataset, mj.data.load("mnist1d")
+    assert (ds.n_train, ds.n_test, ds.name) == (32, 16, "mnist1d[32/16]")
+    for part in ("train", "test"):  # distinct rows of MNIST-1D's own split, with their labels
+        x, y = getattr(full, f"x_{part}"), getattr(full, f"y_{part}")
+        rows = [np.flatnonzero((x == row).all(axis=1)) for row in getattr(ds, f"x_{part}")]
+        picked = np.array([r[0] for r in rows])
+        assert len(set(picked)) == len(picked)
+        np.testing.assert_array_equal(y[picked], getattr(ds, f"y_{part}"))
 
 
 @pytest.mark.slow
