@@ -166,12 +166,40 @@ def from_arrays(
     )
 
 
-def _mnist1d() -> Dataset:
+MNIST1D_TRAIN, MNIST1D_TEST = 4000, 1000
+
+
+def _mnist1d(
+    n_train: int = MNIST1D_TRAIN, n_test: int = MNIST1D_TEST, subset_seed: int = 0
+) -> Dataset:
     """MNIST-1D generated offline by the mnist1d package with its default arguments.
 
     4000 train / 1000 test signals of length 40, 10 classes; the generator is seeded (42)
     and deterministic. numpy's global RNG state, which the generator reseeds, is restored.
+    Smaller ``n_train``/``n_test`` take a random subset of each split (sorted indices, drawn
+    with ``subset_seed``; named ``mnist1d[n_train/n_test]``), e.g. for kernel experiments.
     """
+    if not (2 <= n_train <= MNIST1D_TRAIN and 1 <= n_test <= MNIST1D_TEST):
+        raise ValueError(
+            f"mnist1d needs 2 <= n_train <= {MNIST1D_TRAIN} and 1 <= n_test <= {MNIST1D_TEST}"
+        )
+    full = _mnist1d_full()
+    if (n_train, n_test) == (MNIST1D_TRAIN, MNIST1D_TEST):
+        return full
+    rng = np.random.default_rng([subset_seed, n_train, n_test])
+    tr = np.sort(rng.choice(MNIST1D_TRAIN, n_train, replace=False))
+    te = np.sort(rng.choice(MNIST1D_TEST, n_test, replace=False))
+    return from_arrays(
+        full.x_train[tr],
+        full.y_train[tr],
+        full.x_test[te],
+        full.y_test[te],
+        10,
+        f"mnist1d[{n_train}/{n_test}]",
+    )
+
+
+def _mnist1d_full() -> Dataset:
     from mnist1d.data import get_dataset_args, make_dataset
 
     state = np.random.get_state()

@@ -1,8 +1,8 @@
-"""Context: what a figure's ``compute`` may read (studies, families, settings, derived
+"""Context: what a figure's ``compute`` may read (studies, families, settings, experiment
 results).
 
 It runs or reuses each study the first time a figure asks for it, shares the loaded arrays
-and estimates between figures, and records which studies and derived results each figure
+and estimates between figures, and records which studies and other inputs each figure
 used, for the provenance written into the figure's JSON and the index.
 """
 
@@ -60,11 +60,6 @@ class Context:
         self.note(family_provenance(family, self.out, description))
         return family
 
-    @property
-    def derived_root(self) -> Path:
-        """Where figures cache results they compute beyond the studies (e.g. retraining)."""
-        return self.out / "derived"
-
     def check_studies(self, names: set[str]) -> None:
         """Fail before any training if a figure needs a study this mode has no config for."""
         missing = sorted(names - set(self.refs))
@@ -95,6 +90,6 @@ class Context:
         return data
 
     def note(self, record: dict[str, Any]) -> None:
-        """Record a non-study input (a derived result, an experiment's output)."""
+        """Record a non-study input (an experiment's output)."""
         if record not in self.used:
             self.used.append(record)

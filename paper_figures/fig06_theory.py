@@ -9,16 +9,14 @@ width grows: NTK theory says the agreement with the paired NTK dynamics should a
 
 from __future__ import annotations
 
-import hashlib
 from importlib import import_module
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from paper_figures.context import Context
-from paper_figures.derived import cached_result
 from paper_figures.spec import Data, FigureSpec
+from paper_figures.studies import display_path
 from paper_figures.style import DOUBLE, floats, interval_bars, new_figure, panel_label
 
 EXPERIMENT = "experiments.theory_vs_width.experiment"
@@ -36,15 +34,6 @@ METRICS = {  # metric -> (axis label, panel title)
 }
 
 
-def _source_digest(package_dir: Path) -> str:
-    """Digest of the experiment's code and config: a changed experiment is rerun, not
-    redrawn stale."""
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.glob("*.py")) + sorted(package_dir.glob("*.yaml")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def scatter_widths(widths: list[int]) -> list[int]:
     """The narrowest, a middle and the widest width (fewer if the experiment has fewer)."""
     picks = sorted({0, len(widths) // 2, len(widths) - 1})
@@ -52,14 +41,21 @@ def scatter_widths(widths: list[int]) -> list[int]:
 
 
 def compute(ctx: Context) -> Data:
+    """The experiment's analysis, run through its own path: its family of network studies
+    and its kernel studies in ``<out>/theory_vs_width`` are trained (or resumed: the stores
+    are the cache) and analysed."""
     experiment = import_module(EXPERIMENT)
-    settings = experiment.load_settings(ctx.mode)
-    summary = cached_result(
-        ctx,
-        "theory_vs_width",
-        {"experiment": _source_digest(Path(experiment.__file__).parent), "settings": settings},
-        lambda: experiment.run(settings),
-        f"summary of experiments/theory_vs_width ({ctx.mode} mode, its config.yaml)",
+    out = ctx.out / "theory_vs_width"
+    summary = experiment.run(ctx.mode, str(out), progress=ctx.progress)
+    if summary is None:
+        raise RuntimeError(f"{out}: the theory-vs-width family is unfinished")
+    ctx.note(
+        {
+            "kind": "experiment",
+            "path": display_path(out, ctx.out),
+            "description": f"experiments/theory_vs_width ({ctx.mode} mode): its family of "
+            "network studies and kernel studies",
+        }
     )
     widths = [w["width"] for w in summary["widths"]]
     curves = {

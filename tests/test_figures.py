@@ -26,7 +26,7 @@ import yaml
 from scipy.stats import t as t_dist
 
 import memjax as mj
-from experiments.theory_vs_width.experiment import load_settings
+from experiments.theory_vs_width import experiment as theory_experiment
 from memjax.outputs import ReplicaOutputs
 from memjax.report import estimate_study
 from memjax.store import open_store
@@ -185,7 +185,7 @@ def _theory_memorization(k: int) -> dict[str, list]:
 
 def _theory_summary() -> dict:
     """A theory-vs-width summary whose network~kernel agreement rises with width."""
-    settings = load_settings("quick")
+    settings = {"n_train": 192, "n_test": 192, "replicas": 12, "depth": 1, "epochs": 200}
 
     def metrics(k: int) -> dict:
         return {
@@ -225,9 +225,8 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
     _write_configs(configs, SYNTHETIC)
     for seed, (name, config) in enumerate(SYNTHETIC.items()):
         _fill_store(config, out / "studies" / name, seed)
-    experiment = sys.modules[load_settings.__module__]
     with pytest.MonkeyPatch.context() as patch:  # figure 6 gets the summary without training
-        patch.setattr(experiment, "run", lambda settings: _theory_summary())
+        patch.setattr(theory_experiment, "run", lambda *args, **kwargs: _theory_summary())
         make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
     return configs, out
 
@@ -260,10 +259,8 @@ def test_json_records_provenance_without_machine_paths(synthetic):
     assert item["config"] == "digits_noise.yaml"
     assert item["replicas"] == 16 and item["expected_runtime"] == "seconds (test)"
     (theory_input,) = _record(out, "theory")["inputs"]
-    assert theory_input["kind"] == "derived result"
-    assert theory_input["path"] == "derived/theory_vs_width.json"
-    cached = json.loads((out / theory_input["path"]).read_text())
-    assert cached["key"]["settings"]["widths"] and cached["result"]["widths"][0]["width"] == 64
+    assert theory_input["kind"] == "experiment"
+    assert theory_input["path"] == "theory_vs_width"
     for path in out.glob("*.json"):
         text = path.read_text()
         assert str(out.parent) not in text and str(configs) not in text, path.name

@@ -1,16 +1,33 @@
-"""The theory-vs-width experiment: its block bootstrap, and end to end on a tiny setting of
+"""The theory-vs-width experiment: its block bootstrap; its family resumes without retraining
+finished members and splits over jobs; kernel models stored as derived studies (refused for a
+changed source, bit-identical when recomputed, resumable); end to end on a tiny setting of
 its quick mode."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 
 import memjax as mj
-from experiments.theory_vs_width import agreement
+from experiments.theory_vs_width import agreement, experiment
+from memjax.family import family_status, open_family, run_family
+from memjax.store import StoreMismatchError
+
+# a tiny quick mode: 2 members (2 widths, not linearized) of 2 chunks of 2 replicas each
+TINY = (
+    "dataset.n_train=32",
+    "dataset.n_test=16",
+    "subsets.replicas=4",
+    "chunk_size=2",
+    "sweep.model.widths=[[8],[16]]",
+    "sweep.train.linearize=[false]",
+    "train.epochs=5",
+)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.25])
@@ -76,21 +93,138 @@ def test_compare_reports_intervals_from_the_block_bootstrap():
     assert 0.3 < mem["value"] < 1 and mem["ci_low"] < mem["ci_high"]
 
 
+def _markers(family_dir) -> dict[str, tuple[int, str]]:
+    """member/chunk -> (mtime in ns, content) of every chunk marker of a family."""
+    out = {}
+    for member in sorted(os.listdir(family_dir)):
+        done = os.path.join(family_dir, member, "done")
+        for name in sorted(os.listdir(done)) if os.path.isdir(done) else []:
+            path = os.path.join(done, name)
+            with open(path) as fh:
+                out[f"{member}/{name}"] = (os.stat(path).st_mtime_ns, fh.read())
+    return out
+
+
+def _arrays(study: mj.Study) -> dict[str, np.ndarray]:
+    return {"masks": study.masks, **study.outputs.arrays()}
+
+
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory):
+    """The experiment's family on TINY: stopped after 3 of its 4 chunks (a kill between
+    chunks), the markers then, and the family after it was run again to the end."""
+    out = tmp_path_factory.mktemp("family") / "family"
+    cfg = experiment.load_config("quick", TINY)
+    run_family(cfg, str(out), progress=False, max_chunks=3)
+    before = _markers(out)
+    run_family(cfg, str(out), progress=False)
+    return cfg, out, before
+
+
+def test_family_members_share_masks_and_resume_without_retraining(tiny_family):
+    cfg, out, before = tiny_family
+    assert [m.dir for m in cfg.members] == ["widths_8-linearize_false", "widths_16-linearize_false"]
+    # the first member finished and one chunk of the second before the "kill"
+    assert sorted(before) == [
+        "widths_16-linearize_false/chunk-000000",
+        "widths_8-linearize_false/chunk-000000",
+        "widths_8-linearize_false/chunk-000001",
+    ]
+    after = _markers(out)
+    assert len(after) == 4 and family_status(str(out))["complete"]
+    for key, marker in before.items():  # finished chunks were not trained again
+        assert after[key] == marker
+    family = open_family(str(out))
+    studies = [study for _, study in family.members.values()]
+    for study in studies[1:]:
+        np.testing.assert_array_equal(study.masks, studies[0].masks)
+    ds, full = studies[0].dataset, mj.data.load("mnist1d")
+    assert (ds.n_train, ds.n_test, ds.name) == (32, 16, "mnist1d[32/16]")
+    for part in ("train", "test"):  # distinct rows of MNIST-1D's own split, with their labels
+        x, y = getattr(full, f"x_{part}"), getattr(full, f"y_{part}")
+        rows = [np.flatnonzero((x == row).all(axis=1)) for row in getattr(ds, f"x_{part}")]
+        picked = np.array([r[0] for r in rows])
+        assert len(set(picked)) == len(picked)
+        np.testing.assert_array_equal(y[picked], getattr(ds, f"y_{part}"))
+
+
+@pytest.mark.slow
+def test_two_jobs_split_the_family_and_equal_one_job(tiny_family, tmp_path):
+    cfg, out, _ = tiny_family
+    split = tmp_path / "family"
+    run_family(cfg, str(split), job=0, jobs=2, progress=False)
+    status = family_status(str(split))
+    assert status["chunks_finished"] == 2 and not status["complete"]
+    run_family(cfg, str(split), job=1, jobs=2, progress=False)
+    assert family_status(str(split))["complete"]
+    one, two = open_family(str(out)), open_family(str(split))
+    for (_, a), (_, b) in zip(one.members.values(), two.members.values(), strict=True):
+        for name, value in _arrays(a).items():
+            np.testing.assert_array_equal(_arrays(b)[name], value, err_msg=name)
+
+
+def test_kernel_study_is_a_verified_resumable_study_of_the_source_masks(tiny_family, tmp_path):
+    _, out, _ = tiny_family
+    source = open_family(str(out)).members["theory-vs-width-widths_16-linearize_false"][1]
+    first = mj.theory.kernel_study(source, "ntk_gd_paired", str(tmp_path / "a"), max_chunks=1)
+    assert first.replicas == 2 and not first.complete  # stopped after one chunk
+    resumed = mj.theory.kernel_study(source, "ntk_gd_paired", str(tmp_path / "a"))
+    again = mj.theory.kernel_study(source, "ntk_gd_paired", str(tmp_path / "b"))
+    assert resumed.complete and again.complete
+    reopened = mj.open_study(str(tmp_path / "a"))
+    assert reopened.config.result_dict() == source.config.result_dict()
+    assert reopened.meta["kernel"]["source"]["fingerprint"] == mj.theory.source_fingerprint(source)
+    for name, value in _arrays(reopened).items():  # recomputed: bit-identical
+        np.testing.assert_array_equal(_arrays(again)[name], value, err_msg=name)
+    np.testing.assert_array_equal(reopened.masks, source.masks)
+    assert np.isfinite(reopened.memorization.value).any()
+    # kernel ridge with a tiny jitter interpolates: every IN example is fit
+    nngp = mj.theory.kernel_study(source, "nngp", str(tmp_path / "nngp"))
+    assert nngp.outputs.train_correct[nngp.masks].all()
+
+
+def test_kernel_study_refuses_a_changed_source_or_another_model(tiny_family, tmp_path):
+    _, out, _ = tiny_family
+    path = out / "widths_8-linearize_false"
+    source = mj.open_study(str(path))
+    kernel_dir = str(tmp_path / "kernel")
+    mj.theory.kernel_study(source, "ntk_gd", kernel_dir)
+    changed = tmp_path / "changed"
+    shutil.copytree(path, changed)
+    meta = json.loads((changed / "study.json").read_text())
+    meta["config"]["train"]["epochs"] += 1
+    (changed / "study.json").write_text(json.dumps(meta))
+    changed_study = mj.open_study(str(changed))
+    old, new = (mj.theory.source_fingerprint(s) for s in (source, changed_study))
+    assert old != new
+    with pytest.raises(StoreMismatchError, match=f"{old}.*{new}"):
+        mj.theory.kernel_study(changed_study, "ntk_gd", kernel_dir)
+    with pytest.raises(StoreMismatchError, match="holds kernel model ntk_gd.*asked for nngp"):
+        mj.theory.kernel_study(source, "nngp", kernel_dir)
+    with pytest.raises(StoreMismatchError, match="not a kernel model"):
+        mj.theory.kernel_study(source, "nngp", str(path))
+    with pytest.raises(ValueError, match="unknown kernel model"):
+        mj.theory.kernel_study(source, "ntk_paired", str(tmp_path / "x"))
+
+
 @pytest.mark.slow
 def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path):
     from experiments.theory_vs_width.__main__ import main
     from experiments.theory_vs_width.agreement import METRICS, PAIRS, QUANTITIES, correlations
 
-    tiny = ["n_train=64", "n_test=64", "replicas=8", "widths=[16,1024]", "epochs=60",
-            "bootstrap=30"]  # fmt: skip
-    argv = ["--quick", "--out", str(tmp_path)] + [a for t in tiny for a in ("--set", t)]
-    summary = main(argv)
+    tiny = ["dataset.n_train=64", "dataset.n_test=64", "subsets.replicas=8",
+            "sweep.model.widths=[[16],[1024]]", "train.epochs=60"]  # fmt: skip
+    argv = ["--mode", "quick", "--out", str(tmp_path), "--bootstrap", "30", "--quiet"]
+    summary = main(argv + [a for t in tiny for a in ("--set", t)])
 
     assert json.loads((tmp_path / "summary.json").read_text())["settings"]["widths"] == [16, 1024]
     with open(tmp_path / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(PAIRS) * len(QUANTITIES) * len(METRICS)
     assert "| 1024 | network | ntk_gd_paired |" in (tmp_path / "table.md").read_text()
+    assert sorted(os.listdir(tmp_path / "kernels")) == [
+        "nngp", "ntk_gd", "ntk_gd_paired-1024", "ntk_gd_paired-16"
+    ]  # fmt: skip
 
     narrow, wide = (w["pairs"]["network~ntk_gd_paired"]["memorization"] for w in summary["widths"])
     assert wide["pearson"]["value"] > narrow["pearson"]["value"] + 0.2
@@ -111,3 +245,9 @@ def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path):
             assert correlations(mem[a], mem[b])["pearson"] == pytest.approx(expected, abs=1e-12)
     shared = summary["examples"]["memorization"]
     assert set(shared) == {"ntk_gd", "nngp"} and len(summary["examples"]["train_label"]) == 64
+
+    # run again: nothing is retrained or refit, and the analysis is the same
+    family = tmp_path / "family"
+    markers = {**_markers(family), **_markers(tmp_path / "kernels")}
+    assert main(argv + [a for t in tiny for a in ("--set", t)]) == summary
+    assert {**_markers(family), **_markers(tmp_path / "kernels")} == markers

@@ -5,11 +5,13 @@
 * ``kernel_ridge``, ``gradient_descent``, ``gradient_flow``, ``krr_loo``: kernel regression,
   including the exact dynamics of a linearized network trained by memjax on MSE;
 * ``kernel_replicas``: kernel models on the engine's subset masks, as ReplicaOutputs;
+* ``kernel_study``: those models on a study's masks, stored as a derived study;
 * ``KernelMatrices``, ``dataset_kernels``, ``load_kernel_file``: the train/test kernel
   matrices of a dataset, from a spec or from a precomputed file.
 """
 
 from memjax.theory.analytic import kernel
+from memjax.theory.derived import kernel_study, source_fingerprint
 from memjax.theory.empirical import empirical_ntk
 from memjax.theory.kernel_files import (
     KernelMatrices,
@@ -28,6 +30,8 @@ __all__ = [
     "gradient_descent",
     "gradient_flow",
     "kernel_replicas",
+    "kernel_study",
+    "source_fingerprint",
     "KernelMatrices",
     "dataset_kernels",
     "load_kernel_file",
