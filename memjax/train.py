@@ -23,10 +23,13 @@ presentations): per replica one bit per example (right at its last presentation?
 of correct -> incorrect transitions and the epoch from which it stays right
 (``ReplicaOutputs.forgetting_events`` / ``first_learned``).
 
-Asked for progress, the program also calls back to the host after every epoch of every
-group (``jax.debug.callback``, unordered) with the number of the group's replicas that are
-not padding; the callback reads nothing the training computes except, to run after the
-epoch, its step counters, so results are the same with and without it.
+Asked for progress, the program also calls back to the host (``jax.debug.callback``,
+unordered) with the replica-epochs a group has finished, not counting padding: after every
+epoch of every group when a device holds fewer groups than there are epochs, otherwise once
+at the end of each group (still more often than once per epoch of the chunk, at a fraction
+of the host round trips). The callback reads nothing the training computes except, to run
+after the work it reports, the step counters or losses, so results are the same with and
+without it.
 """
 
 from __future__ import annotations
@@ -349,11 +352,11 @@ _SINKS: dict[int, Callable[[int], None]] = {}
 _TOKENS = itertools.count(1)
 
 
-def _report(token: np.ndarray, count: np.ndarray, steps: np.ndarray) -> None:
-    """Host side of the per-epoch callback: hand a group's finished replica-epochs to the
-    sink of the call that runs it. ``steps`` (the group's step counters) is unused: it only
-    makes the callback wait for the epoch's updates."""
-    del steps
+def _report(token: np.ndarray, count: np.ndarray, after: np.ndarray) -> None:
+    """Host side of the progress callback: hand a group's finished replica-epochs to the
+    sink of the call that runs it. ``after`` (the group's step counters, or its evaluated
+    losses) is unused: it only makes the callback wait for the work it reports."""
+    del after
     sink = _SINKS.get(int(token))
     if sink is not None and int(count):
         sink(int(count))
@@ -363,7 +366,7 @@ def _compiled_chunk_fn(
     spec, cfg, input_shape, num_classes, n, n_steps, group, strategy, devices, with_progress
 ):
     """The jitted chunk program, cached so successive chunks reuse one compilation. With
-    ``with_progress`` every group reports each finished epoch to the host (``_report``);
+    ``with_progress`` every group reports its finished epochs to the host (``_report``);
     without it the program holds no callback at all."""
     cache_key = (
         spec,
@@ -387,15 +390,23 @@ def _compiled_chunk_fn(
         """This device's replicas, one group after another; ``real`` (rows,) int32 is 1 for
         the chunk's replicas and 0 for padding rows, ``token`` names the progress sink."""
 
+        g = keys.shape[0] // group
+        # With at least as many groups on a device as epochs, one report per group (at its
+        # end) already advances the bar more than once per epoch of the chunk; each report
+        # costs a host round trip, so per-epoch reports are kept for few, wide groups.
+        per_epoch = g < cfg.epochs
+
         def run_group(kmr):
             keys_g, masks_g, real_g = kmr
+            count = jnp.sum(real_g)
             report = None
-            if with_progress:
-                count = jnp.sum(real_g)
+            if with_progress and per_epoch:
                 report = partial(jax.debug.callback, _report, token, count)
-            return prog.run(keys_g, masks_g, x, y, xt, yt, n_steps=n_steps, report=report)
+            out = prog.run(keys_g, masks_g, x, y, xt, yt, n_steps=n_steps, report=report)
+            if with_progress and not per_epoch:
+                jax.debug.callback(_report, token, count * cfg.epochs, out[0]["loss"])
+            return out
 
-        g = keys.shape[0] // group
         out = lax.map(
             run_group,
             (
@@ -462,7 +473,8 @@ def train_replicas(
 
     ``progress``, if given, is called during the computation, from a host thread the
     compiled program calls back into, with the number of replica-epochs just finished
-    (int > 0): once per epoch for each group of replicas on each device, so the calls of one
+    (int > 0): once per epoch for each group of replicas (or, when a device holds at least
+    as many groups as there are epochs, once per group at its end), so the calls of one
     ``train_replicas`` add up to ``len(masks) * cfg.epochs`` by the time it returns.
     Groups on different devices call it concurrently, so it must be thread-safe and quick
     (the device waits for it). It changes no result; without it the program has no callback.

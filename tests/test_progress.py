@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -37,11 +38,18 @@ STUDY = {
 }
 
 
-def expected_reports(replicas: int, group: int, epochs: int) -> list[int]:
-    """One report per epoch per group holding a real replica: its count of real replicas
-    (groups are consecutive runs of ``group`` rows; padding rows come last)."""
+def expected_reports(replicas: int, group: int, epochs: int, devices: int) -> list[int]:
+    """The reports of one call, computed from the layout: groups are consecutive runs of
+    ``group`` rows, padded to a whole number of groups per device. A group holding real
+    replicas reports its count of them after every epoch when a device holds fewer groups
+    than there are epochs, else once at its end (count x epochs)."""
+    per_call = group * devices
+    rows = -(-replicas // per_call) * per_call
     groups = -(-replicas // group)
-    return sorted([min(group, replicas - g * group) for g in range(groups)] * epochs)
+    counts = [min(group, replicas - g * group) for g in range(groups)]
+    if rows // per_call < epochs:
+        return sorted(counts * epochs)
+    return sorted(c * epochs for c in counts)
 
 
 class Recorder:
@@ -58,8 +66,8 @@ class Recorder:
 
 @pytest.mark.parametrize(
     ("replicas", "group_size", "vectorize"),
-    [(7, 3, "vmap"), (5, 2, "unroll")],
-    ids=["vmap-g3", "unroll-g2"],
+    [(7, 3, "vmap"), (5, 2, "unroll"), (13, 1, "unroll")],
+    ids=["vmap-g3", "unroll-g2", "unroll-g1-many-groups"],
 )
 def test_reports_every_epoch_of_every_group_and_change_nothing(
     tiny, replicas, group_size, vectorize
@@ -76,7 +84,8 @@ def test_reports_every_epoch_of_every_group_and_change_nothing(
     sink = Recorder()
     with_progress = mj.train_replicas(SPEC, tiny, masks, cfg, seed=4, progress=sink)
     without = mj.train_replicas(SPEC, tiny, masks, cfg, seed=4)
-    assert sorted(sink.reports) == expected_reports(replicas, group_size, EPOCHS)
+    devices = len(jax.local_devices())
+    assert sorted(sink.reports) == expected_reports(replicas, group_size, EPOCHS, devices)
     assert len(sink.reports) >= EPOCHS and min(sink.reports) > 0
     assert np.cumsum(sink.reports)[-1] == replicas * EPOCHS
     for name, value in without.arrays().items():
@@ -119,7 +128,7 @@ def test_reports_on_four_devices(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert sorted(got["reports"]) == expected_reports(6, 1, 3)
+    assert sorted(got["reports"]) == expected_reports(6, 1, 3, devices=4)
     assert got["identical"]
 
 
