@@ -414,8 +414,18 @@ def family_status(out: str) -> dict[str, Any]:
         **{key: sum(m[key] for m in members) for key in counts},
         "complete": all(m["complete"] for m in members),
         "jobs": record["jobs"],
+        **_family_eta(members),
         "members": members,
     }
+
+
+def _family_eta(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds until every member is finished: the sum of the members' ETAs (each from its
+    own throughput, as members differ in cost), or None while some unfinished member has
+    no timing yet (``eta_unknown`` names them)."""
+    unknown = [m.get("study") for m in members if not m["complete"] and m.get("eta_s") is None]
+    known = sum(m.get("eta_s") or 0.0 for m in members)
+    return {"eta_s": None if unknown else known, "eta_unknown": unknown}
 
 
 def _member_unfinished(out: str, rec: dict[str, Any], job: int, jobs: int) -> list[int]:

@@ -234,6 +234,7 @@ def test_cli_status_estimate_verify_on_a_family(single, tmp_path, capsys):
     assert (status["replicas_finished"], status["chunks_finished"]) == (24, 12)
     assert [m["member"] for m in status["members"]] == list(MEMBERS)
     assert all(m["complete"] and m["replicas_finished"] == 6 for m in status["members"])
+    assert status["eta_s"] == 0 and status["eta_unknown"] == []
     assert cli(["verify", single]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line for line in lines if "3 verified, 0 damaged" in line] == lines
@@ -257,6 +258,9 @@ def test_cli_runs_a_family_and_reports_unstarted_members(tmp_path, capsys):
     assert cli(["status", out]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["chunks_finished"] == 1 and status["members"][1]["started"] is False
+    # the unstarted members have no timing yet, so the family's ETA is not claimed
+    unstarted = [m["study"] for m in status["members"] if not m.get("started", True)]
+    assert status["eta_s"] is None and set(unstarted) <= set(status["eta_unknown"])
     assert cli(["estimate", out]) == 2
     assert "were never started" in capsys.readouterr().err
     assert cli(["run", path, "--out", out, "--quiet", "--job", "1", "--jobs", "2"]) == 3
