@@ -27,7 +27,8 @@ the accuracy on each test example (mean over replicas). Errors: bootstrap over t
 blocks (complementary pairs of replicas under the balanced design at ratio 1/2, the unit of
 independence: whole blocks resampled with replacement, the same rows for both models so the
 pairing is kept; examples never IN or never OUT in a resample are dropped from that
-resample), as a standard error and a 95% percentile interval. The summary also holds each
+resample), as a standard error and a 95% interval centred on the value (see
+``agreement.compare``). The summary also holds each
 model's per-example memorization (network, linearized and paired NTK per width; the
 width-independent kernel models once), so figures can draw the examples themselves.
 """
@@ -175,7 +176,8 @@ def analyze(family: Family, kernels: dict[str, Study], bootstrap: int) -> dict[s
             "kernels": {name: os.path.basename(s.path) for name, s in kernels.items()},
         },
         "stderr": "bootstrap over blocks of replicas (paired resampling of whole blocks); "
-        "ci_low/ci_high: its 95% percentile interval",
+        "ci_low/ci_high: 95% interval centred on the value with the bootstrap's spread "
+        "(Fisher scale for correlations)",
         "widths": per_width,
         "examples": {
             "train_label": ds.y_train.tolist(),
