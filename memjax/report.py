@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from memjax.estimators import Estimate, replica_mean
+from memjax.estimators import Estimate
 from memjax.results import Study
 from memjax.store import atomic_write_text
 
@@ -115,22 +115,19 @@ def summary(study: Study) -> dict[str, Any]:
 
     "top_memorized" ranks only examples with an interval (``ranked_examples``), each shown
     with its design-aware 95% interval; undefined numbers are None (strict JSON)."""
-    masks, out, blocks = study.masks, study.outputs, study.blocks
     mem = study.relations.columns["memorization"]
     finite = np.isfinite(mem.value)
     counts, _ = np.histogram(mem.value[finite], bins=HIST_BINS)
     order = ranked_examples(mem)
-    held_in = np.where(masks, out.train_correct, 0).sum(1) / masks.sum(1)
-    held_out = np.where(~masks, out.train_correct, 0).sum(1) / (~masks).sum(1)
     result = {
         "study": study.name,
         "dataset": study.meta.get("dataset_name"),
         "replicas_finished": study.replicas,
         "replicas_planned": study.planned_replicas,
         "complete": study.complete,
-        "test_accuracy": _interval(replica_mean(out.test_correct.mean(axis=1), blocks)),
-        "train_accuracy_in_subset": _interval(replica_mean(held_in, blocks)),
-        "train_accuracy_out_of_subset": _interval(replica_mean(held_out, blocks)),
+        "test_accuracy": _interval(study.accuracy["test"]),
+        "train_accuracy_in_subset": _interval(study.accuracy["in_subset"]),
+        "train_accuracy_out_of_subset": _interval(study.accuracy["out_of_subset"]),
         "memorization_mean": float(np.nanmean(mem.value)),
         "examples_without_estimate": int((~finite).sum()),
         "histogram": {"bin_edges": HIST_BINS.tolist(), "counts": counts.tolist()},

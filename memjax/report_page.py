@@ -28,7 +28,7 @@ import numpy as np
 
 import memjax
 from memjax.data import Dataset
-from memjax.estimators import Estimate, replica_mean
+from memjax.estimators import Estimate
 from memjax.privacy import FPRS, AttackResult
 from memjax.relations import MIN_ATTACK_REPLICAS, SUSPICIOUS_WHEN_HIGH, Relations
 from memjax.report import HIST_BINS, check_estimable, ranked_examples
@@ -277,20 +277,7 @@ def _provenance(s: Study) -> str:
 
 
 def _summary(s: Study) -> str:
-    out, masks = s.outputs, s.masks
-    test = _triple(replica_mean(out.test_correct.mean(axis=1), s.blocks))
-    fit = _triple(
-        replica_mean(
-            np.array([c[m].mean() for c, m in zip(out.train_correct, masks, strict=True)]),
-            s.blocks,
-        )
-    )
-    held = _triple(
-        replica_mean(
-            np.array([c[~m].mean() for c, m in zip(out.train_correct, masks, strict=True)]),
-            s.blocks,
-        )
-    )
+    test, fit, held = (_triple(s.accuracy[k]) for k in ("test", "in_subset", "out_of_subset"))
     unit = "blocks" if s.blocks is not None else "replicas"
     rows = [
         ["test accuracy", _interval(*test)],
@@ -298,7 +285,7 @@ def _summary(s: Study) -> str:
         ["training accuracy on held-out training examples (OUT)", _interval(*held)],
     ]
     note = (
-        f'<p class="note">Means over {len(masks)} replicas; 95% Student-t intervals over '
+        f'<p class="note">Means over {s.replicas} replicas; 95% Student-t intervals over '
         f"{unit} (cluster-robust when blocks).</p>"
     )
     if fit[0] < 0.95:

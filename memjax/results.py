@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from memjax import data
-from memjax.estimators import Estimate, held_out_accuracy, influence, memorization
+from memjax.estimators import (
+    Estimate,
+    held_out_accuracy,
+    influence,
+    memorization,
+    replica_mean,
+)
 from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import Store, open_store
@@ -140,6 +146,20 @@ class Study:
     @cached_property
     def held_out_accuracy(self) -> Estimate:
         return held_out_accuracy(self.masks, self.outputs.train_correct, self.blocks)
+
+    @cached_property
+    def accuracy(self) -> dict[str, Estimate]:
+        """Mean accuracy of the replicas, each with its design-aware 95% interval: "test"
+        (the test set), "in_subset" (their own training subsets), "out_of_subset" (the
+        training examples they did not train on)."""
+        masks, correct = self.masks, self.outputs.train_correct
+        own = np.where(masks, correct, False).sum(1) / masks.sum(1)
+        held = np.where(~masks, correct, False).sum(1) / (~masks).sum(1)
+        return {
+            "test": replica_mean(self.outputs.test_correct.mean(axis=1), self.blocks),
+            "in_subset": replica_mean(own, self.blocks),
+            "out_of_subset": replica_mean(held, self.blocks),
+        }
 
     @cached_property
     def relations(self) -> Relations:

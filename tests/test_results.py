@@ -48,6 +48,11 @@ def test_open_study_reads_aligned_verified_arrays(study_dir):
         np.testing.assert_array_equal(getattr(s.memorization, field), getattr(mem, field))
     assert s.memorization is s.memorization  # memoized
     assert s.n_targets == attack_targets(8) == 2
+    own = [c[m].mean() for c, m in zip(s.outputs.train_correct, s.masks, strict=True)]
+    acc = mj.estimators.replica_mean(np.array(own), np.arange(8) // 2)
+    assert s.accuracy["in_subset"].value == pytest.approx(acc.value)
+    assert s.accuracy["in_subset"].ci_low == pytest.approx(acc.ci_low)
+    assert s.accuracy["test"].value == pytest.approx(s.outputs.test_correct.mean())
 
 
 def test_attack_targets_default():
