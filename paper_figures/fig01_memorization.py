@@ -20,6 +20,7 @@ from paper_figures.style import (
     CLEAN,
     DOUBLE,
     FLIPPED,
+    interval_text,
     log_count_axis,
     new_figure,
     panel_label,
@@ -100,7 +101,7 @@ def draw(data: Data) -> Figure:
 
 
 def _interval(e: dict) -> str:
-    return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+    return interval_text(e["value"], e["ci_low"], e["ci_high"], 3)
 
 
 def caption(data: Data) -> str:

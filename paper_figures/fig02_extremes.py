@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.style import CLEAN, DOUBLE, FLIPPED, floats, new_figure
+from paper_figures.style import CLEAN, DOUBLE, FLIPPED, floats, interval_text, new_figure
 
 STUDIES = ("digits_clean", "mnist1d_clean")
 PER_ROW = 8
@@ -84,7 +84,7 @@ def draw(data: Data) -> Figure:
 
 
 def _interval(e: dict) -> str:
-    return f"{e['memorization']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+    return interval_text(e["memorization"], e["ci_low"], e["ci_high"])
 
 
 def caption(data: Data) -> str:

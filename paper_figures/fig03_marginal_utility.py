@@ -35,7 +35,7 @@ from memjax.study import StudyConfig
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import difference_statement, unit_difference, unit_mean
-from paper_figures.style import SINGLE, interval_bars, new_figure, panel_label
+from paper_figures.style import SINGLE, interval_bars, interval_text, new_figure, panel_label
 
 SOURCE = "digits_clean"
 DEFAULTS = {"thresholds": [0.5, 0.3, 0.1, 0.02], "replicas": 8, "seed": 1}
@@ -174,7 +174,7 @@ def draw(data: Data) -> Figure:
 
 
 def _interval(m: dict) -> str:
-    return f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+    return interval_text(m["mean"], m["ci_low"], m["ci_high"], 3)
 
 
 def _row(m: dict, i: int) -> dict:

@@ -20,7 +20,7 @@ from memjax.estimators import memorization
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import spearman
-from paper_figures.style import DOUBLE, interval_bars, new_figure, panel_label
+from paper_figures.style import DOUBLE, interval_bars, interval_text, new_figure, panel_label
 
 DESIGNS = {"balanced": "digits_clean", "fixed": "digits_fixed", "bernoulli": "digits_bernoulli"}
 COLORS = {"balanced": "C2", "fixed": "C1", "bernoulli": "C4"}
@@ -126,7 +126,7 @@ def draw(data: Data) -> Figure:
 def _interval(mean: float, low: float, high: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{mean:.2f} (one pair of groups: no interval)"
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    return interval_text(mean, low, high)
 
 
 def caption(data: Data) -> str:

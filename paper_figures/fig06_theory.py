@@ -17,7 +17,14 @@ from matplotlib.figure import Figure
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.studies import display_path
-from paper_figures.style import DOUBLE, floats, interval_bars, new_figure, panel_label
+from paper_figures.style import (
+    DOUBLE,
+    floats,
+    interval_bars,
+    interval_text,
+    new_figure,
+    panel_label,
+)
 
 EXPERIMENT = "experiments.theory_vs_width.experiment"
 SCATTER_PAIR = ("network", "ntk_gd_paired")
@@ -93,7 +100,7 @@ def compute(ctx: Context) -> Data:
 
 def _interval(metric: dict) -> str:
     """ "0.93 [0.90, 0.95]": a bootstrap value with its 95% interval."""
-    return f"{metric['value']:.2f} [{metric['ci_low']:.2f}, {metric['ci_high']:.2f}]"
+    return interval_text(metric["value"], metric["ci_low"], metric["ci_high"])
 
 
 def _draw_scatter(ax, points: dict) -> None:

@@ -30,6 +30,7 @@ from paper_figures.style import (
     DOUBLE,
     floats,
     interval_bars,
+    interval_text,
     legend,
     new_figure,
     panel_label,
@@ -172,8 +173,7 @@ def draw(data: Data) -> Figure:
 
 
 def _interval(m: dict, key: str = "mean", scale: float = 1.0, digits: int = 2) -> str:
-    v, low, high = (scale * m[k] for k in (key, "ci_low", "ci_high"))
-    return f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return interval_text(*(scale * m[k] for k in (key, "ci_low", "ci_high")), digits)
 
 
 def caption(data: Data) -> str:

@@ -22,7 +22,7 @@ from memjax.relations import SUSPICIOUS_WHEN_HIGH
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import difference_statement, roc_points
-from paper_figures.style import DOUBLE, floats, new_figure, panel_label, roc_line
+from paper_figures.style import DOUBLE, floats, interval_text, new_figure, panel_label, roc_line
 
 STUDY = "mnist1d_noise"
 PROXIES = (*FINAL_PROXIES, *PRESENTATION_PROXIES, *TRAJECTORY_PROXIES)  # single-run scores
@@ -121,7 +121,7 @@ def draw(data: Data) -> Figure:
 def _interval(value: float, ci: list[float]) -> str:
     if not np.isfinite(ci).all():
         return f"{value:.3f} (no interval)"
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return interval_text(value, ci[0], ci[1], 3)
 
 
 def caption(data: Data) -> str:

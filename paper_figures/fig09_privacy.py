@@ -21,6 +21,7 @@ from paper_figures.style import (
     DOUBLE,
     FLIPPED,
     floats,
+    interval_text,
     legend,
     new_figure,
     panel_label,
@@ -139,14 +140,12 @@ def _interval_text(value: float, ci: list) -> str:
     """'0.85 [0.82, 0.88]' (NaN bounds: 'undefined')."""
     if not np.isfinite(value):
         return "undefined"
-    low, high = (np.nan if x is None else x for x in ci)
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    return interval_text(value, *(np.nan if x is None else x for x in ci))
 
 
 def _auc_text(a: dict) -> str:
     """An attack's AUC with its 95% interval (examples as clusters of pairs)."""
-    low, high = a["auc_ci"]
-    return f"{a['auc']:.3f} [{low:.3f}, {high:.3f}]"
+    return interval_text(a["auc"], *a["auc_ci"], 3)
 
 
 def _tpr_text(a: dict, fpr: float) -> str:

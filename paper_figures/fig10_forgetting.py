@@ -34,6 +34,7 @@ from paper_figures.style import (
     DOUBLE,
     FLIPPED,
     interval_bars,
+    interval_text,
     log_count_axis,
     new_figure,
     panel_label,
@@ -133,7 +134,7 @@ def draw(data: Data) -> Figure:
 
 
 def _interval(m: dict, digits: int) -> str:
-    return f"{m['value']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+    return interval_text(m["value"], m["ci_low"], m["ci_high"], digits)
 
 
 def _rho(r: dict) -> str:

@@ -21,7 +21,7 @@ from memjax.estimators import c_score, held_out_accuracy
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import example_average
-from paper_figures.style import SINGLE, interval_bars, new_figure, panel_label
+from paper_figures.style import SINGLE, interval_bars, interval_text, new_figure, panel_label
 
 GROUPING_STUDY = "digits_clean"
 RATIO_STUDIES = (
@@ -117,19 +117,16 @@ def draw(data: Data) -> Figure:
     return fig
 
 
-def _interval(mean: float, low: float, high: float) -> str:
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
-
-
 def caption(data: Data) -> str:
     r = data["ratios"]
     parts = []
     for g, c in data["curves"].items():
         s = data["c_score_groups"][g]
         parts.append(
-            f"{g}: {_interval(c['mean'][0], c['ci_low'][0], c['ci_high'][0])} at ratio {r[0]:g} "
-            f"→ {_interval(c['mean'][-1], c['ci_low'][-1], c['ci_high'][-1])} at {r[-1]:g}, "
-            f"C-score {_interval(s['mean'], s['ci_low'], s['ci_high'])}"
+            f"{g}: {interval_text(c['mean'][0], c['ci_low'][0], c['ci_high'][0])} "
+            f"at ratio {r[0]:g} "
+            f"→ {interval_text(c['mean'][-1], c['ci_low'][-1], c['ci_high'][-1])} at {r[-1]:g}, "
+            f"C-score {interval_text(s['mean'], s['ci_low'], s['ci_high'])}"
         )
     ratios = ", ".join(f"{x:g}" for x in r)
     return (

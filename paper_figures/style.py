@@ -27,6 +27,7 @@ __all__ = [
     "floats",
     "stairs",
     "errorbars",
+    "interval_text",
     "interval_bars",
     "log_count_axis",
     "roc_line",
@@ -129,3 +130,8 @@ def scatter(ax: Axes, x: Sequence, y: Sequence, label: str, color: str, **kw) ->
     """Small translucent points (thousands of examples stay readable)."""
     kw = {"s": 2, "alpha": 0.35, "linewidths": 0, **kw}
     ax.scatter(floats(x), floats(y), label=label, color=color, rasterized=True, **kw)
+
+
+def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
+    """ "0.93 [0.90, 0.95]": a number with its 95% interval, as every caption shows them."""
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
