@@ -1,4 +1,4 @@
-"""The `memjax` command line: run | status | verify | estimate | report | merge | bench.
+"""The `memjax` command line: run | status | verify | estimate | report | merge | bench | plan.
 
 run, status, verify, estimate and merge work on a study family (memjax.family) as on a
 study: on every member.
@@ -176,6 +176,19 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from memjax.plan import plan_study
+    from memjax.study import build_dataset, default_config, load_config
+
+    sets = tuple(args.set or ())
+    if args.config:
+        cfg = load_config(args.config, args.mode, sets)
+    else:
+        cfg = default_config(args.mode, sets)
+    ds = build_dataset(cfg.dataset)
+    print(json.dumps(plan_study(cfg, ds, args.device, args.measure), indent=2))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memjax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -256,6 +269,27 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--group-size", type=int, default=0, help="0: automatic")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(fn=_cmd_bench)
+
+    plan = sub.add_parser(
+        "plan",
+        help="a study's FLOPs, memory per replica, group and chunk sizes and predicted time "
+        "per device; prints one JSON object",
+    )
+    plan.add_argument("config", nargs="?", help="study config YAML (default: the embedded one)")
+    plan.add_argument("--mode", help="apply the config's overrides of this mode")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="as for run")
+    plan.add_argument(
+        "--device",
+        help="plan for this data-sheet device (A100, H100, H200, TPU-v4, TPU-v5e) instead of "
+        "the local backend, whose efficiency is measured",
+    )
+    plan.add_argument(
+        "--measure",
+        action="store_true",
+        help="also train one group per device for one epoch here and print measured_s, "
+        "extrapolated to the whole study",
+    )
+    plan.set_defaults(fn=_cmd_plan)
 
     return p
 
