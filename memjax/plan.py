@@ -52,7 +52,7 @@ __all__ = ["DevicePeak", "DEVICES", "ASSUMED_EFFICIENCY", "plan_study", "cpu_pea
 ASSUMED_EFFICIENCY = 0.2
 PROBE_SIZE = 1024
 CALIBRATION_STEPS = 4
-CALIBRATION_EPOCHS = 2
+CALIBRATION_EPOCHS = 3
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,11 @@ def _short_run(
     return time.perf_counter() - t0
 
 
-def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> float:
-    """Achieved FLOP/s of the study's model and batch on the local devices: one group per
-    device trains on the first CALIBRATION_STEPS batches of the data for
-    CALIBRATION_EPOCHS epochs and evaluates them."""
+def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> tuple[float, float]:
+    """(FLOP/s, seconds of fixed cost per call) of the study's model and batch on the local
+    devices: one group per device trains on the first CALIBRATION_STEPS batches of the data
+    for 1 and for 1 + CALIBRATION_EPOCHS epochs; the difference is the training rate, the
+    rest of the shorter run (beyond its FLOPs at that rate) the cost every chunk pays once."""
     t = cfg.train
     batch = ds.n_train if t.batch_size is None else min(t.batch_size, ds.n_train)
     m = min(ds.n_train, batch * CALIBRATION_STEPS)
@@ -153,19 +154,19 @@ def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> float
         train_info={},
         test_info={},
     )
-    short = dataclasses.replace(
-        t,
-        epochs=min(t.epochs, CALIBRATION_EPOCHS),
-        record_every=0,
-        record_grad_norm=False,
-        group_size=group,
-    )
     r = group * len(jax.local_devices())
     masks = np.ones((r, m), bool)
-    seconds = _short_run(cfg.model, small, short, masks, cfg.seed, np.arange(r))
-    examples = _examples_per_epoch(m, short, m)
-    flops = r * forward * (3 * short.epochs * examples + m + small.n_test)
-    return flops / seconds
+    points = []
+    for epochs in (1, 1 + CALIBRATION_EPOCHS):
+        short = dataclasses.replace(
+            t, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
+        )
+        seconds = _short_run(cfg.model, small, short, masks, cfg.seed, np.arange(r))
+        examples = _examples_per_epoch(m, short, m)
+        points.append((r * forward * (3 * epochs * examples + m + small.n_test), seconds))
+    (f1, t1), (f2, t2) = points
+    rate = (f2 - f1) / (t2 - t1) if t2 > t1 else f2 / t2
+    return rate, max(t1 - f1 / rate, 0.0)
 
 
 def _measure(cfg: StudyConfig, ds: Dataset, group: int, work: dict[str, Any]) -> float:
@@ -213,13 +214,24 @@ def _sizes(
     }
 
 
-def _timing(total_flops: float, chunk_share: float, peak: float, efficiency: float):
-    predicted = total_flops / (peak * efficiency)
+def _timing(
+    total_flops: float,
+    replicas: int,
+    sizes: dict[str, Any],
+    peak: float,
+    efficiency: float,
+    overhead: float,
+) -> dict[str, Any]:
+    """Predicted seconds of the whole study and of one chunk (the unit a preempted job
+    loses): FLOPs at ``efficiency`` x ``peak`` plus ``overhead`` seconds per chunk."""
+    compute = total_flops / (peak * efficiency)
+    chunks = sizes["chunks"]
     return {
         "peak_gflops": round(peak / 1e9, 1),
         "efficiency": round(efficiency, 4),
-        "predicted_s": round(predicted, 3),
-        "chunk_s": round(predicted * chunk_share, 3),
+        "overhead_s_per_chunk": round(overhead, 3),
+        "predicted_s": round(compute + chunks * overhead, 3),
+        "chunk_s": round(compute * sizes["chunk_size"] / replicas + overhead, 3),
     }
 
 
@@ -230,9 +242,9 @@ def _device_plan(cfg: StudyConfig, ds: Dataset, name: str, total: float) -> dict
     bf16 = _compute_dtype(cfg.train) == "bfloat16"
     peak = dev.bfloat16_flops if bf16 else dev.float32_flops
     out = {"device": dev.name, **sizes}
-    out.update(_timing(total, sizes["chunk_size"] / cfg.replicas, peak, ASSUMED_EFFICIENCY))
+    out.update(_timing(total, cfg.replicas, sizes, peak, ASSUMED_EFFICIENCY, 0.0))
     out["peak_source"] = f"data sheet, {'bfloat16' if bf16 else dev.float32_path} dense"
-    out["efficiency_source"] = "assumed (not measured on this device)"
+    out["efficiency_source"] = "assumed (not measured on this device); no per-chunk overhead"
     return out
 
 
@@ -269,12 +281,14 @@ def _local_plan(
         dev = DEVICES[name]
         peak = devices * (dev.bfloat16_flops if dtype == "bfloat16" else dev.float32_flops)
         label, device = "data sheet", f"{devices} x {dev.name}"
-    rate = _calibrate(cfg, ds, sizes["group_size"], work["forward_flops_per_example"])
+    rate, overhead = _calibrate(cfg, ds, sizes["group_size"], work["forward_flops_per_example"])
     total = cfg.replicas * work["flops_per_replica"]
     out = {"device": device, **sizes}
-    out.update(_timing(total, sizes["chunk_size"] / cfg.replicas, peak, rate / peak))
+    out.update(_timing(total, cfg.replicas, sizes, peak, rate / peak, overhead))
     out["peak_source"] = label
-    out["efficiency_source"] = "measured (short run of this model and batch here)"
+    out["efficiency_source"] = (
+        "measured here: two short runs of this model and batch (rate and per-chunk overhead)"
+    )
     if measure:
         out["measured_s"] = round(_measure(cfg, ds, sizes["group_size"], work), 3)
     return out
