@@ -25,11 +25,28 @@ import jax
 import jax.numpy as jnp
 
 from memjax import schema
-from memjax.patch_conv import PatchConv
+from memjax.patch_conv import Conv, native_conv
+from memjax.resnets import NORMS, ResNet9, ResNet18, WideResNet
 
-__all__ = ["MLP", "CNN1D", "CNN2D", "ACTIVATIONS", "spec_from_dict", "spec_to_dict", "build"]
+__all__ = [
+    "MLP",
+    "CNN1D",
+    "CNN2D",
+    "ResNet9",
+    "ResNet18",
+    "WideResNet",
+    "ACTIVATIONS",
+    "NORMS",
+    "COMPUTE_DTYPES",
+    "Network",
+    "spec_from_dict",
+    "spec_to_dict",
+    "build",
+    "build_network",
+]
 
 Params = Any
+State = Any  # a network's running statistics (BatchNorm's "batch_stats"); {} when it has none
 ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
 
@@ -118,7 +135,7 @@ class MLP:
                 f"need W_std > 0 and b_std >= 0 or None, got {self.W_std}, {self.b_std}"
             )
 
-    def module(self, num_classes: int) -> nn.Module:
+    def module(self, num_classes: int, native: bool = False) -> nn.Module:
         return _MLPModule(self, num_classes)
 
     def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
@@ -130,13 +147,14 @@ class MLP:
 class _CNN1DModule(nn.Module):
     spec: CNN1D
     num_classes: int
+    native: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         s = self.spec
         x = x.reshape(x.shape[0], -1, 1) if x.ndim == 2 else x
         for i, c in enumerate(s.channels):
-            x = jax.nn.relu(PatchConv(c, (s.kernel_size,), name=f"Conv_{i}")(x))
+            x = jax.nn.relu(Conv(c, (s.kernel_size,), native=self.native, name=f"Conv_{i}")(x))
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes)(x)
 
@@ -151,8 +169,8 @@ class CNN1D:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
 
-    def module(self, num_classes: int) -> nn.Module:
-        return _CNN1DModule(self, num_classes)
+    def module(self, num_classes: int, native: bool = False) -> nn.Module:
+        return _CNN1DModule(self, num_classes, native)
 
     def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
         length = input_shape[0]
@@ -167,6 +185,7 @@ class CNN1D:
 class _CNN2DModule(nn.Module):
     spec: CNN2D
     num_classes: int
+    native: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -174,7 +193,7 @@ class _CNN2DModule(nn.Module):
         if x.ndim == 2:
             x = x.reshape(x.shape[0], *s.image_shape)
         for i, c in enumerate(s.channels):
-            x = jax.nn.relu(PatchConv(c, (s.kernel_size,) * 2, name=f"Conv_{i}")(x))
+            x = jax.nn.relu(Conv(c, (s.kernel_size,) * 2, native=self.native, name=f"Conv_{i}")(x))
             if min(x.shape[1:3]) >= 4:
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
@@ -196,8 +215,8 @@ class CNN2D:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "image_shape", tuple(int(c) for c in self.image_shape))
 
-    def module(self, num_classes: int) -> nn.Module:
-        return _CNN2DModule(self, num_classes)
+    def module(self, num_classes: int, native: bool = False) -> nn.Module:
+        return _CNN2DModule(self, num_classes, native)
 
     def matmul_flops(self, input_shape: tuple[int, ...], num_classes: int) -> int:
         h, w, c = input_shape if len(input_shape) == 3 else self.image_shape
@@ -210,8 +229,16 @@ class CNN2D:
         return total + 2 * h * w * c * self.hidden + 2 * self.hidden * num_classes
 
 
-SPECS = {"MLP": MLP, "CNN1D": CNN1D, "CNN2D": CNN2D}
-Spec = MLP | CNN1D | CNN2D
+SPECS = {
+    "MLP": MLP,
+    "CNN1D": CNN1D,
+    "CNN2D": CNN2D,
+    "ResNet9": ResNet9,
+    "ResNet18": ResNet18,
+    "WideResNet": WideResNet,
+}
+Spec = MLP | CNN1D | CNN2D | ResNet9 | ResNet18 | WideResNet
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
@@ -239,6 +266,10 @@ def _check_fields(d: dict[str, Any]) -> dict[str, Any]:
         "negative_slope": lambda v, k: s.number(v, k),
         "kernel_size": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
         "hidden": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
+        "width": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
+        "depth": lambda v, k: s.integer(v, k, 10, MAX_WIDTH),
+        "width_factor": lambda v, k: s.integer(v, k, 1, MAX_WIDTH),
+        "norm": lambda v, k: s.choice(v, k, NORMS),
     }
     return {name: checks[name](value, f"model.{name}") for name, value in d.items()}
 
@@ -253,17 +284,75 @@ def spec_from_dict(d: dict[str, Any]) -> Spec:
     return cls(**_check_fields(schema.section(d, "model", [f.name for f in fields(cls)])))
 
 
+@dataclass(frozen=True)
+class Network:
+    """A built spec as pure functions of pytrees.
+
+    ``init(key) -> (params, state)``; ``apply(params, state, x, train=False, valid=None) ->
+    (logits (N, C) float32, state)``. ``state`` holds BatchNorm's running averages ({} for
+    every other spec): ``train=True`` normalizes with the statistics of the rows of ``x``
+    that ``valid`` (N,) marks (all rows when None) and returns the updated averages;
+    ``train=False`` uses the running averages. Parameters are float32; with a bfloat16
+    ``compute_dtype`` they and ``x`` are cast for the convolutions and matmuls, while
+    normalization statistics and the returned logits stay float32.
+    """
+
+    init: Callable[[jax.Array], tuple[Params, State]]
+    apply: Callable[..., tuple[jax.Array, State]]
+    stateful: bool
+
+
+def build_network(
+    spec: Spec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    conv: str = "auto",
+    compute_dtype: str = "float32",
+) -> Network:
+    """The spec's network; ``conv`` ("auto", "patches", "native") picks the convolution
+    (memjax.patch_conv), which changes speed, not parameters."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute_dtype {compute_dtype!r}: use one of {COMPUTE_DTYPES}")
+    module = spec.module(num_classes, native=native_conv(conv))
+    moded = hasattr(spec, "norm")  # residual nets take (x, train, valid)
+    stateful = moded and spec.norm == "batch"
+    dtype = jnp.dtype(compute_dtype)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def init(key: jax.Array) -> tuple[Params, State]:
+        variables = module.init(key, dummy)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def apply(params, state, x, train: bool = False, valid: jax.Array | None = None):
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+        x = x.astype(dtype)
+        if not moded:
+            return module.apply({"params": params}, x).astype(jnp.float32), state
+        variables = {"params": params, "batch_stats": state} if stateful else {"params": params}
+        if stateful and train:
+            out, new = module.apply(variables, x, True, valid, mutable=["batch_stats"])
+            return out.astype(jnp.float32), new["batch_stats"]
+        return module.apply(variables, x, train, valid).astype(jnp.float32), state
+
+    return Network(init, apply, stateful)
+
+
 def build(
     spec: Spec, input_shape: tuple[int, ...], num_classes: int
 ) -> tuple[Callable[[jax.Array], Params], ApplyFn]:
-    """(init(key) -> params, apply(params, x) -> logits) as pure functions of pytrees."""
-    module = spec.module(num_classes)
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    """(init(key) -> params, apply(params, x) -> logits) as pure functions of pytrees, for
+    specs without state (BatchNorm's running averages need ``build_network``)."""
+    net = build_network(spec, input_shape, num_classes)
+    if net.stateful:
+        raise ValueError(
+            f"{type(spec).__name__}(norm='batch') carries BatchNorm running statistics: use "
+            "models.build_network (init -> (params, state), apply(params, state, x, train))"
+        )
 
     def init(key: jax.Array) -> Params:
-        return module.init(key, dummy)["params"]
+        return net.init(key)[0]
 
     def apply(params: Params, x: jax.Array) -> jax.Array:
-        return module.apply({"params": params}, x)
+        return net.apply(params, {}, x)[0]
 
     return init, apply

@@ -194,10 +194,10 @@ def test_patch_conv_is_flax_conv_same(shape, kernel):
     computes its output and gradients, odd and even kernels alike."""
     from flax import linen as nn
 
-    from memjax.patch_conv import PatchConv
+    from memjax.patch_conv import Conv
 
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    ref, ours = nn.Conv(4, kernel, padding="SAME"), PatchConv(4, kernel)
+    ref, ours = nn.Conv(4, kernel, padding="SAME"), Conv(4, kernel)
     params = ref.init(jax.random.PRNGKey(1), x)
     assert jax.tree.all(jax.tree.map(np.array_equal, params, ours.init(jax.random.PRNGKey(1), x)))
     params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
