@@ -12,6 +12,7 @@ independent of each spec's hand-written ``matmul_flops``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ def _own_arrays(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not isinstance(v, Mapping)}
 
 
+@functools.lru_cache(maxsize=64)
 def layer_census(spec: Spec, input_shape: tuple[int, ...], num_classes: int) -> LayerCensus:
     """Count ``spec``'s layers on one example of shape ``input_shape`` (no batch axis)."""
     flops = dict.fromkeys(KINDS, 0)

@@ -8,6 +8,7 @@ let the planner (memjax.plan) size them for a device other than the local one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.layer_census import layer_census
-from memjax.models import Spec, build
+from memjax.models import Spec, build_network
 
 __all__ = [
     "parameter_count",
@@ -44,25 +45,38 @@ ACCELERATOR_GROUP_FRACTION = 0.5
 ACTIVATION_COPIES = 3
 
 
+@functools.lru_cache(maxsize=64)
+def _counts(spec: Spec, input_shape: tuple[int, ...], num_classes: int) -> tuple[int, int]:
+    net = build_network(spec, input_shape, num_classes)
+    shapes = jax.eval_shape(net.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return tuple(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree)) for tree in shapes)
+
+
+def _variable_counts(spec: Spec, ds: Dataset) -> tuple[int, int]:
+    """(parameters, state entries such as BatchNorm's running averages) of one replica."""
+    return _counts(spec, ds.input_shape, ds.num_classes)
+
+
 def parameter_count(spec: Spec, ds: Dataset) -> int:
-    init, _ = build(spec, ds.input_shape, ds.num_classes)
-    shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+    return _variable_counts(spec, ds)[0]
 
 
 def replica_memory(spec: Spec, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
     """Training working set of one replica in bytes, by part: parameters, gradients (the
-    gradient and the update), optimizer_state (its slots) and activations (every layer
-    output of the forward pass at the batch size, ACTIVATION_COPIES times)."""
+    gradient and the update), optimizer_state (its slots), state (BatchNorm's running
+    averages; float32) and activations (every layer output of the forward pass at the batch
+    size, ACTIVATION_COPIES times, in the compute dtype)."""
     slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer] + (1 if cfg.linearize else 0)
-    params = parameter_count(spec, ds) * 4
+    n_params, n_state = _variable_counts(spec, ds)
+    act = jnp.dtype(getattr(cfg, "compute_dtype", "float32")).itemsize
     batch = ds.n_train if cfg.batch_size is None else min(cfg.batch_size, ds.n_train)
     census = layer_census(spec, ds.input_shape, ds.num_classes)
     return {
-        "parameters": params,
-        "gradients": 2 * params,
-        "optimizer_state": slots * params,
-        "activations": ACTIVATION_COPIES * 4 * batch * census.activation_elements,
+        "parameters": 4 * n_params,
+        "gradients": 2 * 4 * n_params,
+        "optimizer_state": slots * 4 * n_params,
+        "state": 4 * n_state,
+        "activations": ACTIVATION_COPIES * act * batch * census.activation_elements,
     }
 
 

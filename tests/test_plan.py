@@ -1,0 +1,163 @@
+"""`memjax plan`: FLOPs against hand counts, memory-fitted group sizes, per-device output, and
+the CPU time prediction against the measured time of the study it plans."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+import memjax as mj
+from memjax import cli, models, subsets
+from memjax.config import TrainConfig
+from memjax.layer_census import layer_census
+from memjax.plan import ASSUMED_EFFICIENCY, DEVICES, plan_study
+from memjax.study import StudyConfig
+from memjax.train import train_replicas
+from memjax.train_memory import ACCELERATOR_GROUP_FRACTION, replica_bytes
+
+
+def resnet18_cifar_flops(w: int, classes: int) -> int:
+    """Forward FLOPs (2 per multiply-add) of the CIFAR ResNet-18 on 32x32x3, by hand: 3x3
+    stem, four stages of two basic blocks (widths w, 2w, 4w, 8w; strides 1, 2, 2, 2; a 1x1
+    projection where the shape changes), global pooling, linear readout."""
+    macs = 32 * 32 * 9 * 3 * w  # stem
+    macs += 4 * 32 * 32 * 9 * w * w  # stage 1
+    side, cin = 32, w
+    for c in (2 * w, 4 * w, 8 * w):
+        side //= 2
+        hw = side * side
+        macs += hw * 9 * cin * c + 3 * hw * 9 * c * c + hw * cin * c  # convs + projection
+        cin = c
+    return 2 * (macs + 8 * w * classes)
+
+
+def images(n: int, side: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, side, side, 3), np.float32)
+
+
+def image_data(n_train: int, n_test: int, side: int = 32, classes: int = 10) -> mj.data.Dataset:
+    rng = np.random.default_rng(1)
+    return mj.data.from_arrays(
+        images(n_train, side),
+        rng.integers(0, classes, n_train),
+        images(n_test, side, seed=2),
+        rng.integers(0, classes, n_test),
+        classes,
+    )
+
+
+def study(model, replicas=8, epochs=3, ratio=0.5, design="fixed", **train) -> StudyConfig:
+    train = {"batch_size": 32, "optimizer": "momentum", "learning_rate": 0.05, **train}
+    return StudyConfig(
+        dataset={"name": "arrays"},
+        model=model,
+        replicas=replicas,
+        ratio=ratio,
+        design=design,
+        train=TrainConfig(epochs=epochs, **train),
+        name="planned",
+    )
+
+
+def test_layer_census_matches_hand_counts():
+    counted = layer_census(models.ResNet18(width=64), (32, 32, 3), 10)
+    assert counted.flops["dense"] == 2 * 512 * 10
+    assert counted.forward_flops == pytest.approx(resnet18_cifar_flops(64, 10), rel=1e-9)
+    assert counted.layers == {"conv": 20, "dense": 1, "norm": 20}
+    mlp = layer_census(models.MLP(widths=(256, 256)), (40,), 10)
+    assert mlp.flops == {"conv": 0, "dense": 2 * (40 * 256 + 256 * 256 + 256 * 10), "norm": 0}
+    assert mlp.activation_elements == 256 + 256 + 10
+
+
+def test_plan_flops_of_resnet18_on_32x32_within_5_percent():
+    ds = image_data(100, 20)
+    cfg = study(models.ResNet18(width=64), replicas=2000, ratio=0.7, batch_size=16, drop_last=True)
+    p = plan_study(cfg, ds, device="H200")
+    trained = (70 // 16) * 16  # fixed design: round(0.7 n) examples, drop_last
+    expected = 3 * resnet18_cifar_flops(64, 10) * trained / 1e9
+    assert p["examples_per_replica_epoch"] == trained
+    assert p["gflop_per_replica_epoch"] == pytest.approx(expected, rel=0.05)
+    by_layer = p["gflop_per_replica_epoch_by_layer"]
+    assert by_layer["dense"] == pytest.approx(3 * 2 * 512 * 10 * trained / 1e9, abs=1e-4)
+    assert by_layer["conv"] + by_layer["dense"] == pytest.approx(expected, rel=1e-3)
+    # the evaluation: one forward pass over every train and test example
+    assert p["gflop_eval_per_replica"] == pytest.approx(
+        120 * resnet18_cifar_flops(64, 10) / 1e9, rel=1e-3
+    )
+    # time on a data-sheet device: all FLOPs at the assumed fraction of the TF32 peak
+    total = 2000 * (3 * expected + p["gflop_eval_per_replica"]) * 1e9
+    assert p["predicted_s"] == pytest.approx(
+        total / (DEVICES["H200"].float32_flops * ASSUMED_EFFICIENCY), rel=1e-3
+    )
+    assert "assumed" in p["efficiency_source"]
+
+
+def test_group_and_chunk_fit_each_device_memory():
+    """A model whose working set fills a v5e's 16 GB gets the largest power-of-two group
+    that fits the group budget; an H200 holds a larger one."""
+    ds = image_data(64, 16, side=8)
+    cfg = study(models.MLP(widths=(4096, 4096), parameterization="standard"), replicas=500)
+    p = plan_study(cfg, ds, device="TPU-v5e")
+    per = replica_bytes(cfg.model, ds, cfg.train)
+    assert p["bytes_per_replica"]["total"] == per
+    params = 192 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 10 + 10
+    assert p["bytes_per_replica"]["parameters"] == 4 * params
+    assert p["bytes_per_replica"]["optimizer_state"] == 4 * params  # momentum: one slot
+    for name, plan in p["per_device"].items():
+        budget = DEVICES[name].memory_bytes * ACCELERATOR_GROUP_FRACTION
+        g = plan["group_size"]
+        assert g & (g - 1) == 0 and g * per <= budget
+        assert g == 128 or 2 * g * per > budget
+        assert plan["chunk_size"] % g == 0 and plan["fits"]
+        assert plan["chunks"] == math.ceil(500 / plan["chunk_size"])
+    assert p["group_size"] == p["per_device"]["TPU-v5e"]["group_size"] < 128
+    assert p["per_device"]["H200"]["group_size"] > p["group_size"]
+
+
+def test_cli_plan_prints_one_json_object(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: p\ndataset: digits\nmodel: {type: MLP, widths: [32]}\n"
+        "subsets: {replicas: 64}\ntrain: {epochs: 2}\n"
+    )
+    assert cli.main(["plan", str(path), "--device", "H100", "--set", "train.epochs=4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epochs"] == 4 and out["device"] == DEVICES["H100"].name
+    for key in ("gflop_per_replica_epoch", "bytes_per_replica", "group_size", "chunk_size"):
+        assert key in out
+    assert set(out["per_device"]) == set(DEVICES)
+    assert cli.main(["plan", str(path), "--device", "V100"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device 'V100'" in err and "H200" in err
+
+
+def steady_seconds(cfg: StudyConfig, ds: mj.data.Dataset) -> float:
+    """Wall time of the whole study's training after its program is compiled."""
+    masks = subsets.sample(ds.n_train, cfg.replicas, cfg.ratio, cfg.seed, cfg.design)
+    train_replicas(cfg.model, ds, masks, cfg.train, seed=cfg.seed)
+    t0 = time.perf_counter()
+    train_replicas(cfg.model, ds, masks, cfg.train, seed=cfg.seed)
+    return time.perf_counter() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model, side",
+    [
+        (models.MLP(widths=(128, 128), parameterization="standard"), 8),
+        (models.ResNet9(widths=(4, 8, 8, 16), norm="batch"), 16),
+    ],
+    ids=["mlp", "resnet9"],
+)
+def test_cpu_prediction_within_factor_two_of_the_run(model, side):
+    ds = image_data(400, 100, side=side)
+    cfg = study(model, replicas=8, epochs=6)
+    p = plan_study(cfg, ds, measure=True)
+    actual = steady_seconds(cfg, ds)
+    assert "measured" in p["efficiency_source"] and 0 < p["efficiency"] < 1
+    assert 0.5 < p["predicted_s"] / actual < 2.0, (p["predicted_s"], actual)
+    assert 0.5 < p["measured_s"] / actual < 2.0, (p["measured_s"], actual)
