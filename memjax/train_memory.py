@@ -42,7 +42,8 @@ def parameter_count(spec: Spec, ds: Dataset) -> int:
 
 def replica_bytes(spec: Spec, ds: Dataset, cfg: TrainConfig) -> int:
     """Training working set of one replica: params, grads, optimizer slots, activations."""
-    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer] + (1 if cfg.linearize else 0)
+    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
+    slots += int(cfg.linearize) + int(cfg.ema_decay > 0)  # params0; the parameter EMA
     params = parameter_count(spec, ds) * 4 * (3 + slots)
     batch = ds.n_train if cfg.batch_size is None else min(cfg.batch_size, ds.n_train)
     fwd = spec.matmul_flops(ds.input_shape, ds.num_classes)
