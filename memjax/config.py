@@ -7,16 +7,25 @@ from typing import Any
 
 import numpy as np
 
-from memjax import schema
+from memjax import recipes, schema
 
 __all__ = ["TrainConfig"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-SCHEDULES = ("constant", "cosine")
 LOSSES = ("xent", "mse")
 VECTORIZE = ("auto", "vmap", "unroll")
 MAX_EPOCHS = 10**6
 MAX_INT32 = 2**31 - 1
+# settings added after studies were first stored (result_dict omits them at their defaults)
+RECIPE_SETTINGS = (
+    "warmup_epochs",
+    "knot_epochs",
+    "knot_multipliers",
+    "nesterov",
+    "decay_norm_and_bias",
+    "label_smoothing",
+    "ema_decay",
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,19 @@ class TrainConfig:
     automatic) is a speed knob only: how many replicas run side by side in one vectorized
     step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
     knobs: they do not change results beyond floating-point reduction order.
+
+    Recipes of the literature (memjax.recipes has the formulas):
+
+    * ``schedule`` in constant, cosine, linear, one_cycle, piecewise_linear, after a linear
+      warmup of ``warmup_epochs`` (fractional allowed; one_cycle's rising phase), or through
+      the knots (``knot_epochs``, ``knot_multipliers``) of piecewise_linear; every schedule
+      runs over the replica's own step count.
+    * ``nesterov``: Nesterov momentum (optimizer momentum; torch.optim.SGD's rule).
+    * ``decay_norm_and_bias=False``: weight decay only of parameters with ndim > 1.
+    * ``label_smoothing``: the training loss is cross-entropy against (1 - a) onehot + a / K;
+      the evaluated losses and margins (and the correctness records) are unsmoothed.
+    * ``ema_decay`` = d > 0: evaluation and recordings use each replica's exponential
+      moving average of its parameters (d ema + (1 - d) params after every step).
     """
 
     epochs: int = 30
@@ -49,6 +71,13 @@ class TrainConfig:
     record_grad_norm: bool = False
     group_size: int = 0
     vectorize: str = "auto"
+    warmup_epochs: float = 0.0
+    knot_epochs: tuple[float, ...] = ()
+    knot_multipliers: tuple[float, ...] = ()
+    nesterov: bool = False
+    decay_norm_and_bias: bool = True
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -60,7 +89,6 @@ class TrainConfig:
             "optimizer": schema.choice(self.optimizer, "optimizer", OPTIMIZERS),
             "learning_rate": schema.number(self.learning_rate, "learning_rate", 0.0, low_open=True),
             "momentum": schema.number(self.momentum, "momentum", 0.0, 1.0, high_open=True),
-            "schedule": schema.choice(self.schedule, "schedule", SCHEDULES),
             "weight_decay": schema.number(self.weight_decay, "weight_decay", 0.0),
             "loss": schema.choice(self.loss, "loss", LOSSES),
             "drop_last": schema.flag(self.drop_last, "drop_last"),
@@ -72,6 +100,9 @@ class TrainConfig:
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
         )
+        checked.update(
+            recipes.check_settings(self, checked["epochs"], checked["optimizer"], checked["loss"])
+        )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
         if self.record_grad_norm and not self.record_every:
@@ -80,7 +111,8 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting, lists for the knots (as a config file and study.json hold them)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], setting: str = "train") -> TrainConfig:
@@ -100,17 +132,19 @@ class TrainConfig:
 
     def recorded_learning_rates(self) -> np.ndarray:
         """Learning rate at the end of each recorded epoch (at epoch 0: the initial rate).
-        The cosine schedule decays over each replica's own step count, so at the end of
-        epoch e every replica is at e/E."""
-        epochs = self.recorded_epochs()
-        if self.schedule == "constant":
-            return np.full(len(epochs), self.learning_rate, np.float32)
-        progress = epochs / self.epochs
-        return (self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress))).astype(np.float32)
+        Schedules run over each replica's own step count, so at the end of epoch e every
+        replica is at e/E of its training."""
+        progress = self.recorded_epochs() / self.epochs
+        return np.asarray(recipes.rate_at(self, progress), np.float32)
 
     def result_dict(self) -> dict[str, Any]:
-        """The settings that determine results (the speed knobs are excluded)."""
+        """The settings that determine results (the speed knobs are excluded). Recipe
+        settings at their defaults are left out, so studies stored before they existed
+        still match their configs."""
         d = self.to_dict()
         d.pop("group_size")
         d.pop("vectorize")
+        for f in fields(self):
+            if f.name in RECIPE_SETTINGS and getattr(self, f.name) == f.default:
+                d.pop(f.name)
         return d

@@ -94,10 +94,19 @@ def margin_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return true - jax.nn.logsumexp(others, axis=-1)
 
 
-def loss_from_logits(logits: jax.Array, labels: jax.Array, loss: str) -> jax.Array:
-    """Per-example training loss: softmax cross-entropy, or 0.5 * ||logits - onehot||^2."""
+def loss_from_logits(
+    logits: jax.Array, labels: jax.Array, loss: str, label_smoothing: float = 0.0
+) -> jax.Array:
+    """Per-example loss (logits (..., K), labels (...)): softmax cross-entropy, or
+    0.5 * ||logits - onehot||^2. ``label_smoothing`` = a > 0 (xent only; the trainer passes
+    it for training steps only, evaluated losses are unsmoothed) is the cross-entropy
+    against the target (1 - a) onehot + a / K, as torch's ``label_smoothing``."""
     if loss == "xent":
-        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
+        logp = jax.nn.log_softmax(logits)
+        nll = -jnp.take_along_axis(logp, labels[..., None], -1)[..., 0]
+        if not label_smoothing:
+            return nll
+        return (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return 0.5 * jnp.sum((logits - onehot) ** 2, axis=-1)
 

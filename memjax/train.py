@@ -41,10 +41,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from memjax import recipes
 from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build
@@ -119,24 +119,6 @@ def steps_per_epoch(subset_size: np.ndarray | int, cfg: TrainConfig, n: int) -> 
     return size // b if cfg.drop_last else -(-size // b)
 
 
-def _gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The optimizer without its learning rate (applied per replica, per step, by the trainer)."""
-    wd = cfg.weight_decay
-    if cfg.optimizer == "adam":
-        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(wd))
-    parts = [optax.add_decayed_weights(wd)] if wd else []
-    if cfg.optimizer == "momentum":
-        parts.append(optax.trace(decay=cfg.momentum))
-    return optax.chain(*parts) if parts else optax.identity()
-
-
-def _learning_rate(cfg: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
-    if cfg.schedule == "constant":
-        return jnp.asarray(cfg.learning_rate, jnp.float32)
-    progress = jnp.minimum(step / jnp.maximum(total_steps, 1), 1.0)
-    return cfg.learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-
-
 def _linearized(apply_fn: Callable, params0) -> Callable:
     """f(p0, x) + J(p0, x) (p - p0): the network's first-order Taylor expansion at init."""
 
@@ -186,7 +168,7 @@ class _GroupProgram:
         self.cfg = cfg
         self.n = n
         self.init_fn, self.apply_fn = build(spec, tuple(input_shape), num_classes)
-        self.tx = _gradient_transform(cfg)
+        self.opt = recipes.ReplicaOptimizer(cfg)
         self.batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
         self.map = partial(_map_replicas, strategy)
 
@@ -196,7 +178,8 @@ class _GroupProgram:
         return self.apply_fn(params, x)
 
     def _example_losses(self, params, params0, x, y):
-        return loss_from_logits(self._apply(params, params0, x), y, self.cfg.loss)
+        logits = self._apply(params, params0, x)
+        return loss_from_logits(logits, y, self.cfg.loss, self.cfg.label_smoothing)
 
     def _step(self, params, opt_state, step, seen, params0, total_steps, epoch, xb, yb, idx, valid):
         """One minibatch step of one replica; a no-op when the batch has no valid example.
@@ -205,14 +188,13 @@ class _GroupProgram:
 
         def batch_loss(p):
             logits = self._apply(p, params0, xb)
-            losses = loss_from_logits(logits, yb, self.cfg.loss)
+            losses = loss_from_logits(logits, yb, self.cfg.loss, self.cfg.label_smoothing)
             mean = jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
             return mean, jnp.argmax(logits, axis=-1) == yb
 
         (_, correct), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
-        updates, new_state = self.tx.update(grads, opt_state, params)
-        lr = _learning_rate(self.cfg, step, total_steps)
-        new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+        lr = recipes.learning_rate(self.cfg, step, total_steps)
+        new_params, new_state = self.opt.update(grads, opt_state, params, lr)
         active = jnp.sum(valid) > 0
         keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
         return (
@@ -291,7 +273,8 @@ class _GroupProgram:
             jnp.zeros((g, self.n), jnp.int32),  # forgetting events so far
             jnp.full((g, self.n), NEVER_PRESENTED, jnp.int32),  # first_learned so far
         )
-        carry = (params0, self.map(self.tx.init)(params0), jnp.zeros(g, jnp.int32), seen)
+        carry = (params0, self.map(self.opt.init)(params0), jnp.zeros(g, jnp.int32), seen)
+        evaluated = self.opt.evaluated  # (params, opt_state) of a group -> evaluated params
         epoch_keys = jax.vmap(lambda k: jax.random.split(k, cfg.epochs))(data_keys).swapaxes(0, 1)
         epoch_ids = jnp.arange(cfg.epochs, dtype=jnp.int32)
         epoch = partial(
@@ -324,7 +307,7 @@ class _GroupProgram:
 
             def block(c, xs):
                 c = epochs(c, xs)
-                return c, record(c[0], params0)
+                return c, record(evaluated(c[0], c[1]), params0)
 
             at_init = record(params0, params0)  # epoch 0: the initialization
             carry, traj = lax.scan(block, carry, head)
@@ -334,7 +317,7 @@ class _GroupProgram:
             carry = epochs(carry, (epoch_keys[t * k :], epoch_ids[t * k :]))
         else:
             carry = epochs(carry, (epoch_keys, epoch_ids))
-        params = carry[0]
+        params = evaluated(carry[0], carry[1])
         _, forgetting_events, first_learned = carry[3]
         presentations = {"forgetting_events": forgetting_events, "first_learned": first_learned}
 

@@ -63,10 +63,12 @@ def parameter_count(spec: Spec, ds: Dataset) -> int:
 
 def replica_memory(spec: Spec, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
     """Training working set of one replica in bytes, by part: parameters, gradients (the
-    gradient and the update), optimizer_state (its slots), state (BatchNorm's running
+    gradient and the update), optimizer_state (its slots, the initial parameters of a
+    linearized net, the parameter EMA), state (BatchNorm's running
     averages; float32) and activations (every layer output of the forward pass at the batch
     size, ACTIVATION_COPIES times, in the compute dtype)."""
-    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer] + (1 if cfg.linearize else 0)
+    slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
+    slots += int(cfg.linearize) + int(cfg.ema_decay > 0)  # params0; the parameter EMA
     n_params, n_state = _variable_counts(spec, ds)
     act = jnp.dtype(getattr(cfg, "compute_dtype", "float32")).itemsize
     batch = ds.n_train if cfg.batch_size is None else min(cfg.batch_size, ds.n_train)

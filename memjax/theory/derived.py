@@ -84,11 +84,12 @@ def _fit(source: Study, kind: str) -> dict[str, Any]:
         return {"fit": "ridge"}
     t = cfg.train
     gd = (t.batch_size, t.optimizer, t.loss, t.schedule, t.weight_decay)
-    if gd != (None, "sgd", "mse", "constant", 0.0):
+    if gd != (None, "sgd", "mse", "constant", 0.0) or t.warmup_epochs or t.ema_decay:
         raise ValueError(
             f"{kind} follows full-batch gradient descent on MSE; {source.name} trains with "
             f"batch_size={t.batch_size}, optimizer={t.optimizer}, loss={t.loss}, "
-            f"schedule={t.schedule}, weight_decay={t.weight_decay}"
+            f"schedule={t.schedule}, weight_decay={t.weight_decay}, "
+            f"warmup_epochs={t.warmup_epochs}, ema_decay={t.ema_decay}"
         )
     return {"fit": "gradient_descent", "lr": t.learning_rate, "steps": t.epochs}
 
