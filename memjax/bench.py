@@ -1,9 +1,15 @@
-"""`memjax bench`: the standard replica-training workload, timed, as one JSON line.
+"""`memjax bench`: a standard replica-training workload, timed, as one JSON line.
 
-Workload (the same as the peers' scripts in the project's shared bench folder): MNIST-1D,
-MLP 40-256-256-10 ReLU, SGD momentum 0.9, lr 0.05, batch 128 with drop_last (15 steps of
-each replica's own 2000-example subset per epoch), ratio 0.5. FLOPs count training matmuls
-as 3x the forward pass over the examples actually trained on.
+Workloads (the same as the peers' scripts in the project's shared bench folder); in both,
+each replica trains on its own 2000-example half of 4000 training examples with batch 128
+and drop_last (15 steps per epoch), and FLOPs count training matmuls as 3x the forward pass
+over the examples actually trained on:
+
+* ``mlp`` (default): MNIST-1D, MLP 40-256-256-10 ReLU, SGD momentum 0.9, lr 0.05.
+* ``resnet``: CIFAR-shaped synthetic images (``bench_images``: 4000 train / 1000 test
+  uint8 32x32x3, class templates plus noise), ResNet-9 with widths 16-32-64-128 and
+  BatchNorm, random crop (pad 4, reflect) and flip, per-channel standardization on device,
+  SGD lr 0.05 with Nesterov momentum 0.9 and weight decay 5e-4.
 """
 
 from __future__ import annotations
@@ -20,11 +26,41 @@ from memjax.config import TrainConfig
 from memjax.train import train_replicas
 from memjax.train_memory import auto_group_size, replica_strategy
 
-__all__ = ["run_bench", "STANDARD_SPEC", "standard_config"]
+__all__ = [
+    "run_bench",
+    "WORKLOADS",
+    "STANDARD_SPEC",
+    "RESNET_SPEC",
+    "standard_config",
+    "resnet_config",
+    "bench_images",
+]
 
 STANDARD_SPEC = models.MLP(
     widths=(256, 256), activation="relu", parameterization="standard", W_std=1.0, b_std=0.1
 )
+RESNET_SPEC = models.ResNet9(widths=(16, 32, 64, 128), norm="batch")
+IMAGE_CLASSES = 10
+
+
+def bench_images(seed: int = 0, n_train: int = 4000, n_test: int = 1000) -> data.Dataset:
+    """The image workload's data: uint8 (n, 32, 32, 3) images of 10 classes, each a class
+    template (8x8x3 standard normal values, each repeated over a 4x4 pixel block) times
+    1.5 plus unit normal pixel noise, mapped by 128 + 40 x and clipped to [0, 255]. One
+    numpy generator seeded with ``seed`` draws the templates, then the training labels and
+    noise, then the test labels and noise (the peer script's order, so the same images)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0, 1, (IMAGE_CLASSES, 8, 8, 3))
+    templates = np.kron(coarse, np.ones((4, 4, 1)))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, IMAGE_CLASSES, n)
+        x = 1.5 * templates[y] + rng.normal(0, 1.0, (n, 32, 32, 3))
+        return np.clip(128 + 40 * x, 0, 255).astype(np.uint8), y
+
+    x, y = draw(n_train)
+    xt, yt = draw(n_test)
+    return data.from_arrays(x, y, xt, yt, IMAGE_CLASSES, name="bench-images")
 
 
 def standard_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -> TrainConfig:
@@ -40,6 +76,29 @@ def standard_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -
     )
 
 
+def resnet_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=128,
+        optimizer="momentum",
+        learning_rate=0.05,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        drop_last=True,
+        augment="crop_flip",
+        group_size=group_size,
+        vectorize=vectorize,
+    )
+
+
+# workload name -> (spec, data, config)
+WORKLOADS = {
+    "mlp": (STANDARD_SPEC, lambda: data.load("mnist1d"), standard_config),
+    "resnet": (RESNET_SPEC, bench_images, resnet_config),
+}
+
+
 def _peak_memory_mb() -> float:
     dev = jax.local_devices()[0]
     stats = dev.memory_stats() if dev.platform != "cpu" else None
@@ -49,23 +108,32 @@ def _peak_memory_mb() -> float:
 
 
 def run_bench(
-    replicas: int, epochs: int, group_size: int = 0, seed: int = 0, vectorize: str = "auto"
+    replicas: int,
+    epochs: int,
+    group_size: int = 0,
+    seed: int = 0,
+    vectorize: str = "auto",
+    workload: str = "mlp",
 ) -> dict[str, Any]:
     """Compile once, then time one steady-state run (training plus the final evaluation)."""
-    ds = data.load("mnist1d")
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r}: use one of {sorted(WORKLOADS)}")
+    spec, load, make_config = WORKLOADS[workload]
+    ds = load()
     masks = subsets.sample(ds.n_train, replicas, 0.5, seed, design="fixed")
-    cfg = standard_config(epochs, group_size, vectorize)
+    cfg = make_config(epochs, group_size, vectorize)
     t0 = time.perf_counter()
-    first = train_replicas(STANDARD_SPEC, ds, masks, cfg, seed=seed)
+    first = train_replicas(spec, ds, masks, cfg, seed=seed)
     first_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = train_replicas(STANDARD_SPEC, ds, masks, cfg, seed=seed)
+    out = train_replicas(spec, ds, masks, cfg, seed=seed)
     train_s = time.perf_counter() - t0
     steps = int(masks.sum(1).min()) // cfg.batch_size
     examples = steps * cfg.batch_size
-    gflop = 3 * STANDARD_SPEC.matmul_flops(ds.input_shape, ds.num_classes) * examples / 1e9
+    gflop = 3 * spec.matmul_flops(ds.input_shape, ds.num_classes) * examples / 1e9
     rate = replicas * epochs / train_s
     return {
+        "workload": workload,
         "replicas": replicas,
         "epochs": epochs,
         "replica_epochs_per_s": round(rate, 2),
@@ -77,7 +145,7 @@ def run_bench(
         "gflop_per_replica_epoch": round(gflop, 4),
         "test_accuracy_mean": round(float(out.test_correct.mean()), 4),
         "deterministic": bool(np.array_equal(first.train_margin, out.train_margin)),
-        "group_size": group_size or auto_group_size(STANDARD_SPEC, ds, cfg),
+        "group_size": group_size or auto_group_size(spec, ds, cfg),
         "vectorize": replica_strategy(cfg),
         "devices": len(jax.local_devices()),
         "backend": jax.default_backend(),

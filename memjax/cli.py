@@ -173,7 +173,8 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from memjax.bench import run_bench
 
-    print(json.dumps(run_bench(args.replicas, args.epochs, args.group_size, args.seed)))
+    rec = run_bench(args.replicas, args.epochs, args.group_size, args.seed, workload=args.workload)
+    print(json.dumps(rec))
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -263,7 +264,14 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True)
     merge.set_defaults(fn=_cmd_merge)
 
-    bench = sub.add_parser("bench", help="time the standard workload; prints one JSON line")
+    bench = sub.add_parser("bench", help="time a standard workload; prints one JSON line")
+    bench.add_argument(
+        "--workload",
+        choices=("mlp", "resnet"),
+        default="mlp",
+        help="mlp: MNIST-1D MLP (default); resnet: ResNet-9 with BatchNorm and augmentation "
+        "on CIFAR-shaped synthetic images",
+    )
     bench.add_argument("--replicas", type=int, default=256)
     bench.add_argument("--epochs", type=int, default=10)
     bench.add_argument("--group-size", type=int, default=0, help="0: automatic")
