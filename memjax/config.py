@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from memjax import schema
+from memjax.queries import QUERIES
 
 __all__ = ["TrainConfig"]
 
@@ -33,6 +34,9 @@ class TrainConfig:
     automatic) is a speed knob only: how many replicas run side by side in one vectorized
     step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
     knobs: they do not change results beyond floating-point reduction order.
+    ``queries`` ("none", "mirror", "mirror_shift", "shift"; ``memjax.queries``) also
+    evaluates every train and test example under LiRA's deterministic augmented views after
+    training and stores their margins (R, n, K) beside the identity margins.
     """
 
     epochs: int = 30
@@ -49,6 +53,7 @@ class TrainConfig:
     record_grad_norm: bool = False
     group_size: int = 0
     vectorize: str = "auto"
+    queries: str = "none"
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -68,6 +73,7 @@ class TrainConfig:
             "record_grad_norm": schema.flag(self.record_grad_norm, "record_grad_norm"),
             "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
             "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
+            "queries": schema.choice(self.queries, "queries", QUERIES),
         }
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
@@ -109,8 +115,11 @@ class TrainConfig:
         return (self.learning_rate * 0.5 * (1 + np.cos(np.pi * progress))).astype(np.float32)
 
     def result_dict(self) -> dict[str, Any]:
-        """The settings that determine results (the speed knobs are excluded)."""
+        """The settings that determine results (the speed knobs are excluded; ``queries``
+        only when set, so stores written before it existed still match)."""
         d = self.to_dict()
         d.pop("group_size")
         d.pop("vectorize")
+        if d["queries"] == "none":
+            d.pop("queries")
         return d
