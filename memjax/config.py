@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from memjax import recipes, schema
+from memjax.queries import QUERIES
 
 __all__ = ["TrainConfig"]
 
@@ -55,6 +56,10 @@ class TrainConfig:
       the evaluated losses and margins (and the correctness records) are unsmoothed.
     * ``ema_decay`` = d > 0: evaluation and recordings use each replica's exponential
       moving average of its parameters (d ema + (1 - d) params after every step).
+
+    ``queries`` ("none", "mirror", "mirror_shift", "shift"; ``memjax.queries``) also
+    evaluates every train and test example under LiRA's deterministic augmented views after
+    training and stores their margins (R, n, K) beside the identity margins.
     """
 
     epochs: int = 30
@@ -78,6 +83,7 @@ class TrainConfig:
     decay_norm_and_bias: bool = True
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    queries: str = "none"
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -96,6 +102,7 @@ class TrainConfig:
             "record_grad_norm": schema.flag(self.record_grad_norm, "record_grad_norm"),
             "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
             "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
+            "queries": schema.choice(self.queries, "queries", QUERIES),
         }
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
@@ -139,12 +146,14 @@ class TrainConfig:
 
     def result_dict(self) -> dict[str, Any]:
         """The settings that determine results (the speed knobs are excluded). Recipe
-        settings at their defaults are left out, so studies stored before they existed
-        still match their configs."""
+        settings at their defaults and ``queries`` when "none" are left out, so studies
+        stored before they existed still match their configs."""
         d = self.to_dict()
         d.pop("group_size")
         d.pop("vectorize")
         for f in fields(self):
             if f.name in RECIPE_SETTINGS and getattr(self, f.name) == f.default:
                 d.pop(f.name)
+        if d["queries"] == "none":
+            d.pop("queries")
         return d

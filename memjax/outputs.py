@@ -18,6 +18,7 @@ __all__ = [
     "TRAJECTORY_FIELDS",
     "FINAL_FIELDS",
     "PRESENTATION_FIELDS",
+    "VIEW_FIELDS",
 ]
 
 FINAL_FIELDS = (
@@ -28,6 +29,8 @@ FINAL_FIELDS = (
     "test_margin",
     "test_loss",
 )
+# margins under LiRA's augmented queries (TrainConfig.queries): float32 (R, n, K) / (R, m, K)
+VIEW_FIELDS = ("train_margin_views", "test_margin_views")
 # counted by the trainer at every presentation of every training example: int arrays (R, n)
 PRESENTATION_FIELDS = ("forgetting_events", "first_learned")
 # recorded at initialization and every `record_every` epochs for every training example:
@@ -58,6 +61,10 @@ class ReplicaOutputs:
     ``record_every`` epochs), plus EL2N (||softmax - onehot||_2) and, if requested, the
     squared per-example gradient norm; ``record_lr`` is the learning rate at each recorded
     epoch (for TracIn-style sums).
+
+    ``train_margin_views`` / ``test_margin_views`` (optional, (R, n, K) / (R, m, K)) are
+    the margins under the K views of ``TrainConfig.queries`` (``memjax.queries``), in its
+    view order; the identity view equals ``*_margin``.
     """
 
     replica_ids: np.ndarray
@@ -76,6 +83,8 @@ class ReplicaOutputs:
     traj_grad_sq: np.ndarray | None = None
     record_epochs: np.ndarray | None = None
     record_lr: np.ndarray | None = None
+    train_margin_views: np.ndarray | None = None
+    test_margin_views: np.ndarray | None = None
 
     @property
     def replicas(self) -> int:
@@ -83,7 +92,13 @@ class ReplicaOutputs:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """All non-None replica-indexed arrays by name (replica axis first)."""
-        names = ("replica_ids", *FINAL_FIELDS, *PRESENTATION_FIELDS, *TRAJECTORY_FIELDS)
+        names = (
+            "replica_ids",
+            *FINAL_FIELDS,
+            *PRESENTATION_FIELDS,
+            *TRAJECTORY_FIELDS,
+            *VIEW_FIELDS,
+        )
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 

@@ -29,8 +29,24 @@ written. Every difference, reference / paper:
   * TPR at FPR alpha: best TPR with FPR < alpha (strict) / with FPR <= alpha.
 
 The online score, log N(c; mu_in, s_in^2) - log N(c; mu_out, s_out^2), has the same form in
-both. Common to both, and different from the code: one query per example (the code averages
-its score over augmented queries; a study stores one); each target's shadows are all other
+both.
+
+Augmented queries
+-----------------
+With scores (R, n, K), one per view of each example (``memjax.queries``; a study with
+``train.queries`` stores them as ``train_margin_views``), every Gaussian is fitted per view
+(online IN and OUT, offline OUT; the paper's diagonal-covariance Gaussians over the K
+queries, Section VI.B) and the attack score is the mean over views of the per-view scores,
+as the reference code does (``plot.py``: ``generate_ours`` and ``generate_ours_offline``
+compute the per-view log-likelihoods of arrays (examples, views) and rank by
+``score.mean(1)``). Online, that mean is the log-likelihood ratio of the diagonal Gaussians
+divided by K (the same ranking); offline, it averages the per-view tests. The fixed
+variance pools over views as well as examples (reference: ``np.std`` of the kept IN, or
+OUT, scores of all examples and views; paper: the root mean of the per-view, per-example
+variances). Shadows kept, exclusions and reading are those of K = 1, which is today's
+single-query evaluation, number for number.
+
+Common to both conventions, and different from the code: each target's shadows are all other
 replicas (the code's run with one target model, repeated for every target and pooled);
 stds are floored at ``STD_FLOOR`` (the code adds 1e-30), which matters only for identical
 shadow scores; a pair whose example has too few shadows on a side the attack uses (< 2 for
@@ -82,7 +98,7 @@ CONVENTIONS = ("reference", "paper")
 FPRS = (1e-5, 1e-3, 1e-2)
 FPR_GRID = np.logspace(-5, 0, 51)
 STD_FLOOR = 1e-6  # guards identical shadow scores (zero variance)
-COLUMNS_PER_PASS = 4096  # examples per pass of the shadow fits
+COLUMNS_PER_PASS = 4096  # examples x views per pass of the shadow fits
 
 
 @dataclass(frozen=True)
@@ -285,9 +301,11 @@ def _evaluate(
     )
 
 
-def _passes(n: int):
-    for start in range(0, n, COLUMNS_PER_PASS):
-        yield slice(start, min(start + COLUMNS_PER_PASS, n))
+def _passes(n: int, views: int):
+    """Column slices of at most COLUMNS_PER_PASS examples x views."""
+    width = max(COLUMNS_PER_PASS // views, 1)
+    for start in range(0, n, width):
+        yield slice(start, min(start + width, n))
 
 
 def _side_masks(masks: np.ndarray, side: str) -> np.ndarray:
@@ -299,33 +317,37 @@ def _paper_fits(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Leave-one-out Gaussians of the paper convention for the first ``n_targets`` replicas.
 
-    Returns side -> (mean, std), each (n_targets, n) with NaN where the example has too few
-    shadows on that side, and the targets' own scores; all scores are shifted per example by
+    ``scores`` (R, n, K), one Gaussian per view. Returns side -> (mean, std), each
+    (n_targets, n, K) with NaN where the example has too few shadows on that side, and the
+    targets' own scores (n_targets, n, K); all scores are shifted per example and view by
     their mean over replicas (every Gaussian test is unchanged; the sums are well
     conditioned). Counts, sums and sums of squares leave the target's own replica out.
     """
-    t, n = n_targets, masks.shape[1]
-    fits = {side: np.empty((3, t, n)) for side in sides}
-    own = np.empty((t, n))
-    for cols in _passes(n):
+    t, (n, k) = n_targets, scores.shape[1:]
+    fits = {side: np.empty((3, t, n, k)) for side in sides}
+    own = np.empty((t, n, k))
+    for cols in _passes(n, k):
         c = scores[:, cols].astype(np.float64)
         c -= c.mean(axis=0)
         own[:, cols] = c[:t]
         for side in sides:
-            w = _side_masks(masks[:, cols], side).astype(np.float64)
+            w = _side_masks(masks[:, cols], side).astype(np.float64)[..., None]
             mine = w[:t]
             count = w.sum(0) - mine
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = ((w * c).sum(0) - mine * c[:t]) / count
                 var = ((w * c * c).sum(0) - mine * c[:t] ** 2) / count - mean**2
-            fits[side][:, :, cols] = count, mean, np.maximum(var, 0.0)
+            fits[side][0, :, cols] = count
+            fits[side][1, :, cols] = mean
+            fits[side][2, :, cols] = np.maximum(var, 0.0)
     out = {}
     for side in sides:
         count, mean, var = fits[side]
-        if fixed:  # root mean over examples (with >= 2 shadows) of the per-example variances
+        if fixed:  # root mean over examples (>= 2 shadows) and views of the variances
             ok = count >= 2
             with np.errstate(invalid="ignore", divide="ignore"):
-                pooled = np.sqrt(np.where(ok, var, 0.0).sum(1, keepdims=True) / ok.sum(1)[:, None])
+                total = np.where(ok, var, 0.0).sum((1, 2), keepdims=True)
+                pooled = np.sqrt(total / ok.sum((1, 2))[:, None, None])
             std = np.where(count >= 1, np.maximum(pooled, STD_FLOOR), np.nan)
         else:
             std = np.where(count >= 2, np.sqrt(np.maximum(var, STD_FLOOR**2)), np.nan)
@@ -340,25 +362,26 @@ def _reference_fits(
 
     For target t and side s, every scored example keeps its first k_ts shadows (replica
     order, target left out), k_ts the smallest count over the examples t scores; centre:
-    their median; std: their MLE std, or (``fixed``) the std of all kept scores of one side
-    pooled over the scored examples (IN online, OUT offline), used for every side. Same
-    return shapes and per-example shift as ``_paper_fits`` (the pooled std uses the unshifted
-    scores, less one global constant: it includes the spread between examples' centres).
+    their median; std: their MLE std (both per view), or (``fixed``) the std of all kept
+    scores of one side pooled over the scored examples and the views (IN online, OUT
+    offline), used for every side. Same return shapes and per-example shift as
+    ``_paper_fits`` (the pooled std uses the unshifted scores, less one global constant: it
+    includes the spread between examples' centres).
     """
-    t, (r, n) = n_targets, masks.shape
+    t, (r, n), k_views = n_targets, masks.shape, scores.shape[2]
     need = 1 if fixed else 2
     n_in = masks.sum(axis=0)
     counts = {"in": n_in[None] - masks[:t], "out": (r - n_in)[None] - ~masks[:t]}  # (t, n)
     scored = np.all([counts[s] >= need for s in sides], axis=0)
     keep_n = {s: np.where(scored, counts[s], r).min(axis=1) for s in sides}  # (t,)
     pooled_side = "in" if "in" in sides else "out"
-    centre = {s: np.full((t, n), np.nan) for s in sides}
-    var = {s: np.full((t, n), np.nan) for s in sides}
+    centre = {s: np.full((t, n, k_views), np.nan) for s in sides}
+    var = {s: np.full((t, n, k_views), np.nan) for s in sides}
     pooled = np.zeros((3, t))  # count, sum, sum of squares of the pooled kept scores
-    own = np.empty((t, n))
+    own = np.empty((t, n, k_views))
     offset = scores.mean(dtype=np.float64)
     rows = np.arange(r)[:, None]
-    for cols in _passes(n):
+    for cols in _passes(n, k_views):
         raw = scores[:, cols].astype(np.float64)
         shift = raw.mean(axis=0)
         c = raw - shift
@@ -371,29 +394,46 @@ def _reference_fits(
                     continue
                 shadow = w & (rows != j)
                 kept = shadow & (np.cumsum(shadow, axis=0) <= k)
-                vals = np.where(kept, c, np.inf)  # dropped shadows sort last
+                vals = np.where(kept[..., None], c, np.inf)  # dropped shadows sort last
                 mid = sorted({(k - 1) // 2, k // 2})
                 part = np.partition(vals, mid, axis=0)
                 ok = scored[j, cols]
                 with np.errstate(invalid="ignore"):
-                    centre[side][j, cols] = np.where(ok, part[mid].mean(axis=0), np.nan)
-                    sel = np.where(kept, c, 0.0)
+                    centre[side][j, cols] = np.where(ok[:, None], part[mid].mean(axis=0), np.nan)
+                    sel = np.where(kept[..., None], c, 0.0)
                     mean = sel.sum(0) / k
                     v = np.maximum((sel * sel).sum(0) / k - mean**2, 0.0)
-                var[side][j, cols] = np.where(ok, v, np.nan)
+                var[side][j, cols] = np.where(ok[:, None], v, np.nan)
                 if side == pooled_side:
-                    x = np.where(kept & ok[None], raw - offset, 0.0)
-                    pooled[:, j] += (kept & ok[None]).sum(), x.sum(), (x * x).sum()
+                    used = kept & ok[None]
+                    x = np.where(used[..., None], raw - offset, 0.0)
+                    pooled[:, j] += used.sum() * k_views, x.sum(), (x * x).sum()
     out = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         pooled_std = np.sqrt(np.maximum(pooled[2] / pooled[0] - (pooled[1] / pooled[0]) ** 2, 0))
     for side in sides:
         if fixed:
-            std = np.where(scored, np.maximum(pooled_std, STD_FLOOR)[:, None], np.nan)
+            std = np.where(scored, np.maximum(pooled_std, STD_FLOOR)[:, None], np.nan)[..., None]
+            std = np.broadcast_to(std, centre[side].shape)
         else:
-            std = np.where(scored, np.sqrt(np.maximum(var[side], STD_FLOOR**2)), np.nan)
+            std = np.where(scored[..., None], np.sqrt(np.maximum(var[side], STD_FLOOR**2)), np.nan)
         out[side] = (centre[side], std)
     return out, own
+
+
+def _views(masks: np.ndarray, scores: np.ndarray, n_targets: int, convention: str) -> np.ndarray:
+    """``scores`` (R, n) or (R, n, K) as checked (R, n, K) views (K = 1 for (R, n))."""
+    scores = np.asarray(scores)
+    if scores.ndim == 2:
+        return _check(masks, scores, "scores", n_targets, convention)[..., None]
+    if scores.ndim != 3 or scores.shape[2] < 1:
+        raise ValueError(
+            "scores must be (replicas, examples) or (replicas, examples, views) with at "
+            f"least one view, got shape {scores.shape}"
+        )
+    for v in range(scores.shape[2]):
+        _check(masks, scores[..., v], f"scores of view {v}", n_targets, convention)
+    return scores
 
 
 def _log_normal_pdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -412,7 +452,9 @@ def lira_eval(
     """LiRA (Carlini et al. 2022) evaluated over the first ``n_targets`` replicas as victims.
 
     ``masks`` (R, n) bool; ``scores`` (R, n) are logit-scaled confidences
-    log(p_y / (1 - p_y)), i.e. the stored ``train_margin``. For target t and example i, the
+    log(p_y / (1 - p_y)), i.e. the stored ``train_margin``, or (R, n, K) the same under K
+    augmented queries (``train_margin_views``): Gaussians per view, the attack score the
+    mean of the per-view scores (module docstring). For target t and example i, the
     shadows are the other replicas, split into IN (trained on i) and OUT. Attack score
     (higher = member):
       * online: log N(c; mu_in, s_in^2) - log N(c; mu_out, s_out^2) (the likelihood ratio);
@@ -434,11 +476,11 @@ def lira_eval(
     """
     if mode not in ("online", "offline"):
         raise ValueError(f"unknown LiRA mode {mode!r}: use 'online' or 'offline'")
-    scores = _check(masks, scores, "scores", n_targets, convention)
+    views = _views(masks, scores, n_targets, convention)
     target_blocks = _target_blocks(blocks, len(masks), n_targets)
     sides = ("in", "out") if mode == "online" else ("out",)
     fit = _reference_fits if convention == "reference" else _paper_fits
-    gaussians, own = fit(masks, scores, n_targets, sides, fixed_variance)
+    gaussians, own = fit(masks, views, n_targets, sides, fixed_variance)
     mean_out, std_out = gaussians["out"]
     with np.errstate(invalid="ignore"):
         if mode == "online":
@@ -448,6 +490,7 @@ def lira_eval(
             attack = -_log_normal_pdf(own, mean_out, std_out)
         else:
             attack = (own - mean_out) / std_out
+    attack = attack.mean(axis=2)  # over the views
     if not np.isfinite(attack).any():
         need = "1" if fixed_variance else "2"
         sides_text = "IN and OUT" if mode == "online" else "OUT"

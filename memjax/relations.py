@@ -226,7 +226,9 @@ def _attacks(
         )
         missing.update(dict.fromkeys(ATTACKS, reason))
         return {}
-    margins = outputs.train_margin
+    # LiRA reads the augmented queries' margins (R, n, K) when the study stored them
+    views = outputs.train_margin_views
+    margins = outputs.train_margin if views is None else views
     runs: dict[str, Callable[[], AttackResult]] = {
         _attack_name(mode, fixed, convention): lambda m=mode, f=fixed, c=convention: lira_eval(
             masks, margins, n_targets, m, f, convention=c, blocks=blocks

@@ -181,6 +181,10 @@ def array_specs(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, t
             specs[name] = ((r, t, n), "float32", (c, 1, n))
         if meta.get("record_grad_norm"):
             specs["traj_grad_sq"] = ((r, t, n), "float32", (c, 1, n))
+    k = meta.get("query_views", 0)  # K views of train.queries (memjax.queries)
+    if k:
+        specs["train_margin_views"] = ((r, n, k), "float32", (c, n, k))
+        specs["test_margin_views"] = ((r, m, k), "float32", (c, m, k))
     return specs
 
 

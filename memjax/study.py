@@ -25,6 +25,7 @@ import memjax
 from memjax import config_file, data, models, schema, subsets
 from memjax.config import TrainConfig
 from memjax.progress import JobProgress, study_progress
+from memjax.queries import check_queries, num_views
 from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
 from memjax.train import train_replicas
 from memjax.train_memory import (
@@ -304,7 +305,14 @@ def _meta(
         "record_epochs": t.recorded_epochs().tolist(),
         "record_lr": t.recorded_learning_rates().tolist(),
         "record_grad_norm": t.record_grad_norm,
+        "query_views": _query_views(t, ds),
     }
+
+
+def _query_views(t: TrainConfig, ds: data.Dataset) -> int:
+    """K, the views of ``train.queries`` on this data (refused early if it cannot take them)."""
+    check_queries(t.queries, ds.input_shape)
+    return num_views(t.queries, ds.input_shape)
 
 
 def _masks_fn(cfg: StudyConfig, n: int):
@@ -381,6 +389,7 @@ def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
         "chunk_size": 1,
         "record_epochs": cfg.train.recorded_epochs().tolist(),
         "record_grad_norm": cfg.train.record_grad_norm,
+        "query_views": _query_views(cfg.train, ds),
     }
     disk = sum(
         math.prod(dims) * np.dtype(dtype).itemsize for dims, dtype, _ in array_specs(shape).values()

@@ -49,6 +49,7 @@ from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build
 from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
+from memjax.queries import check_queries, query_margins
 from memjax.train_memory import auto_group_size, replica_strategy
 
 __all__ = [
@@ -322,9 +323,16 @@ class _GroupProgram:
         presentations = {"forgetting_events": forgetting_events, "first_learned": first_learned}
 
         def evaluate(a, b):
-            return self.map(lambda p, p0: self._metrics(p, p0, a, b, with_el2n=False))(
-                params, params0
-            )
+            def one(p, p0):
+                out = self._metrics(p, p0, a, b, with_el2n=False)
+                if cfg.queries != "none":  # LiRA's augmented queries: (n, K)
+                    views = partial(query_margins, partial(self._apply, p, p0), queries=cfg.queries)
+                    out["margin_views"] = _blockwise(
+                        lambda xa, ya: {"m": views(xa, ya)}, a, b, EVAL_BLOCK
+                    )["m"]
+                return out
+
+            return self.map(one)(params, params0)
 
         return evaluate(x, y), evaluate(xt, yt), traj, presentations
 
@@ -465,6 +473,7 @@ def train_replicas(
     masks = np.asarray(masks)
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
     _check_inputs(ds, masks, ids)
+    check_queries(cfg.queries, ds.input_shape)
     devices = list(devices or jax.local_devices())
     n = ds.n_train
     group = cfg.group_size or auto_group_size(spec, ds, cfg)
@@ -524,6 +533,9 @@ def train_replicas(
         forgetting_events=host(presentations["forgetting_events"]),
         first_learned=host(presentations["first_learned"]),
     )
+    if "margin_views" in train:
+        out.train_margin_views = host(train["margin_views"])
+        out.test_margin_views = host(test["margin_views"])
     if traj is not None:
         out.traj_correct = host(traj["correct"])
         out.traj_margin = host(traj["margin"])

@@ -5,7 +5,9 @@ ROC curves on log-log axes, where the attacks differ (low FPR), stopping at FPR
 1/(non-member pairs), with Clopper-Pearson 95% intervals at the standard FPRs; LiRA as its
 reference code computes it (``convention="reference"``), plus the paper's one-sided offline
 test for contrast. Right: each example's vulnerability against its memorization: memorized
-examples are the ones an attacker finds.
+examples are the ones an attacker finds. Where the study stored augmented queries
+(``train.queries``; the full config's shifted views of each signal), LiRA fits its
+Gaussians per view and averages the per-view scores, as the reference code does.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def compute(ctx: Context) -> Data:
         "dataset": study.label,
         "replicas": study.store.replicas,
         "n_targets": study.n_targets,
+        "query_views": int(study.store.meta.get("query_views") or 1),  # 1: the example itself
         "attacks": attacks,
         "vulnerability": {
             "attack": VULNERABILITY,
@@ -168,10 +171,17 @@ def caption(data: Data) -> str:
             f"{_auc_text(a['lira_offline_paper'])} where the code's two-sided test has "
             f"{_auc_text(a['lira_offline'])}."
         )
+    k = data.get("query_views", 1)
+    views = (
+        f" LiRA queries every training example under {k} views (Gaussians per view, the "
+        "per-view scores averaged as in the reference code)."
+        if k > 1
+        else ""
+    )
     return (
         f"Membership inference on {data['dataset']} ({data['replicas']} replicas; each of the "
         f"first {data['n_targets']} is the victim in turn, the others its shadow models; "
-        f"{on['n_members']} member and {on['n_nonmembers']} non-member pairs). "
+        f"{on['n_members']} member and {on['n_nonmembers']} non-member pairs).{views} "
         "(a) ROC curves on log-log axes, LiRA as its reference code computes it (convention "
         '"reference": median centres, two-sided offline test, TPR read at FPR < α); legend: '
         "AUC with its 95% interval (examples as clusters of pairs); global var.: one pooled "
