@@ -165,3 +165,52 @@ def test_cpu_prediction_within_factor_two_of_the_run(model, side):
     assert "measured" in p["efficiency_source"] and 0 < p["efficiency"] < 1
     assert 0.5 < p["predicted_s"] / actual < 2.0, (p["predicted_s"], actual)
     assert 0.5 < p["measured_s"] / actual < 2.0, (p["measured_s"], actual)
+
+
+def write_cifar(directory, n_train: int, n_test: int, classes: int) -> None:
+    """A CIFAR python-format directory of random images (CIFAR-10 or CIFAR-100 layout)."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    directory.mkdir()
+    key = b"labels" if classes == 10 else b"fine_labels"
+    files = {"data_batch_1": n_train, "test_batch": n_test}
+    if classes == 100:
+        files = {"train": n_train, "test": n_test}
+    for name, n in files.items():
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            key: [int(c) for c in np.arange(n) % classes],
+        }
+        with open(directory / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+FULL_CONFIGS = {
+    "fz-cifar10-resnet18.yaml": (10, models.ResNet18(width=64, norm="batch"), 2000),
+    "fz-cifar100-resnet18.yaml": (100, models.ResNet18(width=64, norm="batch"), 2000),
+    "lira-cifar10-wrn16-4.yaml": (10, models.WideResNet(depth=16, width_factor=4), 256),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_CONFIGS))
+def test_full_configs_load_and_plan_per_device(tmp_path, name):
+    from importlib import resources
+
+    from memjax.study import build_dataset, load_config
+
+    classes, model, replicas = FULL_CONFIGS[name]
+    write_cifar(tmp_path / "cifar", 200, 100, classes)
+    path = str(resources.files("memjax") / "configs" / name)
+    cfg = load_config(path, sets=(f"dataset.name={tmp_path / 'cifar'}",))
+    assert cfg.model == model and cfg.replicas == replicas
+    assert cfg.train.augment == "crop_flip" and cfg.train.compute_dtype == "bfloat16"
+    assert cfg.design == ("balanced" if "lira" in name else "fixed")
+    ds = build_dataset(cfg.dataset)
+    assert (ds.num_classes, ds.n_train, ds.input_shape) == (classes, 200, (32, 32, 3))
+    p = plan_study(cfg, ds, device="A100")
+    assert p["compute_dtype"] == "bfloat16"
+    for device, plan in p["per_device"].items():
+        assert plan["memory_used_bytes"] > plan["group_size"] * p["bytes_per_replica"]["total"]
+        assert plan["fits"] and plan["predicted_s"] > plan["chunk_s"] > 0
+        assert plan["peak_gflops"] * 1e9 == pytest.approx(DEVICES[device].bfloat16_flops)
