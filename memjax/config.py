@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 
 from memjax import schema
+from memjax.augment import AUGMENTS
+from memjax.models import COMPUTE_DTYPES
+from memjax.patch_conv import CONV_MODES
 
 __all__ = ["TrainConfig"]
 
@@ -17,6 +20,9 @@ LOSSES = ("xent", "mse")
 VECTORIZE = ("auto", "vmap", "unroll")
 MAX_EPOCHS = 10**6
 MAX_INT32 = 2**31 - 1
+# Settings added after studies were first stored: left out of result_dict at their default,
+# so that stores written before them still resume and merge.
+LATER_DEFAULTS = {"augment": "none", "cutout": 0, "compute_dtype": "float32"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,13 @@ class TrainConfig:
     automatic) is a speed knob only: how many replicas run side by side in one vectorized
     step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
     knobs: they do not change results beyond floating-point reduction order.
+
+    ``augment="crop_flip"`` trains on random crops (pad 4, reflect) and horizontal flips of
+    image inputs, ``cutout=k > 0`` also zeroes a k x k square (memjax.augment); the draws of
+    replica r are a function of (seed, r, epoch, step). ``compute_dtype="bfloat16"`` runs
+    convolutions and matmuls in bfloat16 with float32 parameters, optimizer state, loss,
+    normalization statistics and evaluated margins. ``conv`` ("auto", "patches",
+    "native") picks the convolution implementation (memjax.patch_conv): a speed knob.
     """
 
     epochs: int = 30
@@ -49,6 +62,10 @@ class TrainConfig:
     record_grad_norm: bool = False
     group_size: int = 0
     vectorize: str = "auto"
+    augment: str = "none"
+    cutout: int = 0
+    compute_dtype: str = "float32"
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -68,6 +85,10 @@ class TrainConfig:
             "record_grad_norm": schema.flag(self.record_grad_norm, "record_grad_norm"),
             "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
             "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
+            "augment": schema.choice(self.augment, "augment", AUGMENTS),
+            "cutout": schema.integer(self.cutout, "cutout", 0, MAX_INT32),
+            "compute_dtype": schema.choice(self.compute_dtype, "compute_dtype", COMPUTE_DTYPES),
+            "conv": schema.choice(self.conv, "conv", CONV_MODES),
         }
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
@@ -111,6 +132,6 @@ class TrainConfig:
     def result_dict(self) -> dict[str, Any]:
         """The settings that determine results (the speed knobs are excluded)."""
         d = self.to_dict()
-        d.pop("group_size")
-        d.pop("vectorize")
-        return d
+        for knob in ("group_size", "vectorize", "conv"):
+            d.pop(knob)
+        return {k: v for k, v in d.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}

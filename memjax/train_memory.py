@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from memjax.config import TrainConfig
 from memjax.data import Dataset
-from memjax.models import Spec, build
+from memjax.models import Spec, build_network
 
 __all__ = [
     "parameter_count",
@@ -34,22 +34,30 @@ CPU_MAX_GROUP = 4
 ACCELERATOR_GROUP = 128
 
 
+def _variable_counts(spec: Spec, ds: Dataset) -> tuple[int, int]:
+    """(parameters, state entries such as BatchNorm's running averages) of one replica."""
+    net = build_network(spec, ds.input_shape, ds.num_classes)
+    shapes = jax.eval_shape(net.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return tuple(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree)) for tree in shapes)
+
+
 def parameter_count(spec: Spec, ds: Dataset) -> int:
-    init, _ = build(spec, ds.input_shape, ds.num_classes)
-    shapes = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+    return _variable_counts(spec, ds)[0]
 
 
 def replica_bytes(spec: Spec, ds: Dataset, cfg: TrainConfig) -> int:
-    """Training working set of one replica: params, grads, optimizer slots, activations."""
+    """Training working set of one replica: params, grads, optimizer slots, state (float32)
+    and activations (in the compute dtype)."""
     slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer] + (1 if cfg.linearize else 0)
-    params = parameter_count(spec, ds) * 4 * (3 + slots)
+    n_params, n_state = _variable_counts(spec, ds)
+    params = n_params * 4 * (3 + slots) + n_state * 4
+    act = jnp.dtype(cfg.compute_dtype).itemsize
     batch = ds.n_train if cfg.batch_size is None else min(cfg.batch_size, ds.n_train)
     fwd = spec.matmul_flops(ds.input_shape, ds.num_classes)
-    # activations scale like forward FLOPs per example over the mean fan-in; 4 bytes, x3 for
-    # the backward pass's copies
+    # activations scale like forward FLOPs per example over the mean fan-in; x3 for the
+    # backward pass's copies
     width_sum = max(fwd // (2 * max(math.prod(ds.input_shape), 1)), ds.num_classes)
-    return params + 3 * 4 * batch * width_sum
+    return params + 3 * act * batch * width_sum
 
 
 def output_bytes(ds: Dataset, cfg: TrainConfig) -> int:
