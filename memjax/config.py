@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 
 from memjax import recipes, schema
+from memjax.augment import AUGMENTS
+from memjax.models import COMPUTE_DTYPES
+from memjax.patch_conv import CONV_MODES
 from memjax.queries import QUERIES
 
 __all__ = ["TrainConfig"]
@@ -27,6 +30,9 @@ RECIPE_SETTINGS = (
     "label_smoothing",
     "ema_decay",
 )
+# Settings added after studies were first stored: left out of result_dict at their default,
+# so that stores written before them still resume and merge.
+LATER_DEFAULTS = {"augment": "none", "cutout": 0, "compute_dtype": "float32"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,13 @@ class TrainConfig:
     ``queries`` ("none", "mirror", "mirror_shift", "shift"; ``memjax.queries``) also
     evaluates every train and test example under LiRA's deterministic augmented views after
     training and stores their margins (R, n, K) beside the identity margins.
+
+    ``augment="crop_flip"`` trains on random crops (pad 4, reflect) and horizontal flips of
+    image inputs, ``cutout=k > 0`` also zeroes a k x k square (memjax.augment); the draws of
+    replica r are a function of (seed, r, epoch, step). ``compute_dtype="bfloat16"`` runs
+    convolutions and matmuls in bfloat16 with float32 parameters, optimizer state, loss,
+    normalization statistics and evaluated margins. ``conv`` ("auto", "patches",
+    "native") picks the convolution implementation (memjax.patch_conv): a speed knob.
     """
 
     epochs: int = 30
@@ -84,6 +97,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
     queries: str = "none"
+    augment: str = "none"
+    cutout: int = 0
+    compute_dtype: str = "float32"
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -103,6 +120,10 @@ class TrainConfig:
             "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
             "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
             "queries": schema.choice(self.queries, "queries", QUERIES),
+            "augment": schema.choice(self.augment, "augment", AUGMENTS),
+            "cutout": schema.integer(self.cutout, "cutout", 0, MAX_INT32),
+            "compute_dtype": schema.choice(self.compute_dtype, "compute_dtype", COMPUTE_DTYPES),
+            "conv": schema.choice(self.conv, "conv", CONV_MODES),
         }
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
@@ -146,14 +167,15 @@ class TrainConfig:
 
     def result_dict(self) -> dict[str, Any]:
         """The settings that determine results (the speed knobs are excluded). Recipe
-        settings at their defaults and ``queries`` when "none" are left out, so studies
-        stored before they existed still match their configs."""
+        settings, ``augment``, ``cutout`` and ``compute_dtype`` at their defaults and
+        ``queries`` when "none" are left out, so studies stored before they existed still
+        match their configs."""
         d = self.to_dict()
-        d.pop("group_size")
-        d.pop("vectorize")
+        for knob in ("group_size", "vectorize", "conv"):
+            d.pop(knob)
         for f in fields(self):
             if f.name in RECIPE_SETTINGS and getattr(self, f.name) == f.default:
                 d.pop(f.name)
         if d["queries"] == "none":
             d.pop("queries")
-        return d
+        return {k: v for k, v in d.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}

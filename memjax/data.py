@@ -48,8 +48,10 @@ def package_versions() -> dict[str, str]:
 class Dataset:
     """Train/test arrays plus per-example metadata (e.g. subpopulation ids, flipped labels).
 
-    ``x_*`` are float32 with examples on axis 0; ``y_*`` are int32 class ids in
-    ``[0, num_classes)``. ``train_info``/``test_info`` hold per-example side arrays.
+    ``x_*`` are float32, or uint8 pixels (kept as bytes on device and standardized per
+    channel inside the training step with ``channel_stats``), with examples on axis 0;
+    ``y_*`` are int32 class ids in ``[0, num_classes)``. ``train_info``/``test_info`` hold
+    per-example side arrays.
     """
 
     x_train: np.ndarray
@@ -74,6 +76,15 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean (C,), std (C,)) float32 of a uint8 dataset's training pixels per channel
+        (the last axis), by which the trainer standardizes them; None for float data."""
+        if self.x_train.dtype != np.uint8:
+            return None
+        flat = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64)
+        return flat.mean(axis=0).astype(np.float32), flat.std(axis=0).astype(np.float32)
+
+    @property
     def fingerprint(self) -> str:
         """SHA-256 of the arrays' bytes, shapes and dtypes (not of the name)."""
         h = hashlib.sha256()
@@ -92,6 +103,8 @@ def _check_features(x: np.ndarray, split: str) -> np.ndarray:
         raise ValueError(f"x_{split} is empty: the {split} split needs at least one example")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise TypeError(f"x_{split} must be numeric, got dtype {x.dtype}")
+    if x.dtype == np.uint8:  # pixels: standardized on device (Dataset.channel_stats)
+        return x
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
@@ -140,6 +153,11 @@ def from_arrays(
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
             f"train and test features differ in shape: {x_train.shape[1:]} vs {x_test.shape[1:]}"
+        )
+    if x_train.dtype != x_test.dtype:
+        raise TypeError(
+            f"x_train and x_test must both be uint8 pixels or both other numbers, got "
+            f"{x_train.dtype} and {x_test.dtype}"
         )
     # labels are checked for shape and integrality before num_classes is inferred from them
     y_train = _integer_labels(y_train, len(x_train), "train")
@@ -301,7 +319,7 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
 
     CIFAR-10: ``data_batch_1..5`` and ``test_batch`` with ``data`` (N, 3072 uint8, channel-major)
     and ``labels``. CIFAR-100: ``train`` and ``test`` with ``fine_labels``. Images are returned
-    as float32 (N, 32, 32, 3) in [0, 1].
+    as uint8 (N, 32, 32, 3); the trainer standardizes them per channel on device.
     """
     directory = os.fspath(directory)
     names = set(os.listdir(directory))
@@ -329,7 +347,7 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
                 raise ValueError(f"{name}: 'data' must be (N, 3072), got {data.shape}")
             xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(d[key]))
-        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+        return np.concatenate(xs), np.concatenate(ys)
 
     xtr, ytr = read(train_files)
     xte, yte = read(test_files)

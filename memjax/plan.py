@@ -78,10 +78,6 @@ DEVICES = {
 }
 
 
-def _compute_dtype(cfg: TrainConfig) -> str:
-    return getattr(cfg, "compute_dtype", "float32")
-
-
 def cpu_peak_flops(dtype: str = "float32", size: int = PROBE_SIZE, repeats: int = 5) -> float:
     """Achievable matmul FLOP/s of the local CPU: best of ``repeats`` timed (size x size)
     products after a warm-up call."""
@@ -244,7 +240,7 @@ def _device_plan(cfg: StudyConfig, ds: Dataset, name: str, total: float) -> dict
     """Plan on one data-sheet device (one chip), at ASSUMED_EFFICIENCY."""
     dev = DEVICES[name]
     sizes = _sizes(cfg, ds, dev.backend, dev.memory_bytes, 1)
-    bf16 = _compute_dtype(cfg.train) == "bfloat16"
+    bf16 = cfg.train.compute_dtype == "bfloat16"
     peak = dev.bfloat16_flops if bf16 else dev.float32_flops
     out = {"device": dev.name, **sizes}
     out.update(_timing(total, cfg.replicas, sizes, peak, ASSUMED_EFFICIENCY, 0.0))
@@ -273,7 +269,7 @@ def _local_plan(
     devices = len(jax.local_devices())
     sizes = _sizes(cfg, ds, backend, device_memory_bytes(), devices)
     name = _local_name()
-    dtype = _compute_dtype(cfg.train)
+    dtype = cfg.train.compute_dtype
     if name is None and backend == "cpu":
         peak, label = cpu_peak_flops(dtype), f"measured ({dtype} {PROBE_SIZE}^2 matmul)"
         device = f"cpu ({devices} JAX devices)"
@@ -318,7 +314,7 @@ def plan_study(
         "study": cfg.name,
         "replicas": cfg.replicas,
         "epochs": cfg.train.epochs,
-        "compute_dtype": _compute_dtype(cfg.train),
+        "compute_dtype": cfg.train.compute_dtype,
         "subset_size": work["subset_size"],
         "examples_per_replica_epoch": work["examples_per_replica_epoch"],
         "gflop_per_replica_epoch": round(work["flops_per_replica_epoch"] / 1e9, 4),

@@ -12,10 +12,17 @@ Structure of the program for a chunk of replicas (all of it inside one ``jax.jit
   independent chains of ops (``TrainConfig.vectorize``; "auto" unrolls on CPU and vmaps
   on accelerators).
 
-Replica r's key is ``fold_in(PRNGKey(seed), r)``; its init, its per-epoch shuffles and so
-its whole run depend on (seed, r, its mask) only. Steps past the end of a replica's epoch
-(subsets of unequal size) are exact no-ops, so neither chunking, grouping, nor the device
-count changes any replica's result.
+Replica r's key is ``fold_in(PRNGKey(seed), r)``; its init, its per-epoch shuffles, its
+augmentations (``memjax.augment.step_key``) and so its whole run depend on (seed, r, its
+mask) only. A network with BatchNorm carries its running averages in the replica's
+training state next to its parameters and optimizer state; its batch statistics come from
+the valid rows of the replica's own minibatch, so they too are the replica's alone. Steps
+past the end of a replica's epoch (subsets of unequal size) are exact no-ops, so neither
+chunking, grouping, nor the device count changes any replica's result.
+
+uint8 data (pixels) stay bytes on device: a step gathers its minibatch, augments it and
+standardizes it per channel (``Dataset.channel_stats``); evaluation does the same per
+block of ``EVAL_BLOCK`` examples.
 
 Every step also records, from the logits its forward pass already computes, whether each
 example of its minibatch was classified correctly before the update (Toneva et al. 2019's
@@ -44,10 +51,10 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from memjax import recipes
+from memjax import augment, recipes
 from memjax.config import TrainConfig
 from memjax.data import Dataset
-from memjax.models import Spec, build
+from memjax.models import Spec, build_network
 from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
 from memjax.queries import check_queries, query_margins
 from memjax.train_memory import auto_group_size, replica_strategy
@@ -160,47 +167,106 @@ def _map_replicas(strategy: str, fn: Callable) -> Callable:
     return unrolled
 
 
+def check_training(spec: Spec, ds: Dataset, cfg: TrainConfig) -> None:
+    """Early, specific refusals of (spec, data, cfg) combinations the trainer cannot run."""
+    augment.check_images(ds.input_shape, cfg.augment, cfg.cutout)
+    if cfg.linearize and getattr(spec, "norm", None) == "batch":
+        raise ValueError(
+            f"linearize=True with {type(spec).__name__}(norm='batch'): the Taylor expansion "
+            "of a network whose BatchNorm statistics depend on the minibatch is not defined "
+            "here; use norm='group' or norm='none'"
+        )
+
+
 class _GroupProgram:
-    """One group of replicas' whole runs (init -> train -> eval) for a (spec, data, cfg)."""
+    """One group of replicas' whole runs (init -> train -> eval) for a (spec, data, cfg).
+
+    ``standardize`` is None, or the per-channel (mean, std) of uint8 inputs."""
 
     def __init__(
-        self, spec: Spec, cfg: TrainConfig, input_shape, num_classes: int, n: int, strategy: str
+        self,
+        spec: Spec,
+        cfg: TrainConfig,
+        input_shape,
+        num_classes: int,
+        n: int,
+        strategy: str,
+        standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ):
         self.cfg = cfg
         self.n = n
-        self.init_fn, self.apply_fn = build(spec, tuple(input_shape), num_classes)
+        self.net = build_network(spec, tuple(input_shape), num_classes, cfg.conv, cfg.compute_dtype)
         self.opt = recipes.ReplicaOptimizer(cfg)
         self.batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
         self.map = partial(_map_replicas, strategy)
+        self.standardize = standardize
 
-    def _apply(self, params, params0, x):
-        if self.cfg.linearize:
-            return _linearized(self.apply_fn, params0)(params, x)
-        return self.apply_fn(params, x)
+    def _features(self, x):
+        """Model inputs from stored examples: uint8 pixels standardized per channel."""
+        if self.standardize is None:
+            return x
+        mean, std = (jnp.asarray(v, jnp.float32) for v in self.standardize)
+        return (x.astype(jnp.float32) - mean) / std
 
-    def _example_losses(self, params, params0, x, y):
-        logits = self._apply(params, params0, x)
+    def _train_inputs(self, xb, key):
+        """A step's minibatch as the model sees it: augmented (``key`` of the replica's
+        epoch and step), standardized, with cutout holes."""
+        k_crop, k_cut = jax.random.split(key)
+        if self.cfg.augment == "crop_flip":
+            xb = augment.crop_flip(k_crop, xb)
+        xb = self._features(xb)
+        if self.cfg.cutout:
+            xb = augment.cutout(k_cut, xb, self.cfg.cutout)
+        return xb
+
+    def _apply(self, params, state, params0, x, train=False, valid=None):
+        """(logits, state) of one replica; ``train`` uses (and updates) batch statistics."""
+        if self.cfg.linearize:  # stateless networks only (check_training)
+            apply_fn = lambda p, a: self.net.apply(p, state, a)[0]  # noqa: E731
+            return _linearized(apply_fn, params0)(params, x), state
+        return self.net.apply(params, state, x, train, valid)
+
+    def _example_losses(self, params, state, params0, x, y):
+        logits = self._apply(params, state, params0, x)[0]
         return loss_from_logits(logits, y, self.cfg.loss, self.cfg.label_smoothing)
 
-    def _step(self, params, opt_state, step, seen, params0, total_steps, epoch, xb, yb, idx, valid):
+    def _step(
+        self,
+        params,
+        state,
+        opt_state,
+        step,
+        seen,
+        params0,
+        total_steps,
+        epoch,
+        key,
+        xb,
+        yb,
+        idx,
+        valid,
+    ):
         """One minibatch step of one replica; a no-op when the batch has no valid example.
-        ``seen`` is the replica's presentation record, updated with the correctness of the
-        batch's examples under the parameters before this step's update."""
+        ``state`` holds its BatchNorm running averages, ``key`` its augmentation key for this
+        step. ``seen`` is the replica's presentation record, updated with the correctness of
+        the batch's examples under the parameters before this step's update."""
+        xb = self._train_inputs(xb, key)
 
         def batch_loss(p):
-            logits = self._apply(p, params0, xb)
+            logits, new_state = self._apply(p, state, params0, xb, True, valid)
             losses = loss_from_logits(logits, yb, self.cfg.loss, self.cfg.label_smoothing)
             mean = jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-            return mean, jnp.argmax(logits, axis=-1) == yb
+            return mean, (jnp.argmax(logits, axis=-1) == yb, new_state)
 
-        (_, correct), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+        (_, (correct, new_state)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
         lr = recipes.learning_rate(self.cfg, step, total_steps)
-        new_params, new_state = self.opt.update(grads, opt_state, params, lr)
+        new_params, new_opt_state = self.opt.update(grads, opt_state, params, lr)
         active = jnp.sum(valid) > 0
         keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
         return (
             keep(new_params, params),
-            keep(new_state, opt_state),
+            keep(new_state, state),
+            keep(new_opt_state, opt_state),
             step + active.astype(step.dtype),
             _present(seen, idx, correct, valid > 0, epoch, self.cfg.epochs),
         )
@@ -217,38 +283,45 @@ class _GroupProgram:
         pos = jnp.arange(n_steps * b).reshape(n_steps, b)
         return order, (pos < usable).astype(jnp.float32)
 
-    def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, epoch, masks, n_steps: int):
-        """One pass (epoch index ``epoch``, from 0) of every replica over its own subset."""
+    def _epoch(
+        self, carry, params0, total_steps, x, y, keys, epoch_keys, epoch, masks, n_steps: int
+    ):
+        """One pass (epoch index ``epoch``, from 0) of every replica over its own subset;
+        ``keys`` (G, 2) are the replicas' keys, from which their augmentations derive."""
         order, valid = jax.vmap(partial(self._order, n_steps=n_steps))(epoch_keys, masks)
         step = self.map(self._step)
         epoch_g = jnp.full(len(masks), epoch, jnp.int32)
 
         def body(c, xs):
-            idx, v = xs
-            return step(*c, params0, total_steps, epoch_g, x[idx], y[idx], idx, v), None
+            idx, v, t = xs
+            aug = jax.vmap(lambda k: augment.step_key(k, epoch, t))(keys)
+            return step(*c, params0, total_steps, epoch_g, aug, x[idx], y[idx], idx, v), None
 
-        carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1)))
+        steps = jnp.arange(n_steps, dtype=jnp.int32)
+        carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1), steps))
         return carry
 
-    def _metrics(self, params, params0, x, y, with_el2n: bool):
+    def _metrics(self, params, state, params0, x, y, with_el2n: bool):
         loss = self.cfg.loss
-        out = _blockwise(
-            lambda a, b: per_example_metrics(self._apply(params, params0, a), b, loss),
-            x,
-            y,
-            EVAL_BLOCK,
-        )
+
+        def block(a, b):
+            logits = self._apply(params, state, params0, self._features(a))[0]
+            return per_example_metrics(logits, b, loss)
+
+        out = _blockwise(block, x, y, EVAL_BLOCK)
         if not with_el2n:
             out.pop("el2n")
         return out
 
-    def _record(self, params, params0, x, y) -> dict[str, jax.Array]:
-        """Per-example metrics of every training example (and optionally gradient norms)."""
-        rec = self._metrics(params, params0, x, y, with_el2n=True)
+    def _record(self, params, state, params0, x, y) -> dict[str, jax.Array]:
+        """Per-example metrics of every training example (and optionally gradient norms),
+        in evaluation mode (BatchNorm's running averages)."""
+        rec = self._metrics(params, state, params0, x, y, with_el2n=True)
         if self.cfg.record_grad_norm:
 
             def grad_sq(xi, yi):
-                loss = lambda p: self._example_losses(p, params0, xi[None], yi[None])[0]  # noqa: E731
+                xi = self._features(xi[None])
+                loss = lambda p: self._example_losses(p, state, params0, xi, yi[None])[0]  # noqa: E731
                 return sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(jax.grad(loss)(params)))
 
             rec["grad_sq"] = _blockwise(lambda a, b: {"g": jax.vmap(grad_sq)(a, b)}, x, y, 128)["g"]
@@ -261,7 +334,7 @@ class _GroupProgram:
         counters (G,) int32, so that it runs once the epoch's updates are done."""
         cfg = self.cfg
         init_keys, data_keys = jax.vmap(_init_and_data_keys)(keys)
-        params0 = self.map(self.init_fn)(init_keys)
+        params0, state0 = self.map(self.net.init)(init_keys)
         sizes = jnp.sum(masks, axis=1)
         if cfg.batch_size is None:
             steps_r = jnp.ones_like(sizes)
@@ -274,7 +347,7 @@ class _GroupProgram:
             jnp.zeros((g, self.n), jnp.int32),  # forgetting events so far
             jnp.full((g, self.n), NEVER_PRESENTED, jnp.int32),  # first_learned so far
         )
-        carry = (params0, self.map(self.opt.init)(params0), jnp.zeros(g, jnp.int32), seen)
+        carry = (params0, state0, self.map(self.opt.init)(params0), jnp.zeros(g, jnp.int32), seen)
         evaluated = self.opt.evaluated  # (params, opt_state) of a group -> evaluated params
         epoch_keys = jax.vmap(lambda k: jax.random.split(k, cfg.epochs))(data_keys).swapaxes(0, 1)
         epoch_ids = jnp.arange(cfg.epochs, dtype=jnp.int32)
@@ -284,6 +357,7 @@ class _GroupProgram:
             total_steps=total_steps,
             x=x,
             y=y,
+            keys=keys,
             masks=masks,
             n_steps=n_steps,
         )
@@ -292,7 +366,7 @@ class _GroupProgram:
             def body(cc, ke):
                 cc = epoch(cc, epoch_keys=ke[0], epoch=ke[1])
                 if report is not None:
-                    report(cc[2])
+                    report(cc[3])
                 return cc, None
 
             return lax.scan(body, c, keys_and_ids)[0]
@@ -304,13 +378,13 @@ class _GroupProgram:
             head = jax.tree.map(
                 lambda v: v[: t * k].reshape(t, k, *v.shape[1:]), (epoch_keys, epoch_ids)
             )
-            record = self.map(lambda p, p0: self._record(p, p0, x, y))
+            record = self.map(lambda p, st, p0: self._record(p, st, p0, x, y))
 
             def block(c, xs):
                 c = epochs(c, xs)
-                return c, record(evaluated(c[0], c[1]), params0)
+                return c, record(evaluated(c[0], c[2]), c[1], params0)
 
-            at_init = record(params0, params0)  # epoch 0: the initialization
+            at_init = record(params0, state0, params0)  # epoch 0: the initialization
             carry, traj = lax.scan(block, carry, head)
             traj = jax.tree.map(
                 lambda a, b: jnp.concatenate([a[:, None], b.swapaxes(0, 1)], axis=1), at_init, traj
@@ -318,21 +392,22 @@ class _GroupProgram:
             carry = epochs(carry, (epoch_keys[t * k :], epoch_ids[t * k :]))
         else:
             carry = epochs(carry, (epoch_keys, epoch_ids))
-        params = evaluated(carry[0], carry[1])
-        _, forgetting_events, first_learned = carry[3]
+        params, state = evaluated(carry[0], carry[2]), carry[1]
+        _, forgetting_events, first_learned = carry[4]
         presentations = {"forgetting_events": forgetting_events, "first_learned": first_learned}
 
         def evaluate(a, b):
-            def one(p, p0):
-                out = self._metrics(p, p0, a, b, with_el2n=False)
+            def one(p, st, p0):
+                out = self._metrics(p, st, p0, a, b, with_el2n=False)
                 if cfg.queries != "none":  # LiRA's augmented queries: (n, K)
-                    views = partial(query_margins, partial(self._apply, p, p0), queries=cfg.queries)
+                    logits = lambda v: self._apply(p, st, p0, self._features(v))[0]  # noqa: E731
+                    views = partial(query_margins, logits, queries=cfg.queries)
                     out["margin_views"] = _blockwise(
                         lambda xa, ya: {"m": views(xa, ya)}, a, b, EVAL_BLOCK
                     )["m"]
                 return out
 
-            return self.map(one)(params, params0)
+            return self.map(one)(params, state, params0)
 
         return evaluate(x, y), evaluate(xt, yt), traj, presentations
 
@@ -354,11 +429,21 @@ def _report(token: np.ndarray, count: np.ndarray, after: np.ndarray) -> None:
 
 
 def _compiled_chunk_fn(
-    spec, cfg, input_shape, num_classes, n, n_steps, group, strategy, devices, with_progress
+    spec,
+    cfg,
+    input_shape,
+    num_classes,
+    n,
+    n_steps,
+    group,
+    strategy,
+    devices,
+    with_progress,
+    standardize=None,
 ):
     """The jitted chunk program, cached so successive chunks reuse one compilation. With
     ``with_progress`` every group reports its finished epochs to the host (``_report``);
-    without it the program holds no callback at all."""
+    without it the program holds no callback at all. ``standardize``: see _GroupProgram."""
     cache_key = (
         spec,
         cfg,
@@ -370,10 +455,11 @@ def _compiled_chunk_fn(
         strategy,
         tuple(devices),
         with_progress,
+        standardize,
     )
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy)
+    prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy, standardize)
     mesh = Mesh(np.array(devices), ("replica",))
     rep = PartitionSpec("replica")
 
@@ -473,6 +559,7 @@ def train_replicas(
     masks = np.asarray(masks)
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
     _check_inputs(ds, masks, ids)
+    check_training(spec, ds, cfg)
     check_queries(cfg.queries, ds.input_shape)
     devices = list(devices or jax.local_devices())
     n = ds.n_train
@@ -485,6 +572,8 @@ def train_replicas(
     if max_subset_size is not None and max_subset_size < largest:
         raise ValueError(f"max_subset_size {max_subset_size} < largest subset {largest}")
     n_steps = int(steps_per_epoch(max_subset_size or largest, cfg, n))
+    stats = ds.channel_stats
+    standardize = None if stats is None else tuple(tuple(float(v) for v in a) for a in stats)
     fn = _compiled_chunk_fn(
         spec,
         cfg,
@@ -496,6 +585,7 @@ def train_replicas(
         strategy,
         devices,
         progress is not None,
+        standardize,
     )
     r = len(masks)
     token = 0

@@ -70,7 +70,7 @@ def replica_memory(spec: Spec, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
     slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
     slots += int(cfg.linearize) + int(cfg.ema_decay > 0)  # params0; the parameter EMA
     n_params, n_state = _variable_counts(spec, ds)
-    act = jnp.dtype(getattr(cfg, "compute_dtype", "float32")).itemsize
+    act = jnp.dtype(cfg.compute_dtype).itemsize
     batch = ds.n_train if cfg.batch_size is None else min(cfg.batch_size, ds.n_train)
     census = layer_census(spec, ds.input_shape, ds.num_classes)
     return {

@@ -324,11 +324,11 @@ def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes, classes: in
 
 def _expected_images(data: np.ndarray) -> np.ndarray:
     """Pixel (row, col) of channel c is byte c*1024 + row*32 + col: an explicit loop."""
-    out = np.empty((len(data), 32, 32, 3), np.float32)
+    out = np.empty((len(data), 32, 32, 3), np.uint8)
     for c in range(3):
         for row in range(32):
             out[:, row, :, c] = data[:, c * 1024 + row * 32 : c * 1024 + row * 32 + 32]
-    return out / 255.0
+    return out
 
 
 def test_load_cifar10_format(tmp_path: Path):
@@ -344,11 +344,16 @@ def test_load_cifar10_format(tmp_path: Path):
 
     ds = load(str(tmp_path))
     assert ds.num_classes == 10 and ds.x_train.shape == (5, 32, 32, 3)
-    assert ds.x_test.shape == (4, 32, 32, 3) and ds.x_train.dtype == np.float32
-    assert ds.x_train[3 + 1, 5, 7, 1] == pytest.approx(200 / 255)
+    assert ds.x_test.shape == (4, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.x_train[3 + 1, 5, 7, 1] == 200
     train_data = np.concatenate([b[b"data"] for b in batches])
-    np.testing.assert_allclose(ds.x_train, _expected_images(train_data))
-    np.testing.assert_allclose(ds.x_test, _expected_images(test[b"data"]))
+    np.testing.assert_array_equal(ds.x_train, _expected_images(train_data))
+    np.testing.assert_array_equal(ds.x_test, _expected_images(test[b"data"]))
+    # per-channel statistics of the training pixels, by which the trainer standardizes them
+    pixels = _expected_images(train_data).astype(np.float64)
+    mean, std = ds.channel_stats
+    np.testing.assert_allclose(mean, [pixels[..., c].mean() for c in range(3)], rtol=1e-6)
+    np.testing.assert_allclose(std, [pixels[..., c].std() for c in range(3)], rtol=1e-6)
     np.testing.assert_array_equal(ds.y_train, batches[0][b"labels"] + batches[1][b"labels"])
     np.testing.assert_array_equal(ds.y_test, test[b"labels"])
 
@@ -364,8 +369,8 @@ def test_load_cifar100_format(tmp_path: Path):
     ds = load_cifar(tmp_path)
     assert ds.num_classes == 100
     np.testing.assert_array_equal(ds.y_train, train[b"fine_labels"])
-    np.testing.assert_allclose(ds.x_train, _expected_images(train[b"data"]))
-    np.testing.assert_allclose(ds.x_test, _expected_images(test[b"data"]))
+    np.testing.assert_array_equal(ds.x_train, _expected_images(train[b"data"]))
+    np.testing.assert_array_equal(ds.x_test, _expected_images(test[b"data"]))
 
 
 def test_load_cifar_errors(tmp_path: Path):
