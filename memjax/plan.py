@@ -33,6 +33,7 @@ from memjax import subsets
 from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.layer_census import layer_census
+from memjax.queries import num_views
 from memjax.study import MAX_CHUNK, StudyConfig
 from memjax.train import steps_per_epoch, train_replicas
 from memjax.train_memory import (
@@ -101,7 +102,9 @@ def _examples_per_epoch(subset_size: float, cfg: TrainConfig, n: int) -> float:
 
 
 def _work(cfg: StudyConfig, ds: Dataset) -> dict[str, Any]:
-    """FLOPs of the study: per replica-epoch by layer type, per replica's evaluations."""
+    """FLOPs of the study: per replica-epoch by layer type, per replica's evaluations (of
+    every train and test example, also under each augmented query view, and the recorded
+    trajectories)."""
     census = layer_census(cfg.model, ds.input_shape, ds.num_classes)
     ids = np.arange(min(cfg.replicas, 8))
     masks = subsets.sample(ds.n_train, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, ids)
@@ -111,7 +114,8 @@ def _work(cfg: StudyConfig, ds: Dataset) -> dict[str, Any]:
     t = cfg.train
     records = len(t.recorded_epochs())
     per_record = ds.n_train * census.forward_flops * (1 + 3 * int(t.record_grad_norm))
-    evaluation = (ds.n_train + ds.n_test) * census.forward_flops + records * per_record
+    views = 1 + num_views(t.queries, ds.input_shape)  # the identity and LiRA's queries
+    evaluation = views * (ds.n_train + ds.n_test) * census.forward_flops + records * per_record
     per_epoch = sum(by_kind.values())
     return {
         "subset_size": size,

@@ -210,6 +210,10 @@ def test_full_configs_load_and_plan_per_device(tmp_path, name):
     assert (ds.num_classes, ds.n_train, ds.input_shape) == (classes, 200, (32, 32, 3))
     p = plan_study(cfg, ds, device="A100")
     assert p["compute_dtype"] == "bfloat16"
+    views = 1 + (18 if "lira" in name else 0)  # the identity and LiRA's 18 queries
+    assert p["gflop_eval_per_replica"] == pytest.approx(
+        views * 300 * model.matmul_flops((32, 32, 3), classes) / 1e9, rel=1e-3
+    )
     for device, plan in p["per_device"].items():
         assert plan["memory_used_bytes"] > plan["group_size"] * p["bytes_per_replica"]["total"]
         assert plan["fits"] and plan["predicted_s"] > plan["chunk_s"] > 0
