@@ -34,3 +34,58 @@ def test_bench_prints_one_json_line():
     assert rec["gflop_per_replica_epoch"] == pytest.approx(0.9024, abs=1e-4)
     assert rec["gflops"] == pytest.approx(rec["replica_epochs_per_s"] * 0.9024, rel=0.02)
     assert rec["deterministic"] and rec["peak_memory_mb"] > 0
+
+
+def test_bench_images_are_class_templates_plus_noise():
+    """The image workload's data: uint8 32x32x3, 4000/1000 examples of 10 classes, the same
+    for the same seed; each class's mean image is constant on 4x4 pixel blocks up to the
+    noise (templates of 8x8 values, each repeated over a 4x4 block)."""
+    import numpy as np
+
+    from memjax.bench import bench_images
+
+    ds = bench_images(seed=0)
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (4000, 32, 32, 3)
+    assert ds.x_test.shape == (1000, 32, 32, 3) and ds.num_classes == 10
+    assert set(np.unique(ds.y_train)) == set(range(10))
+    again, other = bench_images(seed=0), bench_images(seed=1)
+    assert np.array_equal(ds.x_train, again.x_train) and np.array_equal(ds.y_test, again.y_test)
+    assert not np.array_equal(ds.x_train, other.x_train)
+    x = ds.x_train.astype(np.float64)
+    for c in range(3):
+        mean = x[ds.y_train == c].mean(0)  # (32, 32, 3), ~400 images
+        blocks = mean.reshape(8, 4, 8, 4, 3)
+        within = blocks.std(axis=(1, 3)).mean()  # noise only: ~40 / sqrt(400) = 2
+        between = blocks.mean(axis=(1, 3)).std()  # templates: ~60 (clipped)
+        assert within < 4 and between > 10 * within
+
+
+@pytest.mark.slow
+def test_bench_resnet_workload_prints_the_peer_fields():
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memjax",
+            "bench",
+            "--workload",
+            "resnet",
+            "--replicas",
+            "2",
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rec["workload"] == "resnet" and rec["replicas"] == 2 and rec["deterministic"]
+    # the peer's FLOP model: 3 x forward FLOPs of ResNet-9 16-32-64-128 x 15 steps x 128
+    c1, c2, c3, c4 = 16, 32, 64, 128
+    fwd = 2 * 9 * (1024 * (3 * c1 + c1 * c2) + 256 * (2 * c2 * c2 + c2 * c3))
+    fwd += 2 * 9 * (64 * c3 * c4 + 2 * 16 * c4 * c4) + 2 * c4 * 10
+    assert rec["gflop_per_replica_epoch"] == pytest.approx(3 * fwd * 15 * 128 / 1e9, abs=1e-4)
+    assert rec["gflops"] == pytest.approx(
+        rec["replica_epochs_per_s"] * 3 * fwd * 1920 / 1e9, rel=0.02
+    )
