@@ -1,6 +1,17 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
+from memjax import (
+    auc,
+    augment,
+    data,
+    estimators,
+    models,
+    privacy,
+    proxies,
+    relations,
+    subsets,
+    theory,
+)
 from memjax.config import TrainConfig
 from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
@@ -11,6 +22,7 @@ from memjax.train import train_replicas
 __version__ = "0.1.0"
 
 __all__ = [
+    "augment",
     "auc",
     "data",
     "estimators",
