@@ -2,6 +2,7 @@
 
 from memjax import (
     auc,
+    augment,
     data,
     estimators,
     models,
@@ -22,6 +23,7 @@ from memjax.train import train_replicas
 __version__ = "0.1.0"
 
 __all__ = [
+    "augment",
     "auc",
     "data",
     "estimators",

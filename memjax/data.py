@@ -84,6 +84,14 @@ class Dataset:
         flat = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64)
         return flat.mean(axis=0).astype(np.float32), flat.std(axis=0).astype(np.float32)
 
+    def model_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Examples ``x`` of this dataset as a model sees them: uint8 pixels standardized per
+        channel with ``channel_stats`` (as the trainer does on device), float data as is."""
+        stats = self.channel_stats
+        if stats is None:
+            return x
+        return (x.astype(np.float32) - stats[0]) / stats[1]
+
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the arrays' bytes, shapes and dtypes (not of the name)."""

@@ -65,10 +65,11 @@ def initial_outputs(
     """Outputs at initialization of replicas ``rows`` (the trainer's init keys): train
     (R, n, C) and test (R, m, C)."""
     init, apply = build(spec, ds.input_shape, ds.num_classes)
+    x_train, x_test = ds.model_inputs(ds.x_train), ds.model_inputs(ds.x_test)
 
     def outputs(key):
         params = init(key)
-        return apply(params, ds.x_train), apply(params, ds.x_test)
+        return apply(params, x_train), apply(params, x_test)
 
     # lax.map: one replica at a time compiles several times faster than a vmapped init
     f0_train, f0_test = jax.lax.map(outputs, replica_init_keys(seed, rows))

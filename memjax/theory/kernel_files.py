@@ -75,8 +75,9 @@ class KernelMatrices:
 def dataset_kernels(spec: MLP, ds: Dataset) -> KernelMatrices:
     """The analytic kernels of ``spec`` on ``ds`` (float64 if x64 is enabled)."""
     kernel_fn = kernel(spec)
-    nngp_tt, ntk_tt = kernel_fn(ds.x_train)
-    nngp_st, ntk_st = kernel_fn(ds.x_test, ds.x_train)
+    x_train, x_test = ds.model_inputs(ds.x_train), ds.model_inputs(ds.x_test)
+    nngp_tt, ntk_tt = kernel_fn(x_train)
+    nngp_st, ntk_st = kernel_fn(x_test, x_train)
     return KernelMatrices(nngp_tt, ntk_tt, nngp_st, ntk_st, ds.fingerprint, spec_to_dict(spec))
 
 
