@@ -12,8 +12,10 @@ the views of an NHWC batch as::
             for dy in 0 .. 2s:                          # columns (W)
                 view = padded[:, dx:dx+H, dy:dy+W, :]
 
-with s = 0 for its 2 queries (identity, mirror) and s = 1 for its 18 (2 mirrors x 3 x 3
-crop offsets, i.e. shifts by -1, 0, +1 pixel on each axis; stride 1). The settings here
+with s = 0 for its 2 queries (identity, mirror; the call ``inference.py`` ships) and s = 1
+for its 18 (2 mirrors x 3 x 3 crop offsets, i.e. shifts by -1, 0, +1 pixel on each axis;
+stride 1; the parameters for 18 queries as reproductions of LiRA set them, e.g.
+privacytrustlab/ml_privacy_meter, ``research/2024_rmia/README.md``). The settings here
 reproduce those sets in that order:
 
 * ``"none"``: no views stored (the identity margins ``train_margin`` / ``test_margin`` only).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from memjax.privacy import FPRS
+from memjax.privacy import FPRS, AttackResult, lira_eval
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.style import (
@@ -31,6 +31,7 @@ from paper_figures.style import (
 )
 
 STUDY = "mnist1d_noise"
+IDENTITY = "lira_online_identity"  # with augmented queries: the single-query attack beside
 ATTACKS = {
     "lira_online": ("LiRA online", "C3", "-"),
     "lira_offline": ("LiRA offline", "C0", "-"),
@@ -38,6 +39,7 @@ ATTACKS = {
     "lira_offline_fixed_variance": ("LiRA offline, global var.", "C0", "--"),
     "loss_attack": ("loss attack", "0.3", "-"),
     "lira_offline_paper": ("LiRA offline, paper's one-sided test", "C0", "-."),
+    IDENTITY: ("LiRA online, identity query only", "C1", ":"),
 }
 VULNERABILITY = "lira_online"
 FLOOR = 1e-5  # lower limit of the log axes
@@ -46,24 +48,10 @@ FLOOR = 1e-5  # lower limit of the log axes
 def compute(ctx: Context) -> Data:
     study = ctx.study(STUDY)
     rel = study.relations
-    attacks = {}
-    for name, a in rel.attacks.items():
-        if name not in ATTACKS:
-            continue
-        shown = np.isfinite(a.tpr_grid)  # the curve stops at FPR 1/(non-members)
-        attacks[name] = {
-            "fpr": a.fpr_grid[shown],
-            "tpr": a.tpr_grid[shown],
-            "convention": a.convention,
-            "auc": a.auc,
-            "auc_ci": list(a.auc_ci),
-            "tpr_at_fpr": {f"{f:g}": a.tpr_at_fpr[f] for f in FPRS},  # NaN: undefined
-            "tpr_ci": {f"{f:g}": list(a.tpr_ci[f]) for f in FPRS},
-            "undefined": {f"{f:g}": why for f, why in a.undefined.items()},
-            "n_pairs": a.n_pairs,
-            "n_members": a.n_members,
-            "n_nonmembers": a.n_nonmembers,
-        }
+    attacks = {name: _attack_data(a) for name, a in rel.attacks.items() if name in ATTACKS}
+    if study.outputs.train_margin_views is not None and "lira_online" in attacks:
+        one = lira_eval(study.masks, study.outputs.train_margin, study.n_targets)
+        attacks[IDENTITY] = _attack_data(one)
     mem = rel.columns["memorization"].value
     vul = rel.columns[VULNERABILITY].value
     flipped = study.flipped if study.flipped is not None else np.zeros(len(mem), bool)
@@ -84,6 +72,23 @@ def compute(ctx: Context) -> Data:
                 "ci": list(rel.spearman_ci[VULNERABILITY]),
             },
         },
+    }
+
+
+def _attack_data(a: AttackResult) -> dict:
+    shown = np.isfinite(a.tpr_grid)  # the curve stops at FPR 1/(non-members)
+    return {
+        "fpr": a.fpr_grid[shown],
+        "tpr": a.tpr_grid[shown],
+        "convention": a.convention,
+        "auc": a.auc,
+        "auc_ci": list(a.auc_ci),
+        "tpr_at_fpr": {f"{f:g}": a.tpr_at_fpr[f] for f in FPRS},  # NaN: undefined
+        "tpr_ci": {f"{f:g}": list(a.tpr_ci[f]) for f in FPRS},
+        "undefined": {f"{f:g}": why for f, why in a.undefined.items()},
+        "n_pairs": a.n_pairs,
+        "n_members": a.n_members,
+        "n_nonmembers": a.n_nonmembers,
     }
 
 
@@ -172,12 +177,19 @@ def caption(data: Data) -> str:
             f"{_auc_text(a['lira_offline'])}."
         )
     k = data.get("query_views", 1)
-    views = (
-        f" LiRA queries every training example under {k} views (Gaussians per view, the "
-        "per-view scores averaged as in the reference code)."
-        if k > 1
-        else ""
-    )
+    views = ""
+    if k > 1:
+        views = (
+            f" LiRA queries every training example under {k} views (Gaussians per view, the "
+            "per-view scores averaged as in the reference code)"
+        )
+        if IDENTITY in a:
+            one = a[IDENTITY]
+            views += (
+                f"; with the identity query alone (dotted) LiRA online has AUC {_auc_text(one)} "
+                f"and finds {_tpr_text(one, 1e-3)} of the members at 0.1% FPR"
+            )
+        views += "."
     return (
         f"Membership inference on {data['dataset']} ({data['replicas']} replicas; each of the "
         f"first {data['n_targets']} is the victim in turn, the others its shadow models; "

@@ -69,7 +69,7 @@ def _study(dataset: dict, replicas: int, ratio: float = 0.5, design: str = "bala
 
 SYNTHETIC = {
     "mnist1d_clean": _study(DIGITS, 16),
-    "mnist1d_noise": _study(NOISY, 32, record_every=2, record_grad_norm=True),
+    "mnist1d_noise": _study(NOISY, 32, record_every=2, record_grad_norm=True, queries="shift"),
     "digits_clean": _study(DIGITS, 32),
     "digits_noise": _study(NOISY, 16),
     "digits_fixed": _study(DIGITS, 32, design="fixed"),
@@ -98,10 +98,11 @@ def _write_configs(directory: Path, studies: dict[str, dict], figures: dict | No
 
 
 def _planted_outputs(
-    masks: np.ndarray, ds, epochs: int, record_epochs: list[int], grad: bool, seed: int
+    masks: np.ndarray, ds, epochs: int, record_epochs: list[int], grad: bool, seed: int, views: int
 ):
     """Outputs with known structure: flipped (or rare) examples are right only when IN, and
-    are learned in the second half of training and forgotten more often."""
+    are learned in the second half of training and forgotten more often; ``views`` query
+    views add their own noise to the margins (the middle one is the identity)."""
     rng = np.random.default_rng(seed)
     r, n = masks.shape
     hard = ds.train_info.get("flipped", np.zeros(n, bool))
@@ -140,6 +141,11 @@ def _planted_outputs(
         }
         if grad:
             kw["traj_grad_sq"] = rng.random((r, t, n)).astype(np.float32) + hard
+    if views:
+        for name, m in (("train_margin_views", margin), ("test_margin_views", test_margin)):
+            v = m[..., None] + 0.5 * rng.standard_normal((*m.shape, views))
+            v[..., views // 2] = m
+            kw[name] = v.astype(np.float32)
     return dict(
         train_correct=train_correct,
         train_margin=margin,
@@ -164,6 +170,7 @@ def _fill_store(config: dict, directory: Path, seed: int) -> None:
             store.meta["record_epochs"],
             cfg.train.record_grad_norm,
             seed,
+            store.meta["query_views"],
         )
         store.write_chunk(k, ReplicaOutputs(replica_ids=rows, **arrays))
 
@@ -729,6 +736,9 @@ def test_privacy_figure_stops_at_resolvable_fprs_and_shows_intervals(synthetic):
     attacks = record["data"]["attacks"]
     assert attacks["lira_online"]["convention"] == "reference"
     assert attacks["lira_offline_paper"]["convention"] == "paper"
+    # the study stored 3 query views: LiRA uses them, the identity query alone is beside it
+    assert record["data"]["query_views"] == 3 and "lira_online_identity" in attacks
+    assert "under 3 views" in record["caption"] and "identity query alone" in record["caption"]
     for a in attacks.values():
         n_neg = a["n_nonmembers"]
         start = min(a["fpr"])  # the first log-grid point (step 10^0.1) that 1/N resolves

@@ -15,7 +15,7 @@ from memjax import privacy, schema
 from memjax.config import TrainConfig
 from memjax.queries import check_queries, num_views, query_views, view_offsets
 from memjax.relations import relations
-from memjax.store import ARRAYS, open_store
+from memjax.store import ARRAYS, array_specs, open_store
 from memjax.study import StudyConfig, run_study
 
 MODES = [("online", False), ("online", True), ("offline", False), ("offline", True)]
@@ -188,6 +188,16 @@ def test_more_views_raise_tpr_and_auc_when_each_view_carries_its_own_noise(seed)
         assert many.tpr_at_fpr[1e-2] > 2 * one.tpr_at_fpr[1e-2], mode
     one, many = (privacy.lira_eval(masks, scores[..., :k], 8, "offline") for k in (1, 18))
     assert many.auc > one.auc + 0.02 and many.tpr_at_fpr[1e-2] > 1.5 * one.tpr_at_fpr[1e-2]
+
+
+def test_the_store_holds_view_arrays_only_when_asked():
+    shape = {"replicas": 6, "n_train": 5, "n_test": 3, "chunk_size": 2}
+    assert not {"train_margin_views", "test_margin_views"} & set(array_specs(shape))
+    specs = array_specs({**shape, "query_views": 18})
+    assert specs["train_margin_views"] == ((6, 5, 18), "float32", (2, 5, 18))
+    assert specs["test_margin_views"] == ((6, 3, 18), "float32", (2, 3, 18))
+    assert "queries" not in TrainConfig().result_dict()  # older stores still match
+    assert TrainConfig(queries="mirror").result_dict()["queries"] == "mirror"
 
 
 def test_a_study_with_views_stores_and_verifies_them(tmp_path):
