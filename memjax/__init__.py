@@ -1,6 +1,17 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
+from memjax import (
+    auc,
+    data,
+    estimators,
+    models,
+    privacy,
+    proxies,
+    recipes,
+    relations,
+    subsets,
+    theory,
+)
 from memjax.config import TrainConfig
 from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
@@ -17,6 +28,7 @@ __all__ = [
     "models",
     "privacy",
     "proxies",
+    "recipes",
     "relations",
     "theory",
     "subsets",
