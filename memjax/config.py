@@ -59,7 +59,8 @@ class TrainConfig:
     * ``nesterov``: Nesterov momentum (optimizer momentum; torch.optim.SGD's rule).
     * ``decay_norm_and_bias=False``: weight decay only of parameters with ndim > 1.
     * ``label_smoothing``: the training loss is cross-entropy against (1 - a) onehot + a / K;
-      the evaluated losses and margins (and the correctness records) are unsmoothed.
+      the evaluated losses and margins (and the correctness records) are unsmoothed; the
+      recorded gradient norms (``record_grad_norm``) are of the smoothed training loss.
     * ``ema_decay`` = d > 0: evaluation and recordings use each replica's exponential
       moving average of its parameters (d ema + (1 - d) params after every step).
 

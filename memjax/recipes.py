@@ -68,17 +68,17 @@ def gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
     update = g + mu b (Nesterov) or b. adam decays decoupled (AdamW): update = adam(g) + wd p.
     """
     mask = None if cfg.decay_norm_and_bias else decayed
-    decay = [optax.add_decayed_weights(cfg.weight_decay, mask)] if cfg.weight_decay else []
+    parts = [optax.add_decayed_weights(cfg.weight_decay, mask)] if cfg.weight_decay else []
     if cfg.optimizer == "adam":
-        return optax.chain(optax.scale_by_adam(), *decay)
+        return optax.chain(optax.scale_by_adam(), *parts)
     if cfg.optimizer == "momentum":
-        decay.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
-    return optax.chain(*decay) if decay else optax.identity()
+        parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
+    return optax.chain(*parts) if parts else optax.identity()
 
 
 def rate_at(cfg: TrainConfig, f, xp=np):
-    """The learning rate at progress ``f`` (array of fractions of the replica's training,
-    clipped to [0, 1]); ``xp`` is numpy (recorded rates) or jax.numpy (in the step)."""
+    """The learning rate at progress ``f`` (an array of fractions of the replica's training,
+    in [0, 1]); ``xp`` is numpy (recorded rates) or jax.numpy (in the step)."""
     base, epochs = cfg.learning_rate, cfg.epochs
     w = cfg.warmup_epochs / epochs
     if cfg.schedule == "piecewise_linear":
@@ -122,8 +122,8 @@ class EmaState(NamedTuple):
 class ReplicaOptimizer:
     """One replica's update: the gradient transform, the learning rate, and with
     ``ema_decay`` = d > 0 a parameter average ema <- d ema + (1 - d) params after every
-    step (from ema = the initial parameters, no bias correction, as timm's ModelEmaV2 and
-    torch's AveragedModel do), which evaluation uses instead of the parameters."""
+    step (from ema = the initial parameters, no bias correction, as timm's ModelEmaV2),
+    which evaluation uses instead of the parameters."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.tx = gradient_transform(cfg)
