@@ -28,12 +28,21 @@ from tqdm import tqdm
 
 from memjax.store import Store, atomic_write_text
 
-__all__ = ["PROGRESS", "HEARTBEAT_S", "JobProgress", "study_progress"]
+__all__ = ["PROGRESS", "HEARTBEAT_S", "JobProgress", "running_chunks", "study_progress"]
 
 PROGRESS = "progress"
 HEARTBEAT_S = 5.0
 # A heartbeat from another host this much older than its interval counts as stopped.
 STALE_HEARTBEATS = 12
+
+
+# (study path, chunk) of the chunks this process is training now: what a signal abandons.
+_running: set[tuple[str, int]] = set()
+
+
+def running_chunks() -> list[tuple[str, int]]:
+    """(study path, chunk index) of every chunk this process has started and not stored."""
+    return sorted(_running)
 
 
 def _heartbeat_path(path: str, job: int) -> str:
@@ -85,6 +94,7 @@ class JobProgress:
         with self._lock:
             now = time.time()
             self._chunk = {"chunk": k, "replicas": replicas, "done": 0, "started": now}
+            _running.add((self.path, k))
             compiling = "" if self._reported else ", compiling"
             self.bar.set_postfix_str(f"chunk {k}{compiling}")
             self._write_heartbeat(now, "training")
@@ -115,6 +125,7 @@ class JobProgress:
             chunk, self._chunk = self._chunk, None
             if chunk is None:
                 raise RuntimeError("finish_chunk without start_chunk")
+            _running.discard((self.path, chunk["chunk"]))
             timing = {
                 "chunk": chunk["chunk"],
                 "replicas": chunk["replicas"],
@@ -130,6 +141,8 @@ class JobProgress:
     def close(self, failed: bool = False) -> None:
         """End of this job's run: the heartbeat says whether it got through its chunks."""
         with self._lock:
+            if self._chunk is not None:  # a failed chunk: not being trained any more
+                _running.discard((self.path, self._chunk["chunk"]))
             self._write_heartbeat(time.time(), "stopped" if failed else "finished")
         self.bar.close()
         if self._failed and not failed:  # a failed run's own error says what went wrong
@@ -233,6 +246,20 @@ def _rate(
     return _pooled_rate(timed) if timed else None
 
 
+def _chunk_wall(chunk_size: int, rate: float | None, timed: list[dict[str, Any]]):
+    """A full chunk's wall time, so that chunks can be sized to a preemption rate (a
+    preempted job loses at most its current chunk): ``expected`` at the job's measured rate,
+    ``range`` the fastest and slowest timed chunks scaled to a full chunk (None: untimed)."""
+    if not rate:
+        return None
+    full = [t["seconds"] * chunk_size / t["replicas"] for t in timed]
+    return {
+        "expected": chunk_size / rate,
+        "range": [min(full), max(full)] if full else None,
+        "chunks_timed": len(full),
+    }
+
+
 def study_progress(store: Store, finished: list[int], now: float | None = None) -> dict[str, Any]:
     """Throughput and ETA of a study whose ``finished`` chunks are stored.
 
@@ -242,8 +269,10 @@ def study_progress(store: Store, finished: list[int], now: float | None = None) 
     the first chunks' times (None: nothing timed yet). ``eta_s``: seconds until every chunk
     is finished if all ``jobs`` jobs run at that rate, each through its own unfinished
     chunks, less what running jobs' heartbeats say is done in their chunks (0 once
-    complete). ``jobs_progress``: each job's latest heartbeat and whether its job is
-    running, stopped (killed or lost) or finished.
+    complete). ``chunk_wall_s``: one full chunk's expected seconds and the measured range
+    (``_chunk_wall``), for sizing chunks to a preemption rate. ``jobs_progress``: each
+    job's latest heartbeat and whether its job is running, stopped (killed or lost) or
+    finished.
     """
     now = time.time() if now is None else now
     done = set(finished)
@@ -273,6 +302,7 @@ def study_progress(store: Store, finished: list[int], now: float | None = None) 
         "replicas_per_s_per_job": rate,
         "chunks_timed": len(timed),
         "eta_s": eta,
+        "chunk_wall_s": _chunk_wall(store.chunk_size, rate, steady or timed),
         "jobs_progress": [
             {
                 "job": j,

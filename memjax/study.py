@@ -50,7 +50,9 @@ __all__ = [
     "estimate_size",
     "check_size",
     "check_writable",
+    "check_finished_files",
     "run_study",
+    "train_chunk",
 ]
 
 MAX_CHUNK = 256
@@ -488,6 +490,20 @@ def study_status(store: Store) -> dict[str, Any]:
     }
 
 
+def check_finished_files(store: Store) -> None:
+    """Refuse (CorruptChunkError) a study whose finished chunks lack files: resuming would
+    otherwise count them as done."""
+    damaged = store.damaged_chunks(store.done_chunks())
+    if damaged:
+        k = min(damaged)
+        raise CorruptChunkError(
+            store.path,
+            sorted(damaged),
+            f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
+            "is missing)",
+        )
+
+
 def run_study(
     cfg: StudyConfig,
     out: str,
@@ -527,22 +543,12 @@ def run_study(
             f"belongs to job (k + {recorded_offset}) mod {jobs}) but this run asks for offset "
             f"{job_offset}: run a family member through its family (`memjax run FAMILY.yaml`)"
         )
-    done = set(store.done_chunks())
-    damaged = store.damaged_chunks(sorted(done))
-    if damaged:
-        k = min(damaged)
-        raise CorruptChunkError(
-            out,
-            sorted(damaged),
-            f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
-            "is missing)",
-        )
+    check_finished_files(store)
     todo = unfinished_chunks(store, job, jobs)
     if max_chunks is not None:
         todo = todo[:max_chunks]
     if not todo:  # nothing to train: the study directory is left untouched
         return store
-    max_subset = int(store.meta["max_subset_size"])
     tracker = JobProgress(
         store.path,
         job,
@@ -554,20 +560,31 @@ def run_study(
     )
     with tracker:
         for k in todo:
-            check_writable(store.path)
-            rows = store.chunk_rows(k)
-            tracker.start_chunk(k, len(rows))
-            outputs = train_replicas(
-                cfg.model,
-                ds,
-                store.masks(rows),
-                cfg.train,
-                seed=cfg.seed,
-                replica_ids=rows,
-                max_subset_size=max_subset,
-                pad_to=store.chunk_size,
-                progress=tracker,
-            )
-            store.write_chunk(k, outputs)
-            tracker.finish_chunk()
+            train_chunk(cfg, ds, store, k, tracker)
     return store
+
+
+def train_chunk(cfg: StudyConfig, ds: data.Dataset, store: Store, k: int, tracker: JobProgress):
+    """Train chunk k of ``store`` and write it with its done marker.
+
+    What is written is a pure function of (config, seed, replica ids): the replicas' masks
+    come from the subset design and their initializations and batch orders from
+    (seed, replica id) alone, so a retried or duplicated run of chunk k writes the same
+    bytes (any executor may run a chunk more than once; the last marker wins, identical).
+    """
+    check_writable(store.path)
+    rows = store.chunk_rows(k)
+    tracker.start_chunk(k, len(rows))
+    outputs = train_replicas(
+        cfg.model,
+        ds,
+        store.masks(rows),
+        cfg.train,
+        seed=cfg.seed,
+        replica_ids=rows,
+        max_subset_size=int(store.meta["max_subset_size"]),
+        pad_to=store.chunk_size,
+        progress=tracker,
+    )
+    store.write_chunk(k, outputs)
+    tracker.finish_chunk()
