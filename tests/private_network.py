@@ -44,7 +44,16 @@ def in_private_network(test):
             pytest.skip("needs `unshare --net --pid` (root) for a private loopback-only network")
         node = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0]
         script = 'ip link set lo up && exec "$@"'
-        pytest_cmd = [sys.executable, "-m", "pytest", node, "-m", "slow or not slow", "-q"]
+        pytest_cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            node,
+            "-m",
+            "slow or not slow",
+            "-q",
+            "--tb=short",
+        ]
         res = subprocess.run(
             [*UNSHARE, "sh", "-c", script, "sh", *pytest_cmd, "-p", "no:cacheprovider"],
             cwd=ROOT,

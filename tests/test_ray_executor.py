@@ -67,8 +67,12 @@ def test_a_chunk_written_twice_or_concurrently_has_the_same_bytes(tmp_path):
     assert verify_study(open_store(shared)).ok
 
 
+# The `ray` command of this Python's environment (its scripts directory need not be on PATH).
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
 def ray(*args: str, env: dict[str, str]) -> None:
-    res = subprocess.run(["ray", *args], env=env, capture_output=True, text=True, timeout=180)
+    res = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, f"ray {' '.join(args)}: {res.stdout}{res.stderr}"
 
 
@@ -127,7 +131,7 @@ def test_ray_cluster_finishes_a_study_when_a_worker_is_killed_mid_chunk(tmp_path
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = driver.communicate(timeout=300)
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
     assert driver.returncode == 0, stderr
     assert "12/12 replicas finished; 0 of 3 chunks unfinished" in stdout
     assert killed in (1, 2)
