@@ -23,7 +23,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
+import warnings
 from typing import Any
 
 from memjax import data
@@ -97,8 +100,7 @@ def run_study_ray(
     todo = [k for k in range(store.n_chunks) if k not in done]
     if not todo:
         return store, {}
-    local: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-    ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+    _connect(ray, address)
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)
@@ -108,6 +110,18 @@ def run_study_ray(
     finally:
         ray.shutdown()
     return open_store(out), failed
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    """ray.init, keeping memjax's SIGTERM handling (Ray's own would raise SystemExit) and
+    without JAX's warning about fork (Ray forks only to exec its daemons)."""
+    local: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+    handler = signal.getsignal(signal.SIGTERM)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _wait(ray: Any, chunk_of: dict[Any, int], progress: bool) -> dict[int, str]:

@@ -20,7 +20,9 @@ import pytest
 
 __all__ = ["can_unshare_network", "in_private_network", "INSIDE"]
 
-INSIDE = "MEMJAX_TEST_PRIVATE_NETWORK"  # set in the child pytest
+INSIDE = (
+    "MEMJAX_PRIVATE_NETWORK"  # "1" in the child pytest (also read by tests/object_store_cases.py)
+)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNSHARE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
 

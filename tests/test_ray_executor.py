@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -113,6 +114,8 @@ def test_ray_cluster_finishes_a_study_when_a_worker_is_killed_mid_chunk(tmp_path
         **os.environ,
         "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # every node and the driver share this cluster's token
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
     node = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
     try:
