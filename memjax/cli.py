@@ -151,6 +151,15 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _below(out: str, rel: str) -> str:
+    """``rel`` (a family member's directory, or ".") below the directory or URL ``out``."""
+    from memjax.location import is_url
+
+    if is_url(out):
+        return out if rel == "." else f"{out.rstrip('/')}/{rel}"
+    return os.path.normpath(os.path.join(out, rel))
+
+
 def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.family import member_stores
     from memjax.report import estimate_study
@@ -159,7 +168,7 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
     for store in member_stores(args.dir, every=not args.partial):
         _where["path"] = store.path
         below = os.path.relpath(store.path, args.dir)
-        out = os.path.normpath(os.path.join(args.out, below)) if args.out else None
+        out = _below(args.out, below) if args.out else None
         result = estimate_study(Study(store), out, partial=args.partial)
         acc = result["test_accuracy"]
         shown = (

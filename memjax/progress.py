@@ -26,7 +26,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from memjax.store import Store, atomic_write_text
+from memjax.location import Location, locate
+from memjax.store import Store
 
 __all__ = ["PROGRESS", "HEARTBEAT_S", "JobProgress", "running_chunks", "study_progress"]
 
@@ -45,12 +46,12 @@ def running_chunks() -> list[tuple[str, int]]:
     return sorted(_running)
 
 
-def _heartbeat_path(path: str, job: int) -> str:
-    return os.path.join(path, PROGRESS, f"job-{job:04d}.json")
+def _heartbeat_path(job: int) -> str:
+    return f"{PROGRESS}/job-{job:04d}.json"
 
 
-def _timing_path(path: str, k: int) -> str:
-    return os.path.join(path, PROGRESS, f"chunk-{k:06d}.json")
+def _timing_path(k: int) -> str:
+    return f"{PROGRESS}/chunk-{k:06d}.json"
 
 
 class JobProgress:
@@ -65,7 +66,8 @@ class JobProgress:
     def __init__(
         self, path: str, job: int, jobs: int, replicas: int, epochs: int, bar: bool, desc: str
     ) -> None:
-        self.path, self.job, self.jobs, self.epochs = path, job, jobs, epochs
+        self.path, self.loc = path, locate(path)
+        self.job, self.jobs, self.epochs = job, jobs, epochs
         self.bar = tqdm(
             total=replicas * epochs,
             unit=" replicas",
@@ -81,7 +83,6 @@ class JobProgress:
         self._chunks_timed = 0
         self._reported = False  # has the trainer reported yet (compilation over)?
         self._failed = ""  # the first progress file that could not be written, and why
-        os.makedirs(os.path.join(path, PROGRESS), exist_ok=True)
 
     def __enter__(self) -> JobProgress:
         return self
@@ -136,7 +137,7 @@ class JobProgress:
                 "finished": time.time(),
             }
             self._chunks_timed += 1
-            self._write(_timing_path(self.path, chunk["chunk"]), timing)
+            self._write(_timing_path(chunk["chunk"]), timing)
 
     def close(self, failed: bool = False) -> None:
         """End of this job's run: the heartbeat says whether it got through its chunks."""
@@ -166,21 +167,20 @@ class JobProgress:
             "pid": os.getpid(),
         }
         self._written = now
-        self._write(_heartbeat_path(self.path, self.job), beat)
+        self._write(_heartbeat_path(self.job), beat)
 
     def _write(self, path: str, value: dict[str, Any]) -> None:
         """Best effort: progress files must never stop training (the first failure is
         warned about once the run ends well)."""
         try:
-            atomic_write_text(path, json.dumps(value, indent=1))
+            self.loc.write_text(path, json.dumps(value, indent=1))
         except OSError as err:
-            self._failed = self._failed or f"{path}: {err}"
+            self._failed = self._failed or f"{self.loc.show(path)}: {err}"
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
+def _read_json(loc: Location, path: str) -> dict[str, Any] | None:
     try:
-        with open(path) as fh:
-            value = json.load(fh)
+        value = json.loads(loc.read_text(path))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -211,10 +211,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _heartbeat(path: str, job: int, now: float) -> dict[str, Any] | None:
+def _heartbeat(loc: Location, job: int, now: float) -> dict[str, Any] | None:
     """Job ``job``'s heartbeat with its ``state`` judged now and its ``age_s`` (None: none,
     or not one memjax wrote)."""
-    beat = _read_json(_heartbeat_path(path, job))
+    beat = _read_json(loc, _heartbeat_path(job))
     if beat is None or not (_number(beat.get("updated")) and _number(beat.get("epochs"))):
         return None
     return {**beat, "state": _job_state(beat, now), "age_s": now - beat["updated"]}
@@ -279,13 +279,13 @@ def study_progress(store: Store, finished: list[int], now: float | None = None) 
     timed = [
         t
         for k in sorted(done)
-        if (t := _read_json(_timing_path(store.path, k))) is not None
+        if (t := _read_json(store.loc, _timing_path(k))) is not None
         and _number(t.get("seconds"))
         and t["seconds"] > 0
         and _number(t.get("replicas"))
     ]
     steady = [t for t in timed if not t.get("first_of_run")]
-    beats = {j: b for j in range(store.jobs) if (b := _heartbeat(store.path, j, now)) is not None}
+    beats = {j: b for j in range(store.jobs) if (b := _heartbeat(store.loc, j, now)) is not None}
     current = {j: b for j, b in beats.items() if b.get("chunk") not in done | {None}}
     in_chunk_rates = [r for b in current.values() if (r := _in_chunk_rate(b)) is not None]
     rate = _rate(steady, in_chunk_rates, timed)

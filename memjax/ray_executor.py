@@ -30,6 +30,7 @@ import warnings
 from typing import Any
 
 from memjax import data
+from memjax.location import is_url
 from memjax.progress import JobProgress
 from memjax.store import Store, open_store
 from memjax.study import (
@@ -59,7 +60,7 @@ def _chunk_task(cfg: StudyConfig, path: str, k: int) -> int:
 
     use_cpu_cores()
     store = open_store(path)
-    if k in store.done_chunks():
+    if store.is_done(k):
         return k
     rows = len(store.chunk_rows(k))
     tracker = JobProgress(store.path, 0, 1, rows, cfg.train.epochs, False, f"chunk {k}")
@@ -70,7 +71,7 @@ def _chunk_task(cfg: StudyConfig, path: str, k: int) -> int:
 
 def _location(out: str) -> str:
     """The study's location as every node sees it: URLs as given, directories absolute."""
-    return out if "://" in out else os.path.abspath(out)
+    return out if is_url(out) else os.path.abspath(out)
 
 
 def run_study_ray(

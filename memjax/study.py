@@ -11,7 +11,7 @@ import errno
 import inspect
 import math
 import os
-import shutil
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +24,16 @@ import numpy as np
 import memjax
 from memjax import config_file, data, models, schema, subsets
 from memjax.config import TrainConfig
+from memjax.location import locate
 from memjax.progress import JobProgress, study_progress
-from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
+from memjax.store import (
+    META,
+    CorruptChunkError,
+    Store,
+    array_specs,
+    create_or_open,
+    open_store,
+)
 from memjax.train import train_replicas
 from memjax.train_memory import (
     available_memory_bytes,
@@ -331,7 +339,7 @@ class SizeEstimate:
     replicas: int
     n_train: int
     disk_bytes: int
-    disk_free_bytes: int
+    disk_free_bytes: int | None  # None: an object store, no limit can be read
     replica_device_bytes: int
     device_available_bytes: int
     mask_cells: int
@@ -339,7 +347,7 @@ class SizeEstimate:
     def problems(self) -> list[str]:
         """One sentence per limit exceeded (empty if the study fits)."""
         out = []
-        if self.disk_bytes > self.disk_free_bytes:
+        if self.disk_free_bytes is not None and self.disk_bytes > self.disk_free_bytes:
             out.append(
                 f"its arrays take up to {_size(self.disk_bytes)} on disk ({self.replicas} "
                 f"replicas x {_size(self.disk_bytes // self.replicas)}) but "
@@ -366,14 +374,6 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _free_bytes(path: str) -> int:
-    """Free bytes of the filesystem that will hold ``path`` (its nearest existing ancestor)."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path).free
-
-
 def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
     """Bytes on disk, per-replica device memory and mask work of ``cfg`` stored at ``out``."""
     shape = {
@@ -391,7 +391,7 @@ def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
         replicas=cfg.replicas,
         n_train=ds.n_train,
         disk_bytes=disk,
-        disk_free_bytes=_free_bytes(out),
+        disk_free_bytes=locate(out).free_bytes(),
         replica_device_bytes=replica_bytes(cfg.model, ds, cfg.train),
         device_available_bytes=available_memory_bytes(),
         mask_cells=cfg.replicas * ds.n_train,
@@ -433,7 +433,7 @@ def open_or_create(
     ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
-    if os.path.exists(os.path.join(out, "study.json")):
+    if locate(out).exists(META):
         existing = open_store(out)
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
@@ -451,7 +451,15 @@ def open_or_create(
 def check_writable(path: str) -> None:
     """Fail (OSError naming the directory) if the study cannot be written: a read-only
     filesystem, missing permission, or a probe file that cannot be created and synced in
-    the study directory. Called before a chunk is trained, so nothing is trained in vain."""
+    the study directory (on an object store: a probe object that cannot be put and removed).
+    Called before a chunk is trained, so nothing is trained in vain."""
+    loc = locate(path)
+    if not loc.local:
+        probe = f".writable-{socket.gethostname()}-{os.getpid()}"
+        loc.write_text(probe, "x")
+        loc.remove(probe)
+        return
+    path = loc.root
     for sub in ("arrays.zarr", "done"):
         directory = os.path.join(path, sub)
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
@@ -570,8 +578,11 @@ def train_chunk(cfg: StudyConfig, ds: data.Dataset, store: Store, k: int, tracke
     What is written is a pure function of (config, seed, replica ids): the replicas' masks
     come from the subset design and their initializations and batch orders from
     (seed, replica id) alone, so a retried or duplicated run of chunk k writes the same
-    bytes (any executor may run a chunk more than once; the last marker wins, identical).
+    bytes (any executor may run a chunk more than once). A chunk another run has marked
+    meanwhile is skipped, before training or before writing: the first marker stays.
     """
+    if store.is_done(k):
+        return
     check_writable(store.path)
     rows = store.chunk_rows(k)
     tracker.start_chunk(k, len(rows))
@@ -586,5 +597,6 @@ def train_chunk(cfg: StudyConfig, ds: data.Dataset, store: Store, k: int, tracke
         pad_to=store.chunk_size,
         progress=tracker,
     )
-    store.write_chunk(k, outputs)
+    if not store.is_done(k):
+        store.write_chunk(k, outputs)
     tracker.finish_chunk()

@@ -40,8 +40,7 @@ TINY = {
 def chunk_bytes(path: str, k: int) -> dict[str, bytes]:
     """Every data object of chunk k, and its marker, by path relative to the study."""
     store = open_store(path)
-    files = [*store.chunk_files(k), os.path.join(path, "done", f"chunk-{k:06d}")]
-    return {os.path.relpath(f, path): Path(f).read_bytes() for f in files}
+    return {f: store.loc.read_bytes(f) for f in [*store.chunk_files(k), f"done/chunk-{k:06d}"]}
 
 
 def train(cfg: StudyConfig, path: str, k: int) -> None:
