@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
 
+from memjax.location import Location, locate
 from memjax.progress import JobProgress
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create, run_study, train_chunk
@@ -76,19 +78,19 @@ def ray(*args: str, env: dict[str, str]) -> None:
     assert res.returncode == 0, f"ray {' '.join(args)}: {res.stdout}{res.stderr}"
 
 
-def training_worker(study: Path, timeout: float) -> tuple[int, int]:
+def training_worker(study: Location, timeout: float) -> tuple[int, int]:
     """(pid, chunk) of a Ray worker process that is training a chunk now: its heartbeat says
     epochs are done in a chunk that has no marker yet, and its process is a Ray task."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            beat = json.loads((study / "progress" / "job-0000.json").read_text())
+            beat = json.loads(study.read_text("progress/job-0000.json"))
         except (OSError, ValueError):
             beat = {}
         k = beat.get("chunk")
         if beat.get("state") == "training" and beat.get("replica_epochs_done") and k is not None:
             title = Path(f"/proc/{beat['pid']}/cmdline").read_bytes()
-            if not (study / "done" / f"chunk-{k:06d}").exists():
+            if not study.exists(f"done/chunk-{k:06d}"):
                 assert title.startswith(b"ray::memjax-chunk"), title
                 return beat["pid"], k
         time.sleep(0.05)
@@ -97,20 +99,22 @@ def training_worker(study: Path, timeout: float) -> tuple[int, int]:
 
 @pytest.mark.slow
 @in_private_network
-def test_ray_cluster_finishes_a_study_when_a_worker_is_killed_mid_chunk(tmp_path):
+def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_path, request):
+    request.getfixturevalue("s3")  # the S3 server, started inside the private network
     spec = {**TINY, "subsets": {**TINY["subsets"], "replicas": 12}}
     spec["train"] = {**TINY["train"], "epochs": 150}
     cfg = StudyConfig.from_dict(spec)
-    reference = str(tmp_path / "reference")
+    reference = str(tmp_path / "reference")  # the single-process run, in a local directory
     run_study(cfg, reference, progress=False)
-    study = tmp_path / "study"
-    run_study(cfg, str(study), progress=False, max_chunks=1)  # chunk 0 by a static job
-    kept = (study / "done" / "chunk-000000").stat().st_mtime_ns
+    url = f"s3://{BUCKET}/ray-study"
+    study = locate(url)
+    run_study(cfg, url, progress=False, max_chunks=1)  # chunk 0 by a static job
+    timed = study.read_bytes("progress/chunk-000000.json")
     cfg_path = tmp_path / "study.yaml"
     cfg_path.write_text(yaml.safe_dump(spec))
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths
     env = {
-        **os.environ,
+        **os.environ,  # with the S3 server's endpoint and keys: Ray's workers inherit them
         "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",  # every node and the driver share this cluster's token
@@ -122,24 +126,25 @@ def test_ray_cluster_finishes_a_study_when_a_worker_is_killed_mid_chunk(tmp_path
             *node, env=env)  # fmt: skip
         ray("start", "--address", "127.0.0.1:6399", *node, env=env)
         driver = subprocess.Popen(
-            [sys.executable, "-m", "memjax", "run", str(cfg_path), "--out", str(study)]
+            [sys.executable, "-m", "memjax", "run", str(cfg_path), "--out", url]
             + ["--executor", "ray", "--address", "127.0.0.1:6399"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        pid, killed = training_worker(study, timeout=240)
+        pid, killed = training_worker(study, timeout=300)
         os.kill(pid, signal.SIGKILL)
-        stdout, stderr = driver.communicate(timeout=300)
+        stdout, stderr = driver.communicate(timeout=400)
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
     assert driver.returncode == 0, stderr
     assert "12/12 replicas finished; 0 of 3 chunks unfinished" in stdout
     assert killed in (1, 2)
-    assert sorted(os.listdir(study / "done")) == [f"chunk-{k:06d}" for k in range(3)]
-    assert (study / "done" / "chunk-000000").stat().st_mtime_ns == kept  # never resubmitted
-    assert verify_study(open_store(str(study))).ok
-    ref, got = open_store(reference)._group(), open_store(str(study))._group()
+    assert sorted(study.listdir("done")) == [f"chunk-{k:06d}" for k in range(3)]
+    assert study.read_bytes("progress/chunk-000000.json") == timed  # chunk 0 never rerun
+    assert verify_study(open_store(url)).ok
+    ref, got = open_store(reference)._group(), open_store(url)._group()
+    assert sorted(got.array_keys()) == sorted(ref.array_keys())
     for name in ref.array_keys():
         np.testing.assert_array_equal(got[name][:], ref[name][:], err_msg=name)
