@@ -60,7 +60,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         job, jobs = jax.process_index(), jax.process_count()
     else:
-        job, jobs, _ = scheduler_job(args.job, args.jobs)
+        job, jobs, source = scheduler_job(args.job, args.jobs)
+        if source:
+            print(f"job {job} of {jobs} (from {source})", flush=True)
     run = _run_family if isinstance(cfg, FamilyConfig) else _run_study
     line, mine = run(cfg, out, job, jobs, not args.quiet, args.allow_large)
     print(line)

@@ -11,8 +11,9 @@ submits what is still unfinished.
 
 A chunk's bytes are a pure function of (config, seed, replica ids), so a retried task, or
 two tasks of one chunk running at once (two drivers; a static job and a Ray task), write the
-same bytes: every data file is replaced atomically with identical contents and the last
-marker written is identical to the first.
+same bytes: every data object is replaced whole with identical contents, and a task that
+finds the chunk marked skips it. Ray tasks share job 0's heartbeat file, so `memjax status`
+shows the latest task's chunk and an ETA as for one worker; chunk timings are per chunk.
 
 memjax must be importable on every node (``pip install memjax[ray]``) and the study's
 location reachable from every node: a bucket URL, or a directory all nodes mount.
