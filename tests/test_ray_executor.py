@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
 
 from memjax.location import Location, locate
 from memjax.progress import JobProgress
 from memjax.store import open_store
 from memjax.study import StudyConfig, build_dataset, open_or_create, run_study, train_chunk
 from memjax.verify import verify_study
+from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
 from tests.private_network import ROOT, in_private_network
 
 TINY = {

@@ -72,9 +72,9 @@ def test_a_slurm_array_task_trains_exactly_its_chunks(tmp_path, monkeypatch, cap
     assert main(["run", str(config), "--out", out, "--quiet"]) == 0
     store = open_store(out)
     assert store.done_chunks() == [1, 3] and store.jobs == 2
-    assert (
-        "2 of 4 chunks unfinished in the whole study (other jobs' shares" in capsys.readouterr().out
-    )
+    printed = capsys.readouterr().out
+    assert printed.startswith("job 1 of 2 (from SLURM_ARRAY_TASK_ID=1 (array 0-1))\n")
+    assert "2 of 4 chunks unfinished in the whole study (other jobs' shares" in printed
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
     assert main(["run", str(config), "--out", out, "--quiet"]) == 3  # the study records 2
     assert "is shared by 2 jobs" in capsys.readouterr().err
