@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
+from memjax.cli import main
 from memjax.location import Location, locate
 from memjax.progress import JobProgress
 from memjax.store import open_store
@@ -148,3 +149,23 @@ def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_
     assert sorted(got.array_keys()) == sorted(ref.array_keys())
     for name in ref.array_keys():
         np.testing.assert_array_equal(got[name][:], ref[name][:], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--executor", "ray", "--job", "1", "--jobs", "2"],
+            "drop --job, --jobs and --distributed",
+        ),
+        (["--executor", "ray", "--distributed"], "drop --job, --jobs and --distributed"),
+        (["--address", "127.0.0.1:6379"], "--address is the Ray cluster's"),
+    ],
+)
+def test_static_job_flags_and_ray_flags_do_not_mix(tmp_path, capsys, flags, message):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "s"
+    assert main(["run", str(config), "--out", str(out), "--quiet", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
