@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreMismatchError, CorruptChunkError, JobPartitionError) as err:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_CODES["store"]
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_CODES["bad input"]
     except OSError as err:
