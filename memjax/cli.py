@@ -252,7 +252,9 @@ def _parser() -> argparse.ArgumentParser:
         "chunk on a Ray cluster (pip install memjax[ray])",
     )
     run.add_argument(
-        "--address", help="Ray cluster address HOST:PORT or auto (default: Ray on this machine)"
+        "--address",
+        help="Ray cluster address HOST:PORT or auto (default: RAY_ADDRESS, else Ray on this "
+        "machine)",
     )
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

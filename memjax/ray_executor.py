@@ -84,7 +84,8 @@ def run_study_ray(
     progress: bool = True,
 ) -> tuple[Store, dict[int, str]]:
     """Train every unfinished chunk of ``cfg``'s study at ``out`` as Ray tasks on the cluster
-    at ``address`` ("HOST:PORT", "auto"; None: a Ray instance on this machine alone).
+    at ``address`` ("HOST:PORT", "auto"; None: RAY_ADDRESS or a cluster started
+    on this machine, else a new Ray instance on this machine alone).
 
     Returns the store and the chunks whose tasks failed (chunk -> error, after Ray's
     retries). Chunks are trained whatever ``--jobs`` partition the study records.
