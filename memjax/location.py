@@ -173,7 +173,7 @@ class Location:
         if self.local:
             return {
                 os.path.relpath(os.path.join(d, n), self.root)
-                for d, _, names in os.walk(top)
+                for d, _, names in os.walk(top, followlinks=True)
                 for n in names
             }
         prefix = self.root.rstrip("/") + "/"

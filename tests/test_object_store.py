@@ -24,7 +24,9 @@ def _namespace_refusal() -> str | None:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "needs util-linux's unshare and iproute2's ip"
     probe = subprocess.run(
-        ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, text=True
+        ["unshare", "--net", "--pid", "--fork", "sh", "-c", "ip link set lo up"],
+        capture_output=True,
+        text=True,
     )
     if probe.returncode != 0:
         return f"`unshare --net` is not permitted here (needs root): {probe.stderr.strip()}"
@@ -40,7 +42,8 @@ def test_study_life_on_s3_in_a_private_network(tmp_path):
     cmd = [sys.executable, "-m", "pytest", str(CASES), "-q", "-p", "no:cacheprovider"]
     cmd += ["-m", "slow or not slow", "--basetemp", str(tmp_path / "cases")]
     res = subprocess.run(
-        ["unshare", "--net", "sh", "-c", script, "sh", *cmd],
+        # its own pid namespace too: whatever the cases start dies with them, even on a timeout
+        ["unshare", "--net", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh", *cmd],
         capture_output=True,
         text=True,
         env=env,
