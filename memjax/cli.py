@@ -40,10 +40,16 @@ _where: dict[str, str] = {}
 def _cmd_run(args: argparse.Namespace) -> int:
     """Exit status 0 only if this job's share of the study (or family) is finished."""
     from memjax.family import FamilyConfig, load
+    from memjax.schedulers import scheduler_job
 
     sets = tuple(args.set or ()) + ((f"chunk_size={args.chunk_size}",) if args.chunk_size else ())
     cfg = load(args.config, args.mode, sets)
-    job, jobs = args.job, args.jobs
+    out = args.out or str(Path("results") / cfg.name)
+    _where["path"] = out
+    if args.executor == "ray":
+        return _run_ray(cfg, out, args)
+    if args.address:
+        raise ValueError("--address is the Ray cluster's: use it with --executor ray")
     if args.distributed:
         import jax
 
@@ -53,13 +59,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             process_id=args.process_id,
         )
         job, jobs = jax.process_index(), jax.process_count()
-    out = args.out or str(Path("results") / cfg.name)
-    _where["path"] = out
+    else:
+        job, jobs, source = scheduler_job(args.job, args.jobs)
+        if source:
+            print(f"job {job} of {jobs} (from {source})", flush=True)
     run = _run_family if isinstance(cfg, FamilyConfig) else _run_study
     line, mine = run(cfg, out, job, jobs, not args.quiet, args.allow_large)
     print(line)
     if mine:
         print(f"memjax run: error: this job's chunks {mine} are unfinished", file=sys.stderr)
+        return EXIT_CODES["unfinished"]
+    return 0
+
+
+def _run_ray(cfg, out: str, args: argparse.Namespace) -> int:
+    """Every unfinished chunk as a Ray task; exit status 0 only if the study is finished."""
+    from memjax.family import FamilyConfig
+    from memjax.ray_executor import run_study_ray
+
+    if isinstance(cfg, FamilyConfig):
+        raise ValueError("--executor ray runs a study; run a family's members one by one")
+    if args.distributed or args.job is not None or args.jobs is not None:
+        raise ValueError(
+            "--executor ray trains every unfinished chunk on the Ray cluster: drop --job, "
+            "--jobs and --distributed (they split chunks among static jobs)"
+        )
+    store, failed = run_study_ray(cfg, out, args.address, args.allow_large, progress=not args.quiet)
+    left = [k for k in range(store.n_chunks) if k not in set(store.done_chunks())]
+    print(
+        f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
+        f"{store.n_chunks} chunks unfinished"
+    )
+    if left:
+        why = f" (chunk {min(failed)}: {failed[min(failed)]})" if failed else ""
+        print(f"memjax run: error: chunks {left[:8]} are unfinished{why}", file=sys.stderr)
         return EXIT_CODES["unfinished"]
     return 0
 
@@ -120,6 +153,15 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _below(out: str, rel: str) -> str:
+    """``rel`` (a family member's directory, or ".") below the directory or URL ``out``."""
+    from memjax.location import is_url
+
+    if is_url(out):
+        return out if rel == "." else f"{out.rstrip('/')}/{rel}"
+    return os.path.normpath(os.path.join(out, rel))
+
+
 def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.family import member_stores
     from memjax.report import estimate_study
@@ -128,7 +170,7 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
     for store in member_stores(args.dir, every=not args.partial):
         _where["path"] = store.path
         below = os.path.relpath(store.path, args.dir)
-        out = os.path.normpath(os.path.join(args.out, below)) if args.out else None
+        out = _below(args.out, below) if args.out else None
         result = estimate_study(Study(store), out, partial=args.partial)
         acc = result["test_accuracy"]
         shown = (
@@ -204,8 +246,30 @@ def _parser() -> argparse.ArgumentParser:
         help="override one setting (dotted key, YAML value, e.g. train.epochs=10); repeatable",
     )
     run.add_argument("--out", help="study or family directory (default: results/<its name>)")
-    run.add_argument("--job", type=int, default=0, help="this job's index (multi-job studies)")
-    run.add_argument("--jobs", type=int, default=1, help="number of jobs sharing the chunks")
+    run.add_argument(
+        "--job",
+        type=int,
+        help="this job's index (multi-job studies; default: from SLURM_ARRAY_TASK_ID or "
+        "JOB_COMPLETION_INDEX when set, else 0)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        help="number of jobs sharing the chunks (default: SLURM_ARRAY_TASK_COUNT, "
+        "MEMJAX_JOBS, else 1)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process trains its job's chunks; ray: one Ray task per unfinished "
+        "chunk on a Ray cluster (pip install memjax[ray])",
+    )
+    run.add_argument(
+        "--address",
+        help="Ray cluster address HOST:PORT or auto (default: RAY_ADDRESS, else Ray on this "
+        "machine)",
+    )
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
@@ -313,9 +377,21 @@ def _stop(command: str, signum: int) -> None:
     name = signal.Signals(signum).name
     where = f" while working on {_where['path']}" if "path" in _where else ""
     lead = "\n" if sys.stderr.isatty() else ""
-    line = f"{lead}memjax {command}: {kind} by {name}{where}; {RESUME}\n"
+    line = f"{lead}memjax {command}: {kind} by {name}{where}{_abandoned()}; {RESUME}\n"
     os.write(sys.stderr.fileno(), line.encode())
     os._exit(EXIT_CODES[kind])
+
+
+def _abandoned() -> str:
+    """The chunks a stop abandons (being trained, so without markers), for its message."""
+    progress = sys.modules.get("memjax.progress")  # not imported: no chunk was started
+    chunks = progress.running_chunks() if progress else []
+    if not chunks:
+        return ""
+    named = ", ".join(
+        f"{k}" if path == _where.get("path") else f"{path} chunk {k}" for path, k in chunks
+    )
+    return f"; abandoned chunk {named} (no marker written: it is retrained on resume)"
 
 
 def _catch_signals(command: str) -> Callable[[], None]:
@@ -389,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreMismatchError, CorruptChunkError, JobPartitionError) as err:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_CODES["store"]
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"{prefix} {err}", file=sys.stderr)
         return EXIT_CODES["bad input"]
     except OSError as err:

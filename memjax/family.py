@@ -26,6 +26,7 @@ from typing import Any
 
 import memjax
 from memjax import config_file, schema
+from memjax.location import locate
 from memjax.results import Study, open_study
 from memjax.store import (
     META,
@@ -229,15 +230,16 @@ def load_family(path: str, mode: str | None = None, sets: tuple[str, ...] = ()) 
 
 
 def is_family(path: str) -> bool:
-    return os.path.exists(os.path.join(path, FAMILY_META))
+    return locate(path).exists(FAMILY_META)
 
 
 def _read_record(path: str) -> dict[str, Any]:
-    meta = os.path.join(path, FAMILY_META)
-    if not os.path.exists(meta):
-        raise FileNotFoundError(f"{path} is not a memjax family directory (no {FAMILY_META})")
-    with open(meta) as fh:
-        record = json.load(fh)
+    try:
+        record = json.loads(locate(path).read_text(FAMILY_META))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is not a memjax family directory (no {FAMILY_META})"
+        ) from None
     if record.get("family_format") != FAMILY_FORMAT:
         raise StoreMismatchError(
             f"{path}: family format {record.get('family_format')}, this memjax reads "
@@ -311,8 +313,16 @@ def _plan(cfg: FamilyConfig, out: str, jobs: int, allow_large: bool) -> dict[str
 
 
 def _create_exclusive(path: str, text: str) -> bool:
-    """Write ``path`` atomically unless it exists (another job's wins): True if written."""
+    """Write ``path`` atomically unless it exists (another job's wins): True if written. On
+    an object store (no link) the check and the PUT are two steps: jobs racing there must
+    write the same record (the same family config and job count)."""
     directory, name = os.path.split(path)
+    loc = locate(directory)
+    if not loc.local:
+        if loc.exists(name):
+            return False
+        loc.write_text(name, text)
+        return True
     tmp = os.path.join(directory, f".{name}.{socket.gethostname()}-{os.getpid()}")
     atomic_write_text(tmp, text)
     try:
@@ -328,12 +338,13 @@ def _create_or_check(out: str, make: Callable[[], dict[str, Any]], identity: dic
     """The family record at ``out``, checked against ``identity``; written from ``make()``
     first if ``out`` is empty or missing (when two jobs race, the first one's record wins)."""
     if not is_family(out):
-        if os.path.exists(os.path.join(out, META)):
+        if locate(out).exists(META):
             raise StoreMismatchError(f"{out} is a study directory, not a family's")
-        if os.path.isdir(out) and os.listdir(out):
+        if locate(out).listdir():
             raise StoreMismatchError(f"{out} exists, is not empty and is not a family directory")
         record = make()
-        os.makedirs(out, exist_ok=True)
+        if locate(out).local:
+            os.makedirs(out, exist_ok=True)
         if _create_exclusive(os.path.join(out, FAMILY_META), json.dumps(record, indent=2)):
             return record
     record = _read_record(out)
@@ -387,7 +398,7 @@ def run_family(
 
 def _member_status(out: str, rec: dict[str, Any]) -> dict[str, Any]:
     path = os.path.join(out, rec["dir"])
-    if os.path.exists(os.path.join(path, META)):
+    if locate(path).exists(META):
         status = study_status(open_store(path))
     else:
         status = {
@@ -432,7 +443,7 @@ def _member_unfinished(out: str, rec: dict[str, Any], job: int, jobs: int) -> li
     """The chunks of member ``rec`` that job ``job`` owns and has not finished (all it owns
     if the member was never started); a member store chunked otherwise is refused."""
     path = os.path.join(out, rec["dir"])
-    if not os.path.exists(os.path.join(path, META)):
+    if not locate(path).exists(META):
         return job_chunks(rec["chunks"], job, jobs, rec["job_offset"])
     store = open_store(path)
     if store.chunk_size != rec["chunk_size"]:
@@ -456,7 +467,7 @@ def member_stores(path: str, every: bool = False) -> list[Store]:
     if not is_family(path):
         return [open_store(path)]
     members = [os.path.join(path, rec["dir"]) for rec in _read_record(path)["members"]]
-    started = [m for m in members if os.path.exists(os.path.join(m, META))]
+    started = [m for m in members if locate(m).exists(META)]
     if every and len(started) < len(members):
         missing = [os.path.basename(m) for m in members if m not in started]
         raise ValueError(
@@ -490,7 +501,7 @@ class Family:
         missing = [
             rec["dir"]
             for rec in self.record["members"]
-            if not os.path.exists(os.path.join(self.path, rec["dir"], META))
+            if not locate(self.path).child(rec["dir"]).exists(META)
         ]
         if missing:
             raise FileNotFoundError(
@@ -526,9 +537,7 @@ def merge_families(paths: list[str], out: str) -> dict[str, Any]:
     _create_or_check(out, lambda: {**first, "jobs": 1}, _record_identity(first))
     for rec in first["members"]:
         sources = [
-            os.path.join(p, rec["dir"])
-            for p in paths
-            if os.path.exists(os.path.join(p, rec["dir"], META))
+            os.path.join(p, rec["dir"]) for p in paths if locate(p).child(rec["dir"]).exists(META)
         ]
         if sources:
             merge(sources, os.path.join(out, rec["dir"]))

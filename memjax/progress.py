@@ -26,9 +26,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from memjax.store import Store, atomic_write_text
+from memjax.location import Location, locate
+from memjax.store import Store
 
-__all__ = ["PROGRESS", "HEARTBEAT_S", "JobProgress", "study_progress"]
+__all__ = ["PROGRESS", "HEARTBEAT_S", "JobProgress", "running_chunks", "study_progress"]
 
 PROGRESS = "progress"
 HEARTBEAT_S = 5.0
@@ -36,12 +37,21 @@ HEARTBEAT_S = 5.0
 STALE_HEARTBEATS = 12
 
 
-def _heartbeat_path(path: str, job: int) -> str:
-    return os.path.join(path, PROGRESS, f"job-{job:04d}.json")
+# (study path, chunk) of the chunks this process is training now: what a signal abandons.
+_running: set[tuple[str, int]] = set()
 
 
-def _timing_path(path: str, k: int) -> str:
-    return os.path.join(path, PROGRESS, f"chunk-{k:06d}.json")
+def running_chunks() -> list[tuple[str, int]]:
+    """(study path, chunk index) of every chunk this process has started and not stored."""
+    return sorted(_running)
+
+
+def _heartbeat_path(job: int) -> str:
+    return f"{PROGRESS}/job-{job:04d}.json"
+
+
+def _timing_path(k: int) -> str:
+    return f"{PROGRESS}/chunk-{k:06d}.json"
 
 
 class JobProgress:
@@ -56,7 +66,8 @@ class JobProgress:
     def __init__(
         self, path: str, job: int, jobs: int, replicas: int, epochs: int, bar: bool, desc: str
     ) -> None:
-        self.path, self.job, self.jobs, self.epochs = path, job, jobs, epochs
+        self.path, self.loc = path, locate(path)
+        self.job, self.jobs, self.epochs = job, jobs, epochs
         self.bar = tqdm(
             total=replicas * epochs,
             unit=" replicas",
@@ -72,7 +83,6 @@ class JobProgress:
         self._chunks_timed = 0
         self._reported = False  # has the trainer reported yet (compilation over)?
         self._failed = ""  # the first progress file that could not be written, and why
-        os.makedirs(os.path.join(path, PROGRESS), exist_ok=True)
 
     def __enter__(self) -> JobProgress:
         return self
@@ -85,6 +95,7 @@ class JobProgress:
         with self._lock:
             now = time.time()
             self._chunk = {"chunk": k, "replicas": replicas, "done": 0, "started": now}
+            _running.add((self.path, k))
             compiling = "" if self._reported else ", compiling"
             self.bar.set_postfix_str(f"chunk {k}{compiling}")
             self._write_heartbeat(now, "training")
@@ -115,6 +126,7 @@ class JobProgress:
             chunk, self._chunk = self._chunk, None
             if chunk is None:
                 raise RuntimeError("finish_chunk without start_chunk")
+            _running.discard((self.path, chunk["chunk"]))
             timing = {
                 "chunk": chunk["chunk"],
                 "replicas": chunk["replicas"],
@@ -125,11 +137,13 @@ class JobProgress:
                 "finished": time.time(),
             }
             self._chunks_timed += 1
-            self._write(_timing_path(self.path, chunk["chunk"]), timing)
+            self._write(_timing_path(chunk["chunk"]), timing)
 
     def close(self, failed: bool = False) -> None:
         """End of this job's run: the heartbeat says whether it got through its chunks."""
         with self._lock:
+            if self._chunk is not None:  # a failed chunk: not being trained any more
+                _running.discard((self.path, self._chunk["chunk"]))
             self._write_heartbeat(time.time(), "stopped" if failed else "finished")
         self.bar.close()
         if self._failed and not failed:  # a failed run's own error says what went wrong
@@ -153,21 +167,20 @@ class JobProgress:
             "pid": os.getpid(),
         }
         self._written = now
-        self._write(_heartbeat_path(self.path, self.job), beat)
+        self._write(_heartbeat_path(self.job), beat)
 
     def _write(self, path: str, value: dict[str, Any]) -> None:
         """Best effort: progress files must never stop training (the first failure is
         warned about once the run ends well)."""
         try:
-            atomic_write_text(path, json.dumps(value, indent=1))
+            self.loc.write_text(path, json.dumps(value, indent=1))
         except OSError as err:
-            self._failed = self._failed or f"{path}: {err}"
+            self._failed = self._failed or f"{self.loc.show(path)}: {err}"
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
+def _read_json(loc: Location, path: str) -> dict[str, Any] | None:
     try:
-        with open(path) as fh:
-            value = json.load(fh)
+        value = json.loads(loc.read_text(path))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -198,10 +211,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _heartbeat(path: str, job: int, now: float) -> dict[str, Any] | None:
+def _heartbeat(loc: Location, job: int, now: float) -> dict[str, Any] | None:
     """Job ``job``'s heartbeat with its ``state`` judged now and its ``age_s`` (None: none,
     or not one memjax wrote)."""
-    beat = _read_json(_heartbeat_path(path, job))
+    beat = _read_json(loc, _heartbeat_path(job))
     if beat is None or not (_number(beat.get("updated")) and _number(beat.get("epochs"))):
         return None
     return {**beat, "state": _job_state(beat, now), "age_s": now - beat["updated"]}
@@ -233,6 +246,20 @@ def _rate(
     return _pooled_rate(timed) if timed else None
 
 
+def _chunk_wall(chunk_size: int, rate: float | None, timed: list[dict[str, Any]]):
+    """A full chunk's wall time, so that chunks can be sized to a preemption rate (a
+    preempted job loses at most its current chunk): ``expected`` at the job's measured rate,
+    ``range`` the fastest and slowest timed chunks scaled to a full chunk (None: untimed)."""
+    if not rate:
+        return None
+    full = [t["seconds"] * chunk_size / t["replicas"] for t in timed]
+    return {
+        "expected": chunk_size / rate,
+        "range": [min(full), max(full)] if full else None,
+        "chunks_timed": len(full),
+    }
+
+
 def study_progress(store: Store, finished: list[int], now: float | None = None) -> dict[str, Any]:
     """Throughput and ETA of a study whose ``finished`` chunks are stored.
 
@@ -242,21 +269,23 @@ def study_progress(store: Store, finished: list[int], now: float | None = None) 
     the first chunks' times (None: nothing timed yet). ``eta_s``: seconds until every chunk
     is finished if all ``jobs`` jobs run at that rate, each through its own unfinished
     chunks, less what running jobs' heartbeats say is done in their chunks (0 once
-    complete). ``jobs_progress``: each job's latest heartbeat and whether its job is
-    running, stopped (killed or lost) or finished.
+    complete). ``chunk_wall_s``: one full chunk's expected seconds and the measured range
+    (``_chunk_wall``), for sizing chunks to a preemption rate. ``jobs_progress``: each
+    job's latest heartbeat and whether its job is running, stopped (killed or lost) or
+    finished.
     """
     now = time.time() if now is None else now
     done = set(finished)
     timed = [
         t
         for k in sorted(done)
-        if (t := _read_json(_timing_path(store.path, k))) is not None
+        if (t := _read_json(store.loc, _timing_path(k))) is not None
         and _number(t.get("seconds"))
         and t["seconds"] > 0
         and _number(t.get("replicas"))
     ]
     steady = [t for t in timed if not t.get("first_of_run")]
-    beats = {j: b for j in range(store.jobs) if (b := _heartbeat(store.path, j, now)) is not None}
+    beats = {j: b for j in range(store.jobs) if (b := _heartbeat(store.loc, j, now)) is not None}
     current = {j: b for j, b in beats.items() if b.get("chunk") not in done | {None}}
     in_chunk_rates = [r for b in current.values() if (r := _in_chunk_rate(b)) is not None]
     rate = _rate(steady, in_chunk_rates, timed)
@@ -273,6 +302,7 @@ def study_progress(store: Store, finished: list[int], now: float | None = None) 
         "replicas_per_s_per_job": rate,
         "chunks_timed": len(timed),
         "eta_s": eta,
+        "chunk_wall_s": _chunk_wall(store.chunk_size, rate, steady or timed),
         "jobs_progress": [
             {
                 "job": j,

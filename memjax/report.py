@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from typing import Any
 
 import numpy as np
 
 from memjax.estimators import Estimate
+from memjax.location import Location, locate
 from memjax.results import Study
-from memjax.store import atomic_write_text
 
 __all__ = [
     "estimate_study",
@@ -166,7 +165,9 @@ def csv_text(cols: dict[str, np.ndarray]) -> str:
     return buf.getvalue()
 
 
-def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title: str) -> None:
+def _histogram_png(
+    loc: Location, name: str, mem: np.ndarray, flipped: np.ndarray | None, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,10 +185,10 @@ def _histogram_png(path: str, mem: np.ndarray, flipped: np.ndarray | None, title
     ax.set_ylabel("training examples")
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    loc.write_bytes(name, buf.getvalue())
 
 
 def check_estimable(study: Study, what: str) -> None:
@@ -210,17 +211,17 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
             f"{study.path} is unfinished ({study.replicas}/{study.planned_replicas} replicas); "
             "resume it with `memjax run` or pass --partial to estimate from the finished replicas"
         )
-    out_dir = out_dir or study.path
-    os.makedirs(out_dir, exist_ok=True)
+    out = locate(out_dir or study.path)  # a directory or URL (memjax.location)
     cols = study_columns(study)
     result = summary(study)
-    atomic_write_text(os.path.join(out_dir, "memorization.csv"), csv_text(cols))
+    out.write_text("memorization.csv", csv_text(cols))
     _histogram_png(
-        os.path.join(out_dir, "memorization_hist.png"),
+        out,
+        "memorization_hist.png",
         cols["memorization"],
         study.flipped,
         f"{result['dataset']}: {study.replicas} replicas",
     )
     text = json.dumps(result, indent=2, allow_nan=False)
-    atomic_write_text(os.path.join(out_dir, "summary.json"), text)
+    out.write_text("summary.json", text)
     return result

@@ -29,11 +29,11 @@ import numpy as np
 import memjax
 from memjax.data import Dataset
 from memjax.estimators import Estimate
+from memjax.location import is_url, locate
 from memjax.privacy import FPRS, AttackResult
 from memjax.relations import MIN_ATTACK_REPLICAS, SUSPICIOUS_WHEN_HIGH, Relations
 from memjax.report import HIST_BINS, check_estimable, ranked_examples
 from memjax.results import Study, open_study
-from memjax.store import atomic_write_text
 
 __all__ = ["load_report_study", "report_html", "write_report", "IMAGE_SHAPES"]
 
@@ -245,7 +245,7 @@ def _provenance(s: Study) -> str:
         design += ", independent replicas"
     rows = [
         ["study", meta.get("name")],
-        ["directory", os.path.abspath(s.path)],
+        ["directory", s.path if is_url(s.path) else os.path.abspath(s.path)],
         [
             "dataset",
             f"{meta.get('dataset_name')}: {s.dataset.n_train} train, "
@@ -536,8 +536,6 @@ def report_html(s: Study) -> str:
 def write_report(study_dir: str, out_dir: str | None = None) -> str:
     """Write report.html for the study at ``study_dir`` (into it, or ``out_dir``); its path."""
     page = report_html(load_report_study(study_dir))
-    out_dir = out_dir or study_dir
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, REPORT)
-    atomic_write_text(path, page)
-    return path
+    out = locate(out_dir or study_dir)  # a directory or URL (memjax.location)
+    out.write_text(REPORT, page)
+    return out.show(REPORT) if is_url(out.url) else out.path(REPORT)

@@ -173,5 +173,6 @@ class Study:
 
 
 def open_study(path: str) -> Study:
-    """The study at ``path`` (a study directory), ready to read; raises if it is none."""
+    """The study at ``path`` (a study directory or URL, memjax.location), ready to read;
+    raises if it is none."""
     return Study(open_store(path))

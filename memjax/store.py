@@ -32,13 +32,24 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.errors import ContainsArrayError
 
 from memjax import subsets
+from memjax.location import (
+    TMP_PREFIX,
+    Location,
+    _fsync,
+    _umask,
+    atomic_write_text,
+    fsync_tree,
+    locate,
+)
 from memjax.outputs import ReplicaOutputs
 
 __all__ = [
@@ -53,10 +64,9 @@ __all__ = [
     "open_store",
     "merge",
     "restore_arrays",
+    "TMP_PREFIX",
 ]
 
-# Temporary files of atomic writes; one left in done/ was cut short by a kill.
-TMP_PREFIX = ".tmp-"
 META = "study.json"
 ARRAYS = "arrays.zarr"
 DONE = "done"
@@ -77,60 +87,6 @@ class CorruptChunkError(ValueError):
             f"{path}: {problem}. Repair: `memjax verify {path} --repair` (drops the markers of "
             f"damaged chunks), then `memjax run <the study's config> --out {path}` retrains them"
         )
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write via a temporary file, fsync, rename: readers see the old or the new file only.
-
-    The file gets the permissions an ordinary open() would (0666 less the umask), not
-    mkstemp's 0600."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
-    os.fchmod(fd, 0o666 & ~_umask())
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync(directory)
-
-
-def _fsync_files(files: list[str], top: str) -> None:
-    """fsync each file, then every directory from its parent up to ``top`` (inclusive), so
-    newly created files and directories survive a power cut (not the whole machine's cache)."""
-    top = os.path.abspath(top)
-    dirs: set[str] = set()
-    for path in files:
-        path = os.path.abspath(path)
-        _fsync(path)
-        d = os.path.dirname(path)
-        while d not in dirs and os.path.commonpath([d, top]) == top:
-            dirs.add(d)
-            d = os.path.dirname(d)
-    for d in sorted(dirs, key=len, reverse=True):  # children before parents
-        _fsync(d)
-
-
-def _fsync_tree(top: str) -> None:
-    """fsync every file and directory under ``top`` (children before parents)."""
-    for d, _, names in os.walk(top, topdown=False):
-        for name in names:
-            _fsync(os.path.join(d, name))
-        _fsync(d)
 
 
 def _digest(value: np.ndarray) -> str:
@@ -215,11 +171,15 @@ class DoneScan:
 
 @dataclass
 class Store:
-    """An open study directory."""
+    """An open study: ``path`` is its directory or URL as given (memjax.location)."""
 
     path: str
     meta: dict[str, Any]
     _design_checked: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def loc(self) -> Location:
+        return locate(self.path)
 
     @property
     def replicas(self) -> int:
@@ -246,15 +206,16 @@ class Store:
         return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
 
     def _group(self, mode: str = "r") -> zarr.Group:
-        if not os.path.isfile(os.path.join(self.path, ARRAYS, "zarr.json")):
+        if not self.loc.isfile(f"{ARRAYS}/zarr.json"):
             done = self.done_chunks()
             raise CorruptChunkError(
                 self.path, done, f"{ARRAYS} is missing: finished chunks {done[:8]} have no data"
             )
-        return zarr.open_group(os.path.join(self.path, ARRAYS), mode=mode)
+        return zarr.open_group(self.loc.zarr_store(ARRAYS, mode == "r"), mode=mode)
 
     def _marker(self, k: int) -> str:
-        return os.path.join(self.path, DONE, f"chunk-{k:06d}")
+        """Chunk k's marker file (local path or object store path)."""
+        return self.loc.path(f"{DONE}/chunk-{k:06d}")
 
     def _corrupt(self, k: int, problem: str) -> CorruptChunkError:
         rows = self.chunk_rows(k)
@@ -286,8 +247,7 @@ class Store:
     def _read_marker(self, k: int) -> tuple[dict[str, Any] | None, str | None]:
         """Chunk k's marker if it is a valid one, else (None, why not); (None, None): none."""
         try:
-            with open(self._marker(k)) as fh:
-                marker = json.load(fh)
+            marker = json.loads(self.loc.read_text(f"{DONE}/chunk-{k:06d}"))
         except FileNotFoundError:
             return None, None
         except (ValueError, UnicodeDecodeError) as err:
@@ -299,8 +259,7 @@ class Store:
         """Read ``done/``: only files named exactly ``chunk-NNNNNN`` with an index of this
         study are parsed; whatever else is there is listed as stray."""
         scan = DoneScan()
-        done = os.path.join(self.path, DONE)
-        for name in sorted(os.listdir(done)) if os.path.isdir(done) else []:
+        for name in self.loc.listdir(DONE):
             match = MARKER_NAME.fullmatch(name)
             k = int(match.group(1)) if match else -1
             if not (0 <= k < self.n_chunks and name == f"chunk-{k:06d}"):
@@ -312,6 +271,11 @@ class Store:
             elif problem is not None:
                 scan.invalid[name] = problem
         return scan
+
+    def is_done(self, k: int) -> bool:
+        """Whether chunk k has a valid marker now (another job sharing the study may have
+        written it since this one scanned ``done/``)."""
+        return self._read_marker(k)[0] is not None
 
     def done_chunks(self) -> list[int]:
         """Indices of the chunks with a valid marker (contents are checked when read)."""
@@ -327,28 +291,34 @@ class Store:
     # ---- chunk files ---------------------------------------------------------------------
 
     def chunk_files(self, k: int, names: list[str] | None = None) -> list[str]:
-        """Paths of the zarr chunk files holding chunk k's rows of the given arrays (all)."""
+        """Paths (relative to the study) of the zarr chunk files holding chunk k's rows of
+        the given arrays (all)."""
         files = []
         for name in self.specs if names is None else names:
             shape, _, chunks = self.specs[name]
             grid = [range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:], strict=True)]
             for coords in itertools.product(*grid):
                 key = "/".join(str(i) for i in ("c", k, *coords))
-                files.append(os.path.join(self.path, ARRAYS, name, key))
+                files.append(f"{ARRAYS}/{name}/{key}")
         return files
 
-    def missing_files(self, k: int) -> list[str]:
-        """Files chunk k needs that do not exist (array metadata included), relative paths."""
-        need = [os.path.join(self.path, ARRAYS, "zarr.json")]
-        need += [os.path.join(self.path, ARRAYS, name, "zarr.json") for name in self.specs]
+    def missing_files(self, k: int, present: set[str] | None = None) -> list[str]:
+        """Files chunk k needs that do not exist (array metadata included), relative paths;
+        ``present``: the files known to exist (one listing of the arrays), else each is
+        looked up."""
+        need = [f"{ARRAYS}/zarr.json"]
+        need += [f"{ARRAYS}/{name}/zarr.json" for name in self.specs]
         need += self.chunk_files(k)
-        return [os.path.relpath(p, self.path) for p in need if not os.path.isfile(p)]
+        exists = self.loc.isfile if present is None else present.__contains__
+        return [os.path.normpath(p) for p in need if not exists(p)]
 
     def damaged_chunks(self, chunks: list[int] | None = None) -> dict[int, list[str]]:
         """Finished chunks (all, or those given) that lack files: chunk -> missing files.
-        A cheap check (no data is read) that status and resume run before trusting markers."""
+        A cheap check (no data is read, the arrays are listed once) that status and resume
+        run before trusting markers."""
         chunks = self.done_chunks() if chunks is None else chunks
-        out = {k: self.missing_files(k) for k in chunks}
+        present = {p.replace(os.sep, "/") for p in self.loc.files(ARRAYS)} if chunks else set()
+        out = {k: self.missing_files(k, present) for k in chunks}
         return {k: files for k, files in out.items() if files}
 
     # ---- reading -------------------------------------------------------------------------
@@ -424,7 +394,7 @@ class Store:
 
     def _read_design_masks(self, k: int, group: zarr.Group) -> dict[str, np.ndarray]:
         """Unfinished chunk k's stored masks, checked against the subset design."""
-        prefix = os.path.join(ARRAYS, "masks", "")
+        prefix = f"{ARRAYS}/masks/"
         missing = [f for f in self.missing_files(k) if f.startswith(prefix)]
         if missing:
             raise self._corrupt(k, f"{missing[0]} is missing")
@@ -490,7 +460,7 @@ class Store:
                 raise ValueError(f"{name} has shape {stored.shape}, expected {shape[1:]} per row")
             group[name].with_config({"write_empty_chunks": True})[sl] = stored
             hashes[name] = _digest(stored)
-        _fsync_files(self.chunk_files(k, list(arrays)), os.path.join(self.path, ARRAYS))
+        self.loc.sync(self.chunk_files(k, list(arrays)), ARRAYS)
         marker = {
             "format": STORE_FORMAT,
             "chunk": k,
@@ -498,53 +468,78 @@ class Store:
             "sha256": dict(sorted(hashes.items())),
             **_versions(),
         }
-        os.makedirs(os.path.join(self.path, DONE), exist_ok=True)
-        atomic_write_text(self._marker(k), json.dumps(marker, indent=1))
+        # the marker goes last, once every data object of the chunk is durable
+        self.loc.write_text(f"{DONE}/chunk-{k:06d}", json.dumps(marker, indent=1))
 
     def drop_marker(self, name: str) -> None:
         """Remove ``done/name`` durably: its chunk counts as unfinished from now on."""
-        os.remove(os.path.join(self.path, DONE, name))
-        _fsync(os.path.join(self.path, DONE))
+        self.loc.remove(f"{DONE}/{name}")
 
     def write_design_masks(self, k: int) -> None:
         """(Re)write chunk k's masks from the subset design, durably."""
         rows = self.chunk_rows(k)
         arr = self._group("r+")["masks"].with_config({"write_empty_chunks": True})
         arr[int(rows[0]) : int(rows[-1]) + 1] = design_masks(self.meta, rows)
-        _fsync_files(self.chunk_files(k, ["masks"]), os.path.join(self.path, ARRAYS))
+        self.loc.sync(self.chunk_files(k, ["masks"]), ARRAYS)
 
 
-def _create_arrays(path: str, meta: dict[str, Any], names: list[str] | None = None) -> None:
-    """Create the study's arrays (all, or ``names``, replacing them) in ``path``/arrays.zarr,
-    every chunk file checksummed (zstd's content checksum, then crc32c over the file)."""
-    group = zarr.open_group(os.path.join(path, ARRAYS), mode="a")
+def _create_arrays(
+    loc: Location, meta: dict[str, Any], names: list[str] | None = None, keep: bool = False
+) -> None:
+    """Create the study's arrays (all, or ``names``, replacing them) in arrays.zarr, every
+    chunk file checksummed (zstd's content checksum, then crc32c over the file). ``keep``:
+    never delete; an array that exists already (a concurrent creator of the same study on an
+    object store may be writing to it, or a killed one left it) is kept if its shape, dtype
+    and chunks are this study's."""
+    group = zarr.open_group(loc.zarr_store(ARRAYS, False), mode="a")
     for name, (shape, dtype, chunks) in array_specs(meta).items():
         if names is not None and name not in names:
             continue
-        group.create_array(
-            name,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            fill_value=-1 if name == "replica_ids" else 0,
-            compressors=[ZstdCodec(level=3, checksum=True), Crc32cCodec()],
-            chunk_key_encoding={"name": "default", "separator": "/"},
-            config={"write_empty_chunks": True},
-            overwrite=True,
-        )
+        try:
+            _create_array(group, name, shape, dtype, chunks, overwrite=not keep)
+        except ContainsArrayError:
+            have = group[name]
+            if (have.shape, have.dtype, have.chunks) != (shape, np.dtype(dtype), chunks):
+                raise StoreMismatchError(
+                    f"{loc.show(ARRAYS)}/{name} has shape {have.shape} ({have.dtype}), this "
+                    f"study's is {shape} ({dtype}): left by an interrupted creation of another "
+                    f"study; remove {loc.url} or use another --out"
+                ) from None
+
+
+def _create_array(
+    group: zarr.Group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    chunks: tuple[int, ...],
+    overwrite: bool,
+) -> None:
+    """One stored array; ContainsArrayError if it exists and ``overwrite`` is False."""
+    group.create_array(
+        name,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        fill_value=-1 if name == "replica_ids" else 0,
+        compressors=[ZstdCodec(level=3, checksum=True), Crc32cCodec()],
+        chunk_key_encoding={"name": "default", "separator": "/"},
+        config={"write_empty_chunks": True},
+        overwrite=overwrite,
+    )
 
 
 def restore_arrays(store: Store) -> list[str]:
     """Recreate the arrays whose metadata is missing (empty; masks from the design) and
     return their names. The markers of chunks that relied on them must be dropped first."""
-    root = os.path.join(store.path, ARRAYS)
-    missing = [n for n in store.specs if not os.path.isfile(os.path.join(root, n, "zarr.json"))]
-    if missing or not os.path.isfile(os.path.join(root, "zarr.json")):
-        _create_arrays(store.path, store.meta, missing)
+    loc = store.loc
+    missing = [n for n in store.specs if not loc.isfile(f"{ARRAYS}/{n}/zarr.json")]
+    if missing or not loc.isfile(f"{ARRAYS}/zarr.json"):
+        _create_arrays(loc, store.meta, missing)
         if "masks" in missing:
             for k in range(store.n_chunks):
                 store.write_design_masks(k)
-        _fsync_tree(root)
+        loc.sync_tree(ARRAYS)
     return missing
 
 
@@ -586,7 +581,7 @@ def _record_versions(path: str, store: Store, meta: dict[str, Any]) -> Store:
     if set(store.meta.get("memjax_versions") or ()) != seen:
         store.meta["memjax_versions"] = sorted(seen)
         text = json.dumps(store.meta, indent=2, sort_keys=True)
-        atomic_write_text(os.path.join(path, META), text)
+        store.loc.write_text(META, text)
     return store
 
 
@@ -625,17 +620,30 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
     leaves nothing that looks like a study (and the next creation removes what it left).
     ``meta["jobs"]`` is the job partition. Directories and files honour the umask. Opening a
     study that holds data of another memjax version warns and records both versions.
+
+    On an object store (``path`` a URL, memjax.location) there is no rename: the arrays and
+    masks are written in place and ``study.json`` last, so the study exists once that one
+    object does; what a killed creation left is completed by the next one, and two jobs
+    creating the same study at once write the same bytes.
     """
-    meta_path = os.path.join(path, META)
-    if os.path.exists(meta_path):
+    loc = locate(path)
+    path = loc.root if loc.local else path  # file:// URLs are local directories
+    if loc.exists(META):
         existing = open_store(path)
         _check_same_study(path, existing.meta, meta)
         return _record_versions(path, existing, meta)
-    if os.path.exists(path) and os.listdir(path):
+    if (os.path.exists(path) and os.listdir(path)) if loc.local else set(loc.listdir()) - {ARRAYS}:
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
     if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
         raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
     meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_study_versions(meta))}
+    if not loc.local:
+        store = Store(path, meta)
+        _create_arrays(loc, meta, keep=True)
+        _write_all_design_masks(store)
+        loc.write_text(META, json.dumps(meta, indent=2, sort_keys=True))
+        return _record_versions(path, open_store(path), meta)
+    meta_path = os.path.join(path, META)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(os.path.abspath(path))
@@ -645,15 +653,12 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         store = Store(tmp, meta)
-        _create_arrays(tmp, meta)
-        group = store._group("r+")
-        for k in range(store.n_chunks):
-            rows = store.chunk_rows(k)
-            group["masks"][int(rows[0]) : int(rows[-1]) + 1] = design_masks(meta, rows)
+        _create_arrays(store.loc, meta)
+        _write_all_design_masks(store)
         os.makedirs(os.path.join(tmp, DONE))
         with open(os.path.join(tmp, META), "w") as fh:
             fh.write(json.dumps(meta, indent=2, sort_keys=True))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if os.path.exists(path):
             os.rmdir(path)
         os.rename(tmp, path)
@@ -672,12 +677,20 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
     return _record_versions(path, open_store(path), meta)
 
 
+def _write_all_design_masks(store: Store) -> None:
+    """Every chunk's masks, from the design (a new study's, not yet durable)."""
+    group = store._group("r+")
+    for k in range(store.n_chunks):
+        rows = store.chunk_rows(k)
+        group["masks"][int(rows[0]) : int(rows[-1]) + 1] = design_masks(store.meta, rows)
+
+
 def open_store(path: str) -> Store:
-    meta_path = os.path.join(path, META)
-    if not os.path.exists(meta_path):
-        raise FileNotFoundError(f"{path} is not a memjax study directory (no {META})")
-    with open(meta_path) as fh:
-        meta = json.load(fh)
+    """The study at ``path`` (a directory or URL); FileNotFoundError if there is none."""
+    try:
+        meta = json.loads(locate(path).read_text(META))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not a memjax study directory (no {META})") from None
     if meta.get("store_format") != STORE_FORMAT:
         raise StoreMismatchError(
             f"{path} was written by memjax {meta.get('memjax_version')} in store format "

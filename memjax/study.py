@@ -11,7 +11,7 @@ import errno
 import inspect
 import math
 import os
-import shutil
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +24,17 @@ import numpy as np
 import memjax
 from memjax import config_file, data, models, schema, subsets
 from memjax.config import TrainConfig
+from memjax.location import locate
 from memjax.progress import JobProgress, study_progress
 from memjax.queries import check_queries, num_views
-from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
+from memjax.store import (
+    META,
+    CorruptChunkError,
+    Store,
+    array_specs,
+    create_or_open,
+    open_store,
+)
 from memjax.train import train_replicas
 from memjax.train_memory import (
     available_memory_bytes,
@@ -51,7 +59,9 @@ __all__ = [
     "estimate_size",
     "check_size",
     "check_writable",
+    "check_finished_files",
     "run_study",
+    "train_chunk",
 ]
 
 MAX_CHUNK = 256
@@ -337,7 +347,7 @@ class SizeEstimate:
     replicas: int
     n_train: int
     disk_bytes: int
-    disk_free_bytes: int
+    disk_free_bytes: int | None  # None: an object store, no limit can be read
     replica_device_bytes: int
     device_available_bytes: int
     mask_cells: int
@@ -345,7 +355,7 @@ class SizeEstimate:
     def problems(self) -> list[str]:
         """One sentence per limit exceeded (empty if the study fits)."""
         out = []
-        if self.disk_bytes > self.disk_free_bytes:
+        if self.disk_free_bytes is not None and self.disk_bytes > self.disk_free_bytes:
             out.append(
                 f"its arrays take up to {_size(self.disk_bytes)} on disk ({self.replicas} "
                 f"replicas x {_size(self.disk_bytes // self.replicas)}) but "
@@ -372,14 +382,6 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _free_bytes(path: str) -> int:
-    """Free bytes of the filesystem that will hold ``path`` (its nearest existing ancestor)."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return shutil.disk_usage(path).free
-
-
 def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
     """Bytes on disk, per-replica device memory and mask work of ``cfg`` stored at ``out``."""
     shape = {
@@ -398,7 +400,7 @@ def estimate_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
         replicas=cfg.replicas,
         n_train=ds.n_train,
         disk_bytes=disk,
-        disk_free_bytes=_free_bytes(out),
+        disk_free_bytes=locate(out).free_bytes(),
         replica_device_bytes=replica_bytes(cfg.model, ds, cfg.train),
         device_available_bytes=available_memory_bytes(),
         mask_cells=cfg.replicas * ds.n_train,
@@ -440,7 +442,7 @@ def open_or_create(
     ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
     make_masks = _masks_fn(cfg, ds.n_train)
-    if os.path.exists(os.path.join(out, "study.json")):
+    if locate(out).exists(META):
         existing = open_store(out)
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
@@ -458,7 +460,15 @@ def open_or_create(
 def check_writable(path: str) -> None:
     """Fail (OSError naming the directory) if the study cannot be written: a read-only
     filesystem, missing permission, or a probe file that cannot be created and synced in
-    the study directory. Called before a chunk is trained, so nothing is trained in vain."""
+    the study directory (on an object store: a probe object that cannot be put and removed).
+    Called before a chunk is trained, so nothing is trained in vain."""
+    loc = locate(path)
+    if not loc.local:
+        probe = f".writable-{socket.gethostname()}-{os.getpid()}"
+        loc.write_text(probe, "x")
+        loc.remove(probe)
+        return
+    path = loc.root
     for sub in ("arrays.zarr", "done"):
         directory = os.path.join(path, sub)
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
@@ -495,6 +505,20 @@ def study_status(store: Store) -> dict[str, Any]:
         "memjax_version": store.meta.get("memjax_version"),
         **study_progress(store, finished),
     }
+
+
+def check_finished_files(store: Store) -> None:
+    """Refuse (CorruptChunkError) a study whose finished chunks lack files: resuming would
+    otherwise count them as done."""
+    damaged = store.damaged_chunks(store.done_chunks())
+    if damaged:
+        k = min(damaged)
+        raise CorruptChunkError(
+            store.path,
+            sorted(damaged),
+            f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
+            "is missing)",
+        )
 
 
 def run_study(
@@ -536,22 +560,12 @@ def run_study(
             f"belongs to job (k + {recorded_offset}) mod {jobs}) but this run asks for offset "
             f"{job_offset}: run a family member through its family (`memjax run FAMILY.yaml`)"
         )
-    done = set(store.done_chunks())
-    damaged = store.damaged_chunks(sorted(done))
-    if damaged:
-        k = min(damaged)
-        raise CorruptChunkError(
-            out,
-            sorted(damaged),
-            f"finished chunks {sorted(damaged)[:8]} lack files (chunk {k}: {damaged[k][0]} "
-            "is missing)",
-        )
+    check_finished_files(store)
     todo = unfinished_chunks(store, job, jobs)
     if max_chunks is not None:
         todo = todo[:max_chunks]
     if not todo:  # nothing to train: the study directory is left untouched
         return store
-    max_subset = int(store.meta["max_subset_size"])
     tracker = JobProgress(
         store.path,
         job,
@@ -563,20 +577,35 @@ def run_study(
     )
     with tracker:
         for k in todo:
-            check_writable(store.path)
-            rows = store.chunk_rows(k)
-            tracker.start_chunk(k, len(rows))
-            outputs = train_replicas(
-                cfg.model,
-                ds,
-                store.masks(rows),
-                cfg.train,
-                seed=cfg.seed,
-                replica_ids=rows,
-                max_subset_size=max_subset,
-                pad_to=store.chunk_size,
-                progress=tracker,
-            )
-            store.write_chunk(k, outputs)
-            tracker.finish_chunk()
+            train_chunk(cfg, ds, store, k, tracker)
     return store
+
+
+def train_chunk(cfg: StudyConfig, ds: data.Dataset, store: Store, k: int, tracker: JobProgress):
+    """Train chunk k of ``store`` and write it with its done marker.
+
+    What is written is a pure function of (config, seed, replica ids): the replicas' masks
+    come from the subset design and their initializations and batch orders from
+    (seed, replica id) alone, so a retried or duplicated run of chunk k writes the same
+    bytes (any executor may run a chunk more than once). A chunk another run has marked
+    meanwhile is skipped, before training or before writing: the first marker stays.
+    """
+    if store.is_done(k):
+        return
+    check_writable(store.path)
+    rows = store.chunk_rows(k)
+    tracker.start_chunk(k, len(rows))
+    outputs = train_replicas(
+        cfg.model,
+        ds,
+        store.masks(rows),
+        cfg.train,
+        seed=cfg.seed,
+        replica_ids=rows,
+        max_subset_size=int(store.meta["max_subset_size"]),
+        pad_to=store.chunk_size,
+        progress=tracker,
+    )
+    if not store.is_done(k):
+        store.write_chunk(k, outputs)
+    tracker.finish_chunk()

@@ -1,0 +1,171 @@
+"""Many workers on one study: a chunk's bytes are a pure function of (config, seed, replica
+ids), so duplicated or retried chunks are harmless, and `--executor ray` on a real Ray
+cluster (a head and a worker node, on loopback in a private network namespace) completes a
+study although one of its worker processes is killed mid-chunk."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from memjax.cli import main
+from memjax.location import Location, locate
+from memjax.progress import JobProgress
+from memjax.store import open_store
+from memjax.study import StudyConfig, build_dataset, open_or_create, run_study, train_chunk
+from memjax.verify import verify_study
+from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
+from tests.private_network import ROOT, in_private_network
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits", "label_noise": 0.1},
+    "model": {"type": "MLP", "widths": [32]},
+    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
+    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
+    "seed": 3,
+    "chunk_size": 4,
+}
+
+
+def chunk_bytes(path: str, k: int) -> dict[str, bytes]:
+    """Every data object of chunk k, and its marker, by path relative to the study."""
+    store = open_store(path)
+    return {f: store.loc.read_bytes(f) for f in [*store.chunk_files(k), f"done/chunk-{k:06d}"]}
+
+
+def train(cfg: StudyConfig, path: str, k: int) -> None:
+    store = open_or_create(cfg, path)
+    with JobProgress(path, 0, 1, len(store.chunk_rows(k)), cfg.train.epochs, False, "") as bar:
+        train_chunk(cfg, build_dataset(cfg.dataset), store, k, bar)
+
+
+def test_a_chunk_written_twice_or_concurrently_has_the_same_bytes(tmp_path):
+    cfg = StudyConfig.from_dict(TINY)
+    first, shared = str(tmp_path / "first"), str(tmp_path / "shared")
+    train(cfg, first, 1)
+    expected = chunk_bytes(first, 1)
+    assert len(expected) == len(open_store(first).specs) + 1
+    # two writers of chunk 1 at once into another store (a retried task and its original)
+    open_or_create(cfg, shared)
+    writers = [threading.Thread(target=train, args=(cfg, shared, 1)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    assert chunk_bytes(shared, 1) == expected
+    assert os.listdir(os.path.join(shared, "done")) == ["chunk-000001"]
+    assert verify_study(open_store(shared)).ok
+
+
+# The `ray` command of this Python's environment (its scripts directory need not be on PATH).
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def ray(*args: str, env: dict[str, str]) -> None:
+    res = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, f"ray {' '.join(args)}: {res.stdout}{res.stderr}"
+
+
+def training_worker(study: Location, timeout: float) -> tuple[int, int]:
+    """(pid, chunk) of a Ray worker process that is training a chunk now: its heartbeat says
+    epochs are done in a chunk that has no marker yet, and its process is a Ray task."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            beat = json.loads(study.read_text("progress/job-0000.json"))
+        except (OSError, ValueError):
+            beat = {}
+        k = beat.get("chunk")
+        if beat.get("state") == "training" and beat.get("replica_epochs_done") and k is not None:
+            title = Path(f"/proc/{beat['pid']}/cmdline").read_bytes()
+            if not study.exists(f"done/chunk-{k:06d}"):
+                assert title.startswith(b"ray::memjax-chunk"), title
+                return beat["pid"], k
+        time.sleep(0.05)
+    raise AssertionError("no Ray worker was seen training a chunk")
+
+
+@pytest.mark.slow
+@in_private_network
+def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_path, request):
+    request.getfixturevalue("s3")  # the S3 server, started inside the private network
+    spec = {**TINY, "subsets": {**TINY["subsets"], "replicas": 12}}
+    spec["train"] = {**TINY["train"], "epochs": 150}
+    cfg = StudyConfig.from_dict(spec)
+    reference = str(tmp_path / "reference")  # the single-process run, in a local directory
+    run_study(cfg, reference, progress=False)
+    url = f"s3://{BUCKET}/ray-study"
+    study = locate(url)
+    run_study(cfg, url, progress=False, max_chunks=1)  # chunk 0 by a static job
+    timed = study.read_bytes("progress/chunk-000000.json")
+    cfg_path = tmp_path / "study.yaml"
+    cfg_path.write_text(yaml.safe_dump(spec))
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths
+    env = {
+        **os.environ,  # with the S3 server's endpoint and keys: Ray's workers inherit them
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # every node and the driver share this cluster's token
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    node = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
+    try:
+        ray("start", "--head", "--port", "6399", "--include-dashboard=false", "--temp-dir", temp,
+            *node, env=env)  # fmt: skip
+        ray("start", "--address", "127.0.0.1:6399", *node, env=env)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "memjax", "run", str(cfg_path), "--out", url]
+            + ["--executor", "ray", "--address", "127.0.0.1:6399"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        pid, killed = training_worker(study, timeout=300)
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=400)
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert driver.returncode == 0, stderr
+    assert "12/12 replicas finished; 0 of 3 chunks unfinished" in stdout
+    assert killed in (1, 2)
+    assert sorted(study.listdir("done")) == [f"chunk-{k:06d}" for k in range(3)]
+    assert study.read_bytes("progress/chunk-000000.json") == timed  # chunk 0 never rerun
+    assert verify_study(open_store(url)).ok
+    ref, got = open_store(reference)._group(), open_store(url)._group()
+    assert sorted(got.array_keys()) == sorted(ref.array_keys())
+    for name in ref.array_keys():
+        np.testing.assert_array_equal(got[name][:], ref[name][:], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--executor", "ray", "--job", "1", "--jobs", "2"],
+            "drop --job, --jobs and --distributed",
+        ),
+        (["--executor", "ray", "--distributed"], "drop --job, --jobs and --distributed"),
+        (["--address", "127.0.0.1:6379"], "--address is the Ray cluster's"),
+    ],
+)
+def test_static_job_flags_and_ray_flags_do_not_mix(tmp_path, capsys, flags, message):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "s"
+    assert main(["run", str(config), "--out", str(out), "--quiet", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
