@@ -42,7 +42,9 @@ def _loo(masks: np.ndarray, values: np.ndarray, own: bool) -> Estimate:
     full, left_out = loo_roles(masks)
     n = masks.shape[1]
     v = values.astype(np.float64)
-    shift = v.mean(axis=0)
+    # real values are centred per column (stabler variances); 0/1 values are left exact, so
+    # an example right on every full-set replica and wrong on every other has no variance
+    shift = np.zeros(v.shape[1]) if values.dtype == bool else v.mean(axis=0)
     v = v - shift
     onehot = np.zeros((len(v), n))
     rows = np.flatnonzero(left_out >= 0)
