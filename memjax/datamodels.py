@@ -150,8 +150,8 @@ def _lam_grid(method: str, x: np.ndarray, y: np.ndarray, size: int) -> np.ndarra
     return lam_max[None, :] * np.logspace(-3, 0, size)[::-1, None]
 
 
-def _fit(method: str, x, y, lam, dtype):
-    """(weights (n, m), bias (m,)) for per-column lam (m,)."""
+def _fit(method: str, x, y, lam, dtype, w0=None):
+    """(weights (n, m), bias (m,)) for per-column lam (m,); lasso starts from ``w0``."""
     xj, yj = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
     y_mean = yj.mean(axis=0)
     lam = jnp.asarray(lam, dtype)
@@ -160,48 +160,26 @@ def _fit(method: str, x, y, lam, dtype):
         w = _ridge_solve(u, s, vt, yj - y_mean, lam)
     else:
         mean = xj.mean(axis=0)
-        w = _lasso_solve(xj - mean, yj - y_mean, lam, jnp.zeros((x.shape[1], y.shape[1]), dtype))
+        w0 = jnp.zeros((x.shape[1], y.shape[1]), dtype) if w0 is None else jnp.asarray(w0, dtype)
+        w = _lasso_solve(xj - mean, yj - y_mean, lam, w0)
     return np.asarray(w), np.asarray(y_mean - mean @ w)
 
 
 def _path_errors(method, x_tr, y_tr, x_he, y_he, grid, dtype) -> np.ndarray:
     """Held-out squared error (L, m) of each lam of ``grid`` (L, m) fitted on one fold."""
-    if method == "ridge":
+    if method == "ridge" and np.all(grid == grid[:, :1]):  # one grid shared by every column
         xj, yj = jnp.asarray(x_tr, dtype), jnp.asarray(y_tr, dtype)
         mean, u, s, vt = _ridge_factor(xj)
         y_mean = yj.mean(axis=0)
-        if np.all(grid == grid[:, :1]):  # one grid shared by every column
-            return np.asarray(
-                _ridge_path_error(
-                    u,
-                    s,
-                    vt,
-                    mean,
-                    yj - y_mean,
-                    y_mean,
-                    jnp.asarray(x_he, dtype),
-                    jnp.asarray(y_he, dtype),
-                    jnp.asarray(grid[:, 0], dtype),
-                )
-            )
+        held = jnp.asarray(x_he, dtype), jnp.asarray(y_he, dtype)
+        lams = jnp.asarray(grid[:, 0], dtype)
+        return np.asarray(_ridge_path_error(u, s, vt, mean, yj - y_mean, y_mean, *held, lams))
     errors = []
     w = None
     for lam in grid:  # lasso: largest lam first, each solve warm-started by the previous
-        if method == "ridge":
-            wj, b = _fit(method, x_tr, y_tr, lam, dtype)
-        else:
-            wj, b = _fit_warm(x_tr, y_tr, lam, dtype, w)
-            w = wj
-        errors.append(((y_he - (x_he @ wj + b)) ** 2).sum(axis=0))
+        w, b = _fit(method, x_tr, y_tr, lam, dtype, w)
+        errors.append(((y_he - (x_he @ w + b)) ** 2).sum(axis=0))
     return np.stack(errors)
-
-
-def _fit_warm(x, y, lam, dtype, w0):
-    xj, yj = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
-    mean, y_mean = xj.mean(axis=0), yj.mean(axis=0)
-    w0 = jnp.zeros((x.shape[1], y.shape[1]), dtype) if w0 is None else jnp.asarray(w0, dtype)
-    w = _lasso_solve(xj - mean, yj - y_mean, jnp.asarray(lam, dtype), w0)
-    return np.asarray(w), np.asarray(y_mean - mean @ w)
 
 
 def _check(masks, values, method, lam, folds):
