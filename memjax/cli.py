@@ -1,4 +1,5 @@
-"""The `memjax` command line: run | status | verify | estimate | report | merge | bench | plan.
+"""The `memjax` command line: run | status | verify | estimate | lds | report | merge | bench |
+plan.
 
 run, status, verify, estimate and merge work on a study family (memjax.family) as on a
 study: on every member.
@@ -187,6 +188,29 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
             print(f"  missing column {column}: {reason}")
 
 
+def _cmd_lds(args: argparse.Namespace) -> None:
+    from memjax.attribution import lds_table, write_table
+    from memjax.results import open_study
+
+    _where["path"] = args.study
+    study, eval_study = open_study(args.study), open_study(args.eval)
+    estimators = tuple(args.estimators.split(",")) if args.estimators else None
+    kwargs = {"estimators": estimators} if estimators else {}
+    rows = lds_table(study, eval_study, args.output, n_boot=args.n_boot, **kwargs)
+    about = {"study": study.path, "eval_study": eval_study.path, "output": args.output}
+    paths = write_table(rows, args.out or study.path, about)
+    print(f"LDS on {args.output} (mean Spearman over test examples; 95% two-way bootstrap)")
+    print(f"{'estimator':<18} {'replicas':>8}  LDS")
+    for row in rows:
+        shown = (
+            f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+            if row["value"] is not None
+            else row["note"]
+        )
+        print(f"{row['estimator']:<18} {row['replicas']:>8}  {shown}")
+    print(f"wrote {paths[0]}, {paths[1]}")
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from memjax.report_page import write_report
 
@@ -315,6 +339,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     est.add_argument("--partial", action="store_true", help="allow an unfinished study")
     est.set_defaults(fn=_cmd_estimate)
+
+    lds = sub.add_parser(
+        "lds", help="linear datamodeling score of attribution estimators, with intervals"
+    )
+    lds.add_argument("study", help="training study (balanced, fixed or bernoulli design)")
+    lds.add_argument("--eval", required=True, help="evaluation study (design eval) of its data")
+    lds.add_argument(
+        "--output", default="test_margin", help="test_margin (default) or test_correct"
+    )
+    lds.add_argument("--estimators", help="comma-separated subset (default: all)")
+    lds.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
+    lds.add_argument("--out", help="output directory (default: the study directory)")
+    lds.set_defaults(fn=_cmd_lds)
 
     report = sub.add_parser("report", help="one self-contained HTML page showing a study")
     report.add_argument("study", help="study directory")

@@ -44,6 +44,12 @@ __all__ = [
     "replica_mean",
     "check_blocks",
     "check_masks",
+    "Datamodels",
+    "datamodels",
+    "LDS",
+    "lds",
+    "loo_memorization",
+    "loo_influence",
 ]
 
 # Above this many replicas per block, the cluster sum of squares of influence is accumulated
@@ -526,3 +532,10 @@ def replica_mean(values: np.ndarray, blocks: np.ndarray | None = None) -> Estima
     return Estimate(
         np.asarray(mean), np.asarray(stderr), np.asarray(len(x)), np.asarray(0), low, high
     )
+
+
+# Estimators in their own modules, offered here with the others (imported last: they use
+# the helpers above).
+from memjax.datamodels import Datamodels, datamodels  # noqa: E402
+from memjax.lds import LDS, lds  # noqa: E402
+from memjax.loo import loo_influence, loo_memorization  # noqa: E402

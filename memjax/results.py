@@ -24,6 +24,8 @@ from memjax.estimators import (
     memorization,
     replica_mean,
 )
+from memjax.lds import seed_average
+from memjax.loo import loo_influence, loo_memorization
 from memjax.outputs import ReplicaOutputs
 from memjax.relations import Relations, relations
 from memjax.store import Store, open_store
@@ -119,7 +121,8 @@ class Study:
     @cached_property
     def blocks(self) -> np.ndarray | None:
         """Block ids of the finished replicas (the estimators' unit of independence)."""
-        return block_ids(self.rows, self.config.ratio, self.config.design)
+        cfg = self.config
+        return block_ids(self.rows, cfg.ratio, cfg.design, cfg.seeds)
 
     @cached_property
     def outputs(self) -> ReplicaOutputs:
@@ -136,12 +139,32 @@ class Study:
 
     @cached_property
     def memorization(self) -> Estimate:
+        """Memorization on correctness (n_train,): exact leave-one-out under the ``loo``
+        design, Feldman & Zhang's subset estimate otherwise."""
+        if self.config.design == "loo":
+            return loo_memorization(self.masks, self.outputs.train_correct)
         return memorization(self.masks, self.outputs.train_correct, self.blocks)
 
     @cached_property
     def influence(self) -> Estimate:
-        """Train -> test influence on correctness, (n_train, n_test)."""
+        """Train -> test influence on correctness, (n_train, n_test) (exact LOO under loo)."""
+        if self.config.design == "loo":
+            return loo_influence(self.masks, self.outputs.test_correct)
         return influence(self.masks, self.outputs.test_correct, self.blocks)
+
+    def eval_subsets(self, output: str = "test_margin") -> tuple[np.ndarray, np.ndarray]:
+        """An ``eval`` design's subsets whose every seed has finished: masks (M, n_train) and
+        the ``output`` (a per-replica (R, m) array of ``ReplicaOutputs``, e.g. test_margin,
+        test_correct) averaged over each subset's seeds, (M, m)."""
+        cfg = self.config
+        if cfg.design != "eval":
+            raise ValueError(f"{self.path}: design {cfg.design!r} is not an evaluation design")
+        values = np.asarray(getattr(self.outputs, output), np.float64)
+        subset = self.rows // cfg.seeds
+        done = np.isin(subset, np.flatnonzero(np.bincount(subset) == cfg.seeds))
+        if not done.any():
+            raise ValueError(f"{self.path}: no evaluation subset has all {cfg.seeds} seeds")
+        return self.masks[done][:: cfg.seeds], seed_average(values[done], cfg.seeds)
 
     @cached_property
     def held_out_accuracy(self) -> Estimate:

@@ -155,6 +155,7 @@ def design_masks(meta: dict[str, Any], rows: np.ndarray) -> np.ndarray:
         int(cfg["seed"]),
         sub["design"],
         replica_ids=rows,
+        seeds=int(sub.get("seeds", 1)),
     )
 
 

@@ -95,6 +95,7 @@ class StudyConfig:
     train: TrainConfig
     seed: int = 0
     name: str = "study"
+    seeds: int = 1
     chunk_size: int | None = None
     description: str = ""
     command: str = ""
@@ -105,7 +106,7 @@ class StudyConfig:
             "replicas": schema.integer(self.replicas, "subsets.replicas", 2, MAX_REPLICAS),
             "design": schema.choice(self.design, "subsets.design", subsets.DESIGNS),
             "ratio": schema.number(self.ratio, "subsets.ratio", 1.0, 1.0)
-            if self.design == "all"
+            if self.design in subsets.WHOLE_SET_DESIGNS
             else schema.number(self.ratio, "subsets.ratio", 0.0, 1.0, True, True),
             "seed": schema.integer(self.seed, "seed", 0, MAX_SEED),
             "name": schema.text(
@@ -129,6 +130,18 @@ class StudyConfig:
                 subsets.balanced_block_size(self.ratio)
             except ValueError as err:
                 raise schema.ConfigError("subsets.ratio", self.ratio, str(err)) from None
+        seeds = schema.integer(self.seeds, "subsets.seeds", 1, MAX_REPLICAS)
+        if self.design != "eval" and seeds != 1:
+            raise schema.ConfigError(
+                "subsets.seeds", seeds, "1: seeds per subset applies to the design 'eval' only"
+            )
+        if self.replicas % seeds:
+            raise schema.ConfigError(
+                "subsets.replicas",
+                self.replicas,
+                f"a multiple of subsets.seeds ({seeds}): each eval subset trains with every seed",
+            )
+        object.__setattr__(self, "seeds", seeds)
         if not isinstance(self.model, tuple(models.SPECS.values())):
             raise schema.ConfigError("model", self.model, "a model spec (MLP, CNN1D, CNN2D)")
         if not isinstance(self.train, TrainConfig):
@@ -138,13 +151,17 @@ class StudyConfig:
     def from_dict(cls, d: dict[str, Any]) -> StudyConfig:
         d = schema.section(d, "", STUDY_KEYS, required=("dataset", "model", "subsets", "train"))
         sub = schema.section(
-            d["subsets"], "subsets", ("replicas", "ratio", "design"), required=("replicas",)
+            d["subsets"],
+            "subsets",
+            ("replicas", "ratio", "design", "seeds"),
+            required=("replicas",),
         )
         return cls(
             dataset=d["dataset"],
             model=models.spec_from_dict(d["model"]),
             replicas=sub["replicas"],
-            ratio=sub.get("ratio", 1.0 if sub.get("design") == "all" else 0.5),
+            ratio=sub.get("ratio", 1.0 if sub.get("design") in subsets.WHOLE_SET_DESIGNS else 0.5),
+            seeds=sub.get("seeds", 1),
             design=sub.get("design", "balanced"),
             train=TrainConfig.from_dict(d["train"]),
             seed=d.get("seed", 0),
@@ -152,6 +169,11 @@ class StudyConfig:
             chunk_size=d.get("chunk_size"),
             **{key: d[key] for key in ABOUT_KEYS if key in d},
         )
+
+    def subsets_dict(self) -> dict[str, Any]:
+        """The subsets section; ``seeds`` only under eval (where it means something)."""
+        sub = {"replicas": self.replicas, "ratio": self.ratio, "design": self.design}
+        return {**sub, "seeds": self.seeds} if self.design == "eval" else sub
 
     def about(self) -> dict[str, str]:
         """description, command and expected_runtime: recorded, never compared."""
@@ -162,7 +184,7 @@ class StudyConfig:
         return {
             "dataset": self.dataset,
             "model": models.spec_to_dict(self.model),
-            "subsets": {"replicas": self.replicas, "ratio": self.ratio, "design": self.design},
+            "subsets": self.subsets_dict(),
             "train": self.train.result_dict(),
             "seed": self.seed,
         }
@@ -327,7 +349,7 @@ def _query_views(t: TrainConfig, ds: data.Dataset) -> int:
 
 def _masks_fn(cfg: StudyConfig, n: int):
     return lambda rows: subsets.sample(
-        n, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, replica_ids=rows
+        n, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, replica_ids=rows, seeds=cfg.seeds
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memjax.subsets import DESIGNS, balanced_block_size, block_ids, sample
+from memjax.subsets import DESIGNS, WHOLE_SET_DESIGNS, balanced_block_size, block_ids, sample
 
 
 def test_bernoulli_rate_and_independence():
@@ -55,7 +55,7 @@ def test_balanced_half_is_complementary_pairs():
     np.testing.assert_array_equal(sample(64, 11, 0.5, seed=4)[:10], masks)
 
 
-SUBSAMPLING = [d for d in DESIGNS if d != "all"]
+SUBSAMPLING = [d for d in DESIGNS if d not in WHOLE_SET_DESIGNS]
 
 
 def test_design_all_gives_every_replica_every_example():
