@@ -2,6 +2,7 @@
 
 from memjax import auc, data, estimators, models, privacy, proxies, relations, subsets, theory
 from memjax.config import TrainConfig
+from memjax.dp import DPConfig
 from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
 from memjax.results import Study, open_study
@@ -21,6 +22,7 @@ __all__ = [
     "theory",
     "subsets",
     "TrainConfig",
+    "DPConfig",
     "ReplicaOutputs",
     "Study",
     "open_study",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from memjax import schema
+from memjax.dp import DPConfig
 
 __all__ = ["TrainConfig"]
 
@@ -32,7 +33,8 @@ class TrainConfig:
     squared per-example gradient norm if ``record_grad_norm``). ``group_size`` (0 =
     automatic) is a speed knob only: how many replicas run side by side in one vectorized
     step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
-    knobs: they do not change results beyond floating-point reduction order.
+    knobs: they do not change results beyond floating-point reduction order. ``dp`` (a
+    memjax.dp.DPConfig) trains with DP-SGD: clipped per-example gradients plus Gaussian noise.
     """
 
     epochs: int = 30
@@ -49,6 +51,7 @@ class TrainConfig:
     record_grad_norm: bool = False
     group_size: int = 0
     vectorize: str = "auto"
+    dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -69,6 +72,8 @@ class TrainConfig:
             "group_size": schema.integer(self.group_size, "group_size", 0, MAX_INT32),
             "vectorize": schema.choice(self.vectorize, "vectorize", VECTORIZE),
         }
+        if self.dp is not None and not isinstance(self.dp, DPConfig):
+            raise schema.ConfigError("dp", self.dp, "a DPConfig (or a dp section) or none")
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
         )
@@ -87,6 +92,8 @@ class TrainConfig:
         """From a config section; errors name the setting below ``setting`` (e.g. train.epochs)."""
         d = schema.section(d, setting, [f.name for f in fields(cls)])
         try:
+            if d.get("dp") is not None:
+                d["dp"] = DPConfig.from_dict(d["dp"])
             return cls(**d)
         except schema.ConfigError as err:
             raise err.within(setting) from None
@@ -113,4 +120,6 @@ class TrainConfig:
         d = self.to_dict()
         d.pop("group_size")
         d.pop("vectorize")
+        if d["dp"] is None:  # studies from before DP-SGD match their configs
+            d.pop("dp")
         return d

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memjax.accountant import dp_epsilon, dp_epsilon_pld
 from memjax.auc import auc_interval
 from memjax.estimators import Estimate, check_blocks, check_masks, memorization
 from memjax.intervals import LEVEL, clopper_pearson
@@ -71,6 +72,8 @@ __all__ = [
     "AttackResult",
     "CONVENTIONS",
     "FPRS",
+    "dp_epsilon",
+    "dp_epsilon_pld",
     "lira_eval",
     "loss_attack_eval",
     "resolvable",

@@ -23,6 +23,7 @@ import numpy as np
 
 import memjax
 from memjax import config_file, data, models, schema, subsets
+from memjax.accountant import study_budget
 from memjax.config import TrainConfig
 from memjax.progress import JobProgress, study_progress
 from memjax.store import CorruptChunkError, Store, array_specs, create_or_open, open_store
@@ -283,9 +284,14 @@ def _meta(
     max_subset: int,
     jobs: int,
     job_offset: int,
+    privacy_budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """study.json's content; ``privacy_budget`` (memjax.accountant.study_budget) is
+    recorded under "dp" for a DP study."""
     t = cfg.train
+    budget = {} if privacy_budget is None else {"dp": privacy_budget}
     return {
+        **budget,
         "config": cfg.result_dict(),
         "name": cfg.name,
         "about": cfg.about(),
@@ -435,15 +441,20 @@ def open_or_create(
         existing = open_store(out)
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
+        budget = existing.meta.get("dp")
     else:
         if not allow_large:
             check_size(cfg, ds, out)
         chunk = default_chunk_size(cfg, ds)
-        max_subset = max(
-            int(make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1).max())
-            for s in range(0, cfg.replicas, chunk)
+        sizes = np.concatenate(
+            [
+                make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1)
+                for s in range(0, cfg.replicas, chunk)
+            ]
         )
-    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs, job_offset))
+        max_subset = int(sizes.max())
+        budget = None if cfg.train.dp is None else study_budget(cfg.train, sizes, ds.n_train)
+    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs, job_offset, budget))
 
 
 def check_writable(path: str) -> None:

@@ -45,6 +45,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from memjax import dp
 from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build
@@ -198,18 +199,44 @@ class _GroupProgram:
     def _example_losses(self, params, params0, x, y):
         return loss_from_logits(self._apply(params, params0, x), y, self.cfg.loss)
 
-    def _step(self, params, opt_state, step, seen, params0, total_steps, epoch, xb, yb, idx, valid):
+    def _step(
+        self,
+        params,
+        opt_state,
+        step,
+        seen,
+        params0,
+        total_steps,
+        epoch,
+        xb,
+        yb,
+        idx,
+        valid,
+        noise_key=None,
+        expected=None,
+    ):
         """One minibatch step of one replica; a no-op when the batch has no valid example.
         ``seen`` is the replica's presentation record, updated with the correctness of the
-        batch's examples under the parameters before this step's update."""
+        batch's examples under the parameters before this step's update. With ``cfg.dp`` the
+        gradient is DP-SGD's (memjax.dp), from ``noise_key`` and the ``expected`` batch size."""
 
-        def batch_loss(p):
+        def batch_loss(p, weight, denom):
             logits = self._apply(p, params0, xb)
             losses = loss_from_logits(logits, yb, self.cfg.loss)
-            mean = jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-            return mean, jnp.argmax(logits, axis=-1) == yb
+            return jnp.sum(losses * weight) / denom, jnp.argmax(logits, axis=-1) == yb
 
-        (_, correct), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+        if self.cfg.dp is None:
+            (_, correct), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+                params, valid, jnp.maximum(jnp.sum(valid), 1.0)
+            )
+        else:
+
+            def example_loss(p, xi, yi):
+                return self._example_losses(p, params0, xi[None], yi[None])[0]
+
+            grads, correct = dp.private_gradient(
+                batch_loss, example_loss, params, xb, yb, valid, noise_key, expected, self.cfg.dp
+            )
         updates, new_state = self.tx.update(grads, opt_state, params)
         lr = _learning_rate(self.cfg, step, total_steps)
         new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
@@ -236,15 +263,24 @@ class _GroupProgram:
 
     def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, epoch, masks, n_steps: int):
         """One pass (epoch index ``epoch``, from 0) of every replica over its own subset."""
-        order, valid = jax.vmap(partial(self._order, n_steps=n_steps))(epoch_keys, masks)
+        cfg = self.cfg
+        order_fn = self._order
+        if cfg.dp is not None and cfg.dp.sampling == "poisson":
+            full = cfg.batch_size is None
+            order_fn = partial(
+                dp.poisson_batches, batch=self.batch, full_batch=full, drop_last=cfg.drop_last
+            )
+        order, valid = jax.vmap(partial(order_fn, n_steps=n_steps))(epoch_keys, masks)
+        extra = () if cfg.dp is None else dp.step_inputs(epoch_keys, masks, n_steps, self.batch)
         step = self.map(self._step)
         epoch_g = jnp.full(len(masks), epoch, jnp.int32)
 
         def body(c, xs):
-            idx, v = xs
-            return step(*c, params0, total_steps, epoch_g, x[idx], y[idx], idx, v), None
+            idx, v, *e = xs
+            return step(*c, params0, total_steps, epoch_g, x[idx], y[idx], idx, v, *e), None
 
-        carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1)))
+        xs = (order.swapaxes(0, 1), valid.swapaxes(0, 1), *extra)
+        carry, _ = lax.scan(body, carry, xs)
         return carry
 
     def _metrics(self, params, params0, x, y, with_el2n: bool):
