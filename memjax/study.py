@@ -177,7 +177,9 @@ def _dataset_section(value: Any) -> dict[str, Any]:
         for p in (inspect.signature(loader).parameters.values() if loader else ())
         if p.default is not inspect.Parameter.empty
     }
-    d = schema.section(d, "dataset", ["name", "label_noise", "noise_seed", "exclude", *defaults])
+    d = schema.section(
+        d, "dataset", ["name", "label_noise", "random_labels", "noise_seed", "exclude", *defaults]
+    )
     out: dict[str, Any] = {"name": name}
     for key, v in d.items():
         where = f"dataset.{key}"
@@ -185,6 +187,8 @@ def _dataset_section(value: Any) -> dict[str, Any]:
             out[key] = _exclude(v, where)
         elif key == "label_noise":
             out[key] = schema.number(v, where, 0.0, 1.0, high_open=True)
+        elif key == "random_labels":
+            out[key] = schema.number(v, where, 0.0, 1.0)
         elif key == "noise_seed":
             out[key] = schema.integer(v, where, 0, MAX_SEED)
         elif key != "name":
@@ -243,17 +247,23 @@ def default_config(mode: str | None = None, sets: tuple[str, ...] = ()) -> Study
 
 
 def build_dataset(spec: dict[str, Any]) -> data.Dataset:
-    """Dataset from a config section: name (+ loader kwargs), optional label_noise/noise_seed,
+    """Dataset from a config section: name (+ loader kwargs), optional label_noise (flipped to
+    another class) or random_labels (drawn uniformly, Zhang et al. 2017) with noise_seed,
     then optional ``exclude`` (training indices removed after the labels are flipped, so the
     examples left keep the labels and ``flipped`` marks of the dataset without it)."""
     spec = dict(spec)
     name = spec.pop("name")
     rate = float(spec.pop("label_noise", 0.0))
+    random_rate = float(spec.pop("random_labels", 0.0))
     noise_seed = int(spec.pop("noise_seed", 0))
     exclude = spec.pop("exclude", None)
     ds = data.load(name, **spec)
+    if rate and random_rate:
+        raise ValueError("dataset: label_noise and random_labels exclude each other")
     if rate:
         ds, _ = data.with_label_noise(ds, rate, noise_seed)
+    if random_rate:
+        ds, _ = data.with_random_labels(ds, random_rate, noise_seed)
     if exclude is not None:
         ds = data.without_examples(ds, np.array(exclude, np.int64))
     return ds
