@@ -74,8 +74,9 @@ def draw(data: Data) -> Figure:
     audit = floats([r["audit"]["epsilon_lb"] for r in rows])
     ax = axes[0][2]
     ax.plot(x, audit, "o", color="C0", ms=3, label="audit lower bound")
-    top = max(spot, np.nanmax(audit)) * 1.1
-    ax.plot([0, top], [0, top], ":", color="0.5", lw=0.8, label="accountant's ε")
+    grid = np.logspace(np.log10(np.nanmin(x)) - 0.3, np.log10(spot), 50)
+    ax.plot(grid, grid, ":", color="0.5", lw=0.8, label="accountant's ε")
+    ax.set_yscale("symlog", linthresh=0.1)
     ax.set_ylabel("empirical ε lower bound")
     ax.legend(loc="upper left")
     panel_label(ax, "c", "audit")
