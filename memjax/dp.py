@@ -39,7 +39,15 @@ import jax.numpy as jnp
 
 from memjax import schema
 
-__all__ = ["DPConfig", "SAMPLINGS", "poisson_cap", "poisson_batches", "step_inputs"]
+__all__ = [
+    "DPConfig",
+    "SAMPLINGS",
+    "poisson_cap",
+    "poisson_batches",
+    "step_inputs",
+    "clip_factors",
+    "private_gradient",
+]
 
 SAMPLINGS = ("poisson", "shuffle")
 TRUNCATION = 1e-12  # bound on the probability that one Poisson batch exceeds its cap
@@ -132,16 +140,24 @@ def poisson_batches(
 
 
 def step_inputs(
-    epoch_keys: jax.Array, masks: jax.Array, n_steps: int, batch: int
+    epoch_keys: jax.Array,
+    masks: jax.Array,
+    n_steps: int,
+    batch: int,
+    full_batch: bool,
+    drop_last: bool,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-step DP inputs of a group for one epoch, step-major for the trainer's scan: noise
-    keys (n_steps, G, 2) and the expected Poisson batch size min(b, m) (n_steps, G)."""
-    g = masks.shape[0]
+    keys (n_steps, G, 2) and the expected Poisson batch size min(b, m) (n_steps, G), 0 at
+    the steps past a replica's own step count (the only steps a Poisson replica skips: one
+    whose draw is empty still takes its noisy step)."""
     keys = jax.vmap(lambda k: jax.vmap(lambda j: _step_key(k, _NOISE_TAG, j))(jnp.arange(n_steps)))(
         epoch_keys
     )
-    expected = jnp.minimum(batch, jnp.sum(masks, axis=1)).astype(jnp.float32)
-    return keys.swapaxes(0, 1), jnp.broadcast_to(expected, (n_steps, g))
+    sizes = jnp.sum(masks, axis=1)
+    live = jnp.arange(n_steps)[:, None] < _steps(sizes, batch, full_batch, drop_last)[None]
+    expected = jnp.where(live, jnp.minimum(batch, sizes)[None], 0).astype(jnp.float32)
+    return keys.swapaxes(0, 1), expected
 
 
 def clip_factors(per_example_grads, clip_norm: float) -> jax.Array:

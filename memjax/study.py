@@ -189,6 +189,8 @@ def _dataset_section(value: Any) -> dict[str, Any]:
             out[key] = schema.number(v, where, 0.0, 1.0, high_open=True)
         elif key == "random_labels":
             out[key] = schema.number(v, where, 0.0, 1.0)
+            if d.get("label_noise"):
+                raise schema.ConfigError(where, v, "0 when label_noise is set (one or the other)")
         elif key == "noise_seed":
             out[key] = schema.integer(v, where, 0, MAX_SEED)
         elif key != "name":
@@ -258,8 +260,6 @@ def build_dataset(spec: dict[str, Any]) -> data.Dataset:
     noise_seed = int(spec.pop("noise_seed", 0))
     exclude = spec.pop("exclude", None)
     ds = data.load(name, **spec)
-    if rate and random_rate:
-        raise ValueError("dataset: label_noise and random_labels exclude each other")
     if rate:
         ds, _ = data.with_label_noise(ds, rate, noise_seed)
     if random_rate:

@@ -241,6 +241,8 @@ class _GroupProgram:
         lr = _learning_rate(self.cfg, step, total_steps)
         new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
         active = jnp.sum(valid) > 0
+        if self.cfg.dp is not None and self.cfg.dp.sampling == "poisson":
+            active = expected > 0  # an empty Poisson draw still takes its noisy step
         keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
         return (
             keep(new_params, params),
@@ -264,14 +266,15 @@ class _GroupProgram:
     def _epoch(self, carry, params0, total_steps, x, y, epoch_keys, epoch, masks, n_steps: int):
         """One pass (epoch index ``epoch``, from 0) of every replica over its own subset."""
         cfg = self.cfg
-        order_fn = self._order
-        if cfg.dp is not None and cfg.dp.sampling == "poisson":
-            full = cfg.batch_size is None
-            order_fn = partial(
-                dp.poisson_batches, batch=self.batch, full_batch=full, drop_last=cfg.drop_last
-            )
+        full = cfg.batch_size is None
+        order_fn, extra = self._order, ()
+        if cfg.dp is not None:
+            extra = dp.step_inputs(epoch_keys, masks, n_steps, self.batch, full, cfg.drop_last)
+            if cfg.dp.sampling == "poisson":
+                order_fn = partial(
+                    dp.poisson_batches, batch=self.batch, full_batch=full, drop_last=cfg.drop_last
+                )
         order, valid = jax.vmap(partial(order_fn, n_steps=n_steps))(epoch_keys, masks)
-        extra = () if cfg.dp is None else dp.step_inputs(epoch_keys, masks, n_steps, self.batch)
         step = self.map(self._step)
         epoch_g = jnp.full(len(masks), epoch, jnp.int32)
 

@@ -171,6 +171,18 @@ def test_poisson_batches_have_the_sampling_rate():
         assert len(np.unique(row[v > 0])) == int(v.sum())
 
 
+def test_step_inputs_keep_every_step_of_a_replica_live():
+    """Past a replica's own steps its step is a no-op (expected batch 0); before, it is live
+    even if its Poisson draw is empty, so its noise is always added."""
+    masks = jnp.asarray(np.arange(60)[None] < np.array([[40], [13]]))  # subsets of 40 and 13
+    keys, expected = dp.step_inputs(
+        jax.random.split(jax.random.PRNGKey(0), 2), masks, 9, 6, False, False
+    )
+    assert keys.shape == (9, 2, 2) and len({tuple(k) for k in np.asarray(keys[:, 0])}) == 9
+    np.testing.assert_array_equal(expected[:, 0], [6] * 7 + [0] * 2)
+    np.testing.assert_array_equal(expected[:, 1], [6] * 3 + [0] * 6)
+
+
 def test_poisson_cap_bounds_the_truncation_probability():
     from scipy.stats import binom
 

@@ -14,6 +14,7 @@ import memjax as mj
 from memjax.audit import audit_epsilon
 from memjax.estimators import memorization
 from memjax.intervals import clopper_pearson
+from memjax.study import StudyConfig, build_dataset
 
 
 def test_random_labels_are_uniform_and_exactly_counted(digits):
@@ -30,6 +31,17 @@ def test_random_labels_are_uniform_and_exactly_counted(digits):
     assert changed_or_kept == flipped_half.sum() <= round(0.5 * n)
     with pytest.raises(ValueError, match="random-label rate"):
         mj.data.with_random_labels(digits, 1.5)
+    with pytest.raises(mj.schema.ConfigError, match="dataset.random_labels"):
+        StudyConfig(
+            dataset={"name": "digits", "label_noise": 0.1, "random_labels": 0.5},
+            model=mj.models.MLP(),
+            replicas=2,
+            ratio=0.5,
+            design="fixed",
+            train=mj.TrainConfig(),
+        )
+    config_built = build_dataset({"name": "digits", "random_labels": 1.0, "noise_seed": 3})
+    np.testing.assert_array_equal(config_built.y_train, noisy.y_train)
 
 
 @pytest.mark.slow
