@@ -48,15 +48,15 @@ def test_random_labels_are_uniform_and_exactly_counted(digits):
 def test_replicas_fit_random_labels_at_chance_test_accuracy(digits):
     noisy, _ = mj.data.with_random_labels(digits, 1.0, seed=0)
     masks = mj.subsets.sample(noisy.n_train, 4, 0.5, seed=0, design="fixed")
-    cfg = mj.TrainConfig(epochs=150, batch_size=64, optimizer="adam", learning_rate=1e-3)
+    cfg = mj.TrainConfig(epochs=200, batch_size=64, optimizer="adam", learning_rate=3e-3)
     spec = mj.models.MLP(widths=(1024,), parameterization="standard")
     out = mj.train_replicas(spec, noisy, masks, cfg, seed=0)
     train_acc = (out.train_correct & masks).sum(1) / masks.sum(1)
     assert (train_acc >= 0.95).all(), train_acc
-    # test accuracy against the true labels: chance, 1/10, within its binomial interval
-    for row in out.test_correct:
-        low, high = clopper_pearson(int(row.sum()), len(row), 0.99)
-        assert low <= 0.1 <= high
+    # test accuracy against the true labels is chance, 1/10: the replicas' mean within 3
+    # binomial standard deviations of one replica's (their errors share the test set)
+    test_acc = out.test_correct.mean(1)
+    assert abs(test_acc.mean() - 0.1) < 3 * (0.1 * 0.9 / digits.n_test) ** 0.5, test_acc
 
 
 def _dp_run(ds, masks, dp, seed):
