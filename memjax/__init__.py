@@ -15,6 +15,7 @@ from memjax import (
     theory,
 )
 from memjax.config import TrainConfig
+from memjax.dp import DPConfig
 from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
 from memjax.results import Study, open_study
@@ -37,6 +38,7 @@ __all__ = [
     "theory",
     "subsets",
     "TrainConfig",
+    "DPConfig",
     "ReplicaOutputs",
     "Study",
     "open_study",

@@ -9,6 +9,7 @@ import numpy as np
 
 from memjax import recipes, schema
 from memjax.augment import AUGMENTS
+from memjax.dp import DPConfig
 from memjax.models import COMPUTE_DTYPES
 from memjax.patch_conv import CONV_MODES
 from memjax.queries import QUERIES
@@ -48,7 +49,8 @@ class TrainConfig:
     squared per-example gradient norm if ``record_grad_norm``). ``group_size`` (0 =
     automatic) is a speed knob only: how many replicas run side by side in one vectorized
     step; ``vectorize`` ("auto", "vmap", "unroll") how they are mapped. Both are speed
-    knobs: they do not change results beyond floating-point reduction order.
+    knobs: they do not change results beyond floating-point reduction order. ``dp`` (a
+    memjax.dp.DPConfig) trains with DP-SGD: clipped per-example gradients plus Gaussian noise.
 
     Recipes of the literature (memjax.recipes has the formulas):
 
@@ -102,6 +104,7 @@ class TrainConfig:
     cutout: int = 0
     compute_dtype: str = "float32"
     conv: str = "auto"
+    dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
         """Check every setting's type and bounds (see memjax.schema); store exact types."""
@@ -126,6 +129,8 @@ class TrainConfig:
             "compute_dtype": schema.choice(self.compute_dtype, "compute_dtype", COMPUTE_DTYPES),
             "conv": schema.choice(self.conv, "conv", CONV_MODES),
         }
+        if self.dp is not None and not isinstance(self.dp, DPConfig):
+            raise schema.ConfigError("dp", self.dp, "a DPConfig (or a dp section) or none")
         checked["record_every"] = schema.integer(
             self.record_every, "record_every", 0, checked["epochs"]
         )
@@ -148,6 +153,8 @@ class TrainConfig:
         """From a config section; errors name the setting below ``setting`` (e.g. train.epochs)."""
         d = schema.section(d, setting, [f.name for f in fields(cls)])
         try:
+            if d.get("dp") is not None:
+                d["dp"] = DPConfig.from_dict(d["dp"])
             return cls(**d)
         except schema.ConfigError as err:
             raise err.within(setting) from None
@@ -179,4 +186,6 @@ class TrainConfig:
                 d.pop(f.name)
         if d["queries"] == "none":
             d.pop("queries")
+        if d["dp"] is None:  # studies from before DP-SGD match their configs
+            d.pop("dp")
         return {k: v for k, v in d.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}

@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "Dataset",
     "from_arrays",
+    "with_random_labels",
     "load",
     "load_npz",
     "load_cifar",
@@ -402,6 +403,24 @@ def with_label_noise(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset, 
     y = np.where(flipped, (ds.y_train + offset) % ds.num_classes, ds.y_train).astype(np.int32)
     info = {**ds.train_info, "flipped": flipped, "clean_label": ds.y_train.copy()}
     return replace(ds, y_train=y, name=f"{ds.name}+noise{rate:g}", train_info=info), flipped
+
+
+def with_random_labels(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset, np.ndarray]:
+    """Random labels (Zhang et al. 2017): ``round(rate * n_train)`` training examples, chosen
+    at random, get a label drawn uniformly from all classes (so about 1/num_classes of them
+    keep their own); rate 1 makes the labels independent of the inputs. Returns the dataset
+    (``train_info`` gains ``flipped``, the examples whose label changed, and
+    ``clean_label``) and the flipped mask."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"random-label rate must be in [0, 1], got {rate}")
+    rng = np.random.default_rng([seed, 0x72616E64])
+    n = ds.n_train
+    drawn = np.zeros(n, bool)
+    drawn[rng.choice(n, size=int(round(rate * n)), replace=False)] = True
+    y = np.where(drawn, rng.integers(0, ds.num_classes, size=n), ds.y_train).astype(np.int32)
+    flipped = y != ds.y_train
+    info = {**ds.train_info, "flipped": flipped, "clean_label": ds.y_train.copy()}
+    return replace(ds, y_train=y, name=f"{ds.name}+random{rate:g}", train_info=info), flipped
 
 
 def without_examples(ds: Dataset, indices: np.ndarray) -> Dataset:

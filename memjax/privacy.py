@@ -79,7 +79,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memjax.accountant import dp_epsilon, dp_epsilon_pld
 from memjax.auc import auc_interval
+from memjax.audit import audit_epsilon
 from memjax.estimators import Estimate, check_blocks, check_masks, memorization
 from memjax.intervals import LEVEL, clopper_pearson
 
@@ -87,6 +89,9 @@ __all__ = [
     "AttackResult",
     "CONVENTIONS",
     "FPRS",
+    "audit_epsilon",
+    "dp_epsilon",
+    "dp_epsilon_pld",
     "lira_eval",
     "loss_attack_eval",
     "resolvable",

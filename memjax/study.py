@@ -23,6 +23,7 @@ import numpy as np
 
 import memjax
 from memjax import config_file, data, models, schema, subsets
+from memjax.accountant import study_budget
 from memjax.config import TrainConfig
 from memjax.location import locate
 from memjax.progress import JobProgress, study_progress
@@ -209,7 +210,9 @@ def _dataset_section(value: Any) -> dict[str, Any]:
         for p in (inspect.signature(loader).parameters.values() if loader else ())
         if p.default is not inspect.Parameter.empty
     }
-    d = schema.section(d, "dataset", ["name", "label_noise", "noise_seed", "exclude", *defaults])
+    d = schema.section(
+        d, "dataset", ["name", "label_noise", "random_labels", "noise_seed", "exclude", *defaults]
+    )
     out: dict[str, Any] = {"name": name}
     for key, v in d.items():
         where = f"dataset.{key}"
@@ -217,6 +220,10 @@ def _dataset_section(value: Any) -> dict[str, Any]:
             out[key] = _exclude(v, where)
         elif key == "label_noise":
             out[key] = schema.number(v, where, 0.0, 1.0, high_open=True)
+        elif key == "random_labels":
+            out[key] = schema.number(v, where, 0.0, 1.0)
+            if d.get("label_noise"):
+                raise schema.ConfigError(where, v, "0 when label_noise is set (one or the other)")
         elif key == "noise_seed":
             out[key] = schema.integer(v, where, 0, MAX_SEED)
         elif key != "name":
@@ -275,17 +282,21 @@ def default_config(mode: str | None = None, sets: tuple[str, ...] = ()) -> Study
 
 
 def build_dataset(spec: dict[str, Any]) -> data.Dataset:
-    """Dataset from a config section: name (+ loader kwargs), optional label_noise/noise_seed,
+    """Dataset from a config section: name (+ loader kwargs), optional label_noise (flipped to
+    another class) or random_labels (drawn uniformly, Zhang et al. 2017) with noise_seed,
     then optional ``exclude`` (training indices removed after the labels are flipped, so the
     examples left keep the labels and ``flipped`` marks of the dataset without it)."""
     spec = dict(spec)
     name = spec.pop("name")
     rate = float(spec.pop("label_noise", 0.0))
+    random_rate = float(spec.pop("random_labels", 0.0))
     noise_seed = int(spec.pop("noise_seed", 0))
     exclude = spec.pop("exclude", None)
     ds = data.load(name, **spec)
     if rate:
         ds, _ = data.with_label_noise(ds, rate, noise_seed)
+    if random_rate:
+        ds, _ = data.with_random_labels(ds, random_rate, noise_seed)
     if exclude is not None:
         ds = data.without_examples(ds, np.array(exclude, np.int64))
     return ds
@@ -316,9 +327,14 @@ def _meta(
     max_subset: int,
     jobs: int,
     job_offset: int,
+    privacy_budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """study.json's content; ``privacy_budget`` (memjax.accountant.study_budget) is
+    recorded under "dp" for a DP study."""
     t = cfg.train
+    budget = {} if privacy_budget is None else {"dp": privacy_budget}
     return {
+        **budget,
         "config": cfg.result_dict(),
         "name": cfg.name,
         "about": cfg.about(),
@@ -468,15 +484,20 @@ def open_or_create(
         existing = open_store(out)
         chunk = existing.chunk_size
         max_subset = int(existing.meta["max_subset_size"])
+        budget = existing.meta.get("dp")
     else:
         if not allow_large:
             check_size(cfg, ds, out)
         chunk = default_chunk_size(cfg, ds)
-        max_subset = max(
-            int(make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1).max())
-            for s in range(0, cfg.replicas, chunk)
+        sizes = np.concatenate(
+            [
+                make_masks(np.arange(s, min(s + chunk, cfg.replicas))).sum(1)
+                for s in range(0, cfg.replicas, chunk)
+            ]
         )
-    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs, job_offset))
+        max_subset = int(sizes.max())
+        budget = None if cfg.train.dp is None else study_budget(cfg.train, sizes, ds.n_train)
+    return create_or_open(out, _meta(cfg, ds, chunk, max_subset, jobs, job_offset, budget))
 
 
 def check_writable(path: str) -> None:

@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from memjax import augment, recipes
+from memjax import augment, dp, recipes
 from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build_network
@@ -176,6 +176,12 @@ def check_training(spec: Spec, ds: Dataset, cfg: TrainConfig) -> None:
             "of a network whose BatchNorm statistics depend on the minibatch is not defined "
             "here; use norm='group' or norm='none'"
         )
+    if cfg.dp is not None and getattr(spec, "norm", None) == "batch":
+        raise ValueError(
+            f"dp with {type(spec).__name__}(norm='batch'): BatchNorm mixes the examples of a "
+            "minibatch, so per-example gradients (and DP-SGD's guarantee) are not defined; "
+            "use norm='group' or norm='none'"
+        )
 
 
 class _GroupProgram:
@@ -245,23 +251,39 @@ class _GroupProgram:
         yb,
         idx,
         valid,
+        noise_key=None,
+        expected=None,
     ):
         """One minibatch step of one replica; a no-op when the batch has no valid example.
         ``state`` holds its BatchNorm running averages, ``key`` its augmentation key for this
         step. ``seen`` is the replica's presentation record, updated with the correctness of
-        the batch's examples under the parameters before this step's update."""
+        the batch's examples under the parameters before this step's update. With ``cfg.dp``
+        the gradient is DP-SGD's (memjax.dp), from ``noise_key`` and the ``expected`` batch
+        size."""
         xb = self._train_inputs(xb, key)
 
-        def batch_loss(p):
+        def batch_loss(p, weight, denom):
             logits, new_state = self._apply(p, state, params0, xb, True, valid)
             losses = loss_from_logits(logits, yb, self.cfg.loss, self.cfg.label_smoothing)
-            mean = jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-            return mean, (jnp.argmax(logits, axis=-1) == yb, new_state)
+            return jnp.sum(losses * weight) / denom, (jnp.argmax(logits, axis=-1) == yb, new_state)
 
-        (_, (correct, new_state)), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+        if self.cfg.dp is None:
+            (_, (correct, new_state)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+                params, valid, jnp.maximum(jnp.sum(valid), 1.0)
+            )
+        else:  # no BatchNorm here (check_training): per-example losses are well defined
+
+            def example_loss(p, xi, yi):
+                return self._example_losses(p, state, params0, xi[None], yi[None])[0]
+
+            grads, (correct, new_state) = dp.private_gradient(
+                batch_loss, example_loss, params, xb, yb, valid, noise_key, expected, self.cfg.dp
+            )
         lr = recipes.learning_rate(self.cfg, step, total_steps)
         new_params, new_opt_state = self.opt.update(grads, opt_state, params, lr)
         active = jnp.sum(valid) > 0
+        if self.cfg.dp is not None and self.cfg.dp.sampling == "poisson":
+            active = expected > 0  # an empty Poisson draw still takes its noisy step
         keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
         return (
             keep(new_params, params),
@@ -288,17 +310,27 @@ class _GroupProgram:
     ):
         """One pass (epoch index ``epoch``, from 0) of every replica over its own subset;
         ``keys`` (G, 2) are the replicas' keys, from which their augmentations derive."""
-        order, valid = jax.vmap(partial(self._order, n_steps=n_steps))(epoch_keys, masks)
+        cfg = self.cfg
+        full = cfg.batch_size is None
+        order_fn, extra = self._order, ()
+        if cfg.dp is not None:
+            extra = dp.step_inputs(epoch_keys, masks, n_steps, self.batch, full, cfg.drop_last)
+            if cfg.dp.sampling == "poisson":
+                order_fn = partial(
+                    dp.poisson_batches, batch=self.batch, full_batch=full, drop_last=cfg.drop_last
+                )
+        order, valid = jax.vmap(partial(order_fn, n_steps=n_steps))(epoch_keys, masks)
         step = self.map(self._step)
         epoch_g = jnp.full(len(masks), epoch, jnp.int32)
 
         def body(c, xs):
-            idx, v, t = xs
+            idx, v, t, *e = xs
             aug = jax.vmap(lambda k: augment.step_key(k, epoch, t))(keys)
-            return step(*c, params0, total_steps, epoch_g, aug, x[idx], y[idx], idx, v), None
+            return step(*c, params0, total_steps, epoch_g, aug, x[idx], y[idx], idx, v, *e), None
 
         steps = jnp.arange(n_steps, dtype=jnp.int32)
-        carry, _ = lax.scan(body, carry, (order.swapaxes(0, 1), valid.swapaxes(0, 1), steps))
+        xs = (order.swapaxes(0, 1), valid.swapaxes(0, 1), steps, *extra)
+        carry, _ = lax.scan(body, carry, xs)
         return carry
 
     def _metrics(self, params, state, params0, x, y, with_el2n: bool):

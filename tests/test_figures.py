@@ -11,6 +11,7 @@ must reuse them).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ import yaml
 from scipy.stats import t as t_dist
 
 import memjax as mj
+from experiments.privacy_preservation import experiment as privacy_experiment
 from experiments.theory_vs_width import experiment as theory_experiment
 from memjax.outputs import ReplicaOutputs
 from memjax.report import estimate_study
@@ -223,6 +225,52 @@ def _theory_summary() -> dict:
     }
 
 
+def _span(value: float, half: float = 0.02) -> dict:
+    return {"value": value, "low": value - half, "high": value + half}
+
+
+def _privacy_rows() -> dict:
+    """Planted rows of experiments/privacy_preservation (figures 13 and 14): memorization
+    and attack success falling with epsilon; random labels fit, test accuracy at chance."""
+    dp = []
+    for k, (sigma, eps) in enumerate(((None, math.inf), (0.5, 40.0), (1.0, 8.0), (4.0, 0.9))):
+        dp.append(
+            {
+                "member": f"dp-sgd-dp_{k}",
+                "noise_multiplier": sigma,
+                "clip_norm": None if sigma is None else 1.0,
+                "epsilon": eps,
+                "delta": 1e-5,
+                "sampling_rate": None if sigma is None else 0.07,
+                "steps": None if sigma is None else 210,
+                "audit": {"epsilon_lb": 1.5 / (k + 1)},
+                "test_accuracy": _span(0.9 - 0.1 * k),
+                "mean_memorization": _span(0.3 / (k + 1)),
+                "lira_tpr_at_fpr_0.01": _span(0.2 / (k + 1), 0.01),
+                "lira_auc": _span(0.8 - 0.1 * k),
+            }
+        )
+    labels = []
+    for width in (32, 512):
+        for rate in (0.0, 0.5, 1.0):
+            labels.append(
+                {
+                    "member": f"random-labels-{rate}-{width}",
+                    "random_labels": rate,
+                    "width": width,
+                    "train_accuracy": _span(1.0 - 0.03 * rate * (width == 32)),
+                    "test_accuracy": _span(0.95 - 0.85 * rate),
+                    "epochs_to_fit": _span(10 + 40 * rate, 3.0),
+                    "replicas_fitted": 16,
+                    "replicas": 16,
+                    "fraction_memorized": _span(0.6 * rate),
+                    "memorization_flipped": _span(0.8),
+                    "memorization_clean": _span(0.05 + 0.5 * rate),
+                }
+            )
+    return {"dp": dp, "labels": labels}
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, Path]:
     """(config dir, output dir) with every fast figure's study stored, and those figures made
@@ -234,6 +282,7 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
         _fill_store(config, out / "studies" / name, seed)
     with pytest.MonkeyPatch.context() as patch:  # figure 6 gets the summary without training
         patch.setattr(theory_experiment, "run", lambda *args, **kwargs: _theory_summary())
+        patch.setattr(privacy_experiment, "run", lambda *args, **kwargs: _privacy_rows())
         make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
     return configs, out
 
@@ -379,6 +428,22 @@ def test_captions_state_the_numbers_of_their_json(synthetic):
     record = _record(out, "consistency")
     for c in record["data"]["c_score_groups"].values():
         assert _interval(c["mean"], c["ci_low"], c["ci_high"], 2) in record["caption"]
+
+
+def test_privacy_preservation_captions_state_their_json_with_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "dp_sgd")
+    rows = record["data"]["rows"]
+    assert rows[0]["epsilon"] is None  # no DP: infinite epsilon, stored as null
+    for r in rows:
+        m = r["mean_memorization"]
+        assert _interval(m["value"], m["low"], m["high"], 2) in record["caption"]
+    assert "never exceeds the accountant's ε" in record["caption"]
+    record = _record(out, "random_labels")
+    for r in record["data"]["rows"]:
+        if r["random_labels"] == 1.0:
+            t = r["test_accuracy"]
+            assert _interval(t["value"], t["low"], t["high"], 2) in record["caption"]
 
 
 TRIPLE = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
