@@ -207,6 +207,17 @@ def test_dp_training_keeps_the_invariances(tiny):
     assert not np.array_equal(whole.train_loss, plain.train_loss)
 
 
+def test_dp_with_batchnorm_is_refused_by_name(tiny):
+    """BatchNorm mixes a minibatch's examples: no per-example gradient, no DP guarantee."""
+    images = mj.data.from_arrays(
+        np.zeros((8, 8, 8, 1), np.float32), np.arange(8) % 2, np.zeros((2, 8, 8, 1)), [0, 1]
+    )
+    cfg = mj.TrainConfig(epochs=1, dp=mj.DPConfig(clip_norm=1.0, noise_multiplier=1.0))
+    masks = np.ones((1, 8), bool)
+    with pytest.raises(ValueError, match=r"dp with ResNet9\(norm='batch'\)"):
+        mj.train_replicas(mj.models.ResNet9(widths=(4, 4, 4, 4), norm="batch"), images, masks, cfg)
+
+
 def test_dp_config_is_checked_and_read_from_config_files():
     cfg = mj.TrainConfig.from_dict({"epochs": 2, "dp": {"clip_norm": 1, "noise_multiplier": 1.1}})
     assert cfg.dp == mj.DPConfig(1.0, 1.1)
