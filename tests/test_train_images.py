@@ -106,11 +106,11 @@ def test_group_size_vmap_and_companions_do_not_change_a_replica(pixels, masks, r
     vm = mj.TrainConfig(**{**CFG.to_dict(), "group_size": 4, "vectorize": "vmap"})
     wide = mj.train_replicas(SPEC, pixels, masks, vm, seed=SEED, devices=one_device())
     assert_same(reference, wide, slice(None), slice(None), exact=False)
-    # groups of 2 vs 4 vmapped replicas: bit for bit (a group of 1 is not: XLA drops the
-    # size-1 batch axis and sums reductions in the unbatched order, like unrolled replicas)
+    # groups of 2 vs 4 vmapped replicas: measured 3 of 640 margins 1 ulp apart (9.5e-7),
+    # XLA:CPU's batched kernels sum in an order that depends on the batch size
     vm2 = mj.TrainConfig(**{**vm.to_dict(), "group_size": 2})
     pairs = mj.train_replicas(SPEC, pixels, masks, vm2, seed=SEED, devices=one_device())
-    assert_same(wide, pairs, slice(None), slice(None), exact=True)
+    assert_same(wide, pairs, slice(None), slice(None), exact=False)
     others = masks.copy()
     others[1:] = ~others[1:]
     mixed = mj.train_replicas(
