@@ -8,6 +8,8 @@ the other replicas change which crops it sees.
 * ``crop_flip``: random crop of the image padded by 4 pixels (reflect), then a horizontal
   flip with probability 1/2, independently per image (the CIFAR standard of He et al. 2016
   and the fast CIFAR-10 trainers).
+* ``crop``: the same crops without flips, for images whose mirror is another class
+  (digits, MNIST, text); its crops are those ``crop_flip`` draws from the same key.
 * ``cutout`` (DeVries & Taylor 2017): a ``size`` x ``size`` square, clipped at the border
   and centred at a uniform pixel, set to zero; applied after normalization, so the square
   is the mean colour.
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 
 __all__ = ["AUGMENTS", "PAD", "step_key", "crop_flip", "cutout", "check_images"]
 
-AUGMENTS = ("none", "crop_flip")
+AUGMENTS = ("none", "crop_flip", "crop")
 PAD = 4
 _STREAM = 0x61756723  # separates augmentation keys from the replica's init and order keys
 
@@ -42,16 +44,17 @@ def check_images(input_shape: tuple[int, ...], augment: str, cutout_size: int) -
         )
 
 
-def crop_flip(key: jax.Array, x: jax.Array) -> jax.Array:
-    """Random crops (pad 4, reflect) and horizontal flips of x (N, H, W, C), any dtype."""
+def crop_flip(key: jax.Array, x: jax.Array, flip: bool = True) -> jax.Array:
+    """Random crops (pad 4, reflect) and (``flip``) horizontal flips of x (N, H, W, C), any
+    dtype."""
     n, h, w, _ = x.shape
     k_crop, k_flip = jax.random.split(key)
     offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * PAD + 1)
-    flip = jax.random.bernoulli(k_flip, 0.5, (n,))
+    flips = jax.random.bernoulli(k_flip, 0.5, (n,)) & flip
     padded = jnp.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)), mode="reflect")
     rows = offsets[:, :1] + jnp.arange(h)  # (N, H)
     cols = offsets[:, 1:] + jnp.arange(w)  # (N, W)
-    cols = jnp.where(flip[:, None], cols[:, ::-1], cols)
+    cols = jnp.where(flips[:, None], cols[:, ::-1], cols)
     return padded[jnp.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 

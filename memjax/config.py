@@ -71,7 +71,8 @@ class TrainConfig:
     training and stores their margins (R, n, K) beside the identity margins.
 
     ``augment="crop_flip"`` trains on random crops (pad 4, reflect) and horizontal flips of
-    image inputs, ``cutout=k > 0`` also zeroes a k x k square (memjax.augment); the draws of
+    image inputs (``augment="crop"``: crops only, for classes that mirroring changes, such
+    as digits), ``cutout=k > 0`` also zeroes a k x k square (memjax.augment); the draws of
     replica r are a function of (seed, r, epoch, step). ``compute_dtype="bfloat16"`` runs
     convolutions and matmuls in bfloat16 with float32 parameters, optimizer state, loss,
     normalization statistics and evaluated margins. ``conv`` ("auto", "patches",

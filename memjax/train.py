@@ -218,8 +218,8 @@ class _GroupProgram:
         """A step's minibatch as the model sees it: augmented (``key`` of the replica's
         epoch and step), standardized, with cutout holes."""
         k_crop, k_cut = jax.random.split(key)
-        if self.cfg.augment == "crop_flip":
-            xb = augment.crop_flip(k_crop, xb)
+        if self.cfg.augment != "none":
+            xb = augment.crop_flip(k_crop, xb, flip=self.cfg.augment == "crop_flip")
         xb = self._features(xb)
         if self.cfg.cutout:
             xb = augment.cutout(k_cut, xb, self.cfg.cutout)

@@ -41,6 +41,17 @@ def test_crop_flip_is_a_reflect_padded_crop_and_flip_of_each_image():
     assert 16 <= flips.sum() <= 48  # Binomial(64, 1/2): 4 standard deviations
 
 
+def test_crop_is_crop_flip_without_its_flips():
+    """Same key: the same crops as crop_flip, and no image mirrored."""
+    key = jax.random.PRNGKey(3)
+    both, crops = (np.asarray(augment.crop_flip(key, X, flip=f)) for f in (True, False))
+    for image, a, b in zip(X, both, crops, strict=True):
+        hits = [(i, j) for i, j, f, c in _candidates(image) if not f and np.array_equal(c, b)]
+        assert hits  # an unflipped crop of its own input
+        assert np.array_equal(a, b) or np.array_equal(a, b[:, ::-1])
+    assert not np.array_equal(both, crops)
+
+
 def test_cutout_zeroes_one_clipped_square_per_image():
     x = np.ones((200, 12, 12, 3), np.float32)
     out = np.asarray(augment.cutout(jax.random.PRNGKey(1), x, 4))

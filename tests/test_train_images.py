@@ -69,7 +69,14 @@ def assert_same(a: mj.ReplicaOutputs, b: mj.ReplicaOutputs, rows_a, rows_b, exac
     """Bit for bit, or (``exact=False``: vmapped vs unrolled replicas, uint8 vs float inputs)
     the same training up to float32 reduction order, which BatchNorm on minibatches of a
     dozen images amplifies over the run (measured: margins differ by up to 0.04 on a scale
-    of 30): margins within 5% of their scale and at least 95% of correctness bits equal."""
+    of 30): margins within 5% of their scale and at least 95% of correctness bits equal.
+
+    Why vmap vs unroll is not bit for bit: XLA:CPU computes a vmapped group's reductions
+    (BatchNorm's statistics over N x H x W rows, and the gradients of every broadcast) and
+    its batched dots in another summation order than one replica's; evaluation forward
+    passes agree bit for bit, one training step's gradients differ by ~5e-5 (relative
+    ~1e-6). Writing BatchNorm's sums as dots made its forward pass exact but not the
+    backward pass, whose batched dots also sum differently."""
     for name in (*FINAL_FIELDS, *PRESENTATION_FIELDS):
         x, y = getattr(a, name)[rows_a], getattr(b, name)[rows_b]
         if exact:
@@ -99,6 +106,11 @@ def test_group_size_vmap_and_companions_do_not_change_a_replica(pixels, masks, r
     vm = mj.TrainConfig(**{**CFG.to_dict(), "group_size": 4, "vectorize": "vmap"})
     wide = mj.train_replicas(SPEC, pixels, masks, vm, seed=SEED, devices=one_device())
     assert_same(reference, wide, slice(None), slice(None), exact=False)
+    # groups of 2 vs 4 vmapped replicas: measured 3 of 640 margins 1 ulp apart (9.5e-7),
+    # XLA:CPU's batched kernels sum in an order that depends on the batch size
+    vm2 = mj.TrainConfig(**{**vm.to_dict(), "group_size": 2})
+    pairs = mj.train_replicas(SPEC, pixels, masks, vm2, seed=SEED, devices=one_device())
+    assert_same(wide, pairs, slice(None), slice(None), exact=False)
     others = masks.copy()
     others[1:] = ~others[1:]
     mixed = mj.train_replicas(
@@ -181,14 +193,16 @@ def test_augmentation_changes_results_and_uint8_equals_standardized_floats(
 
 @pytest.mark.slow
 def test_resnet_with_batchnorm_and_augmentation_learns_digits_in_float32_and_bfloat16():
-    """ResNet-9 (BatchNorm, crop+flip) on 16x16 digits: >= 90% test accuracy per replica on
-    average over 4 replicas, and bfloat16 compute within 2 points of float32."""
+    """ResNet-9 (BatchNorm, random crops: flips would turn digits into other classes) on
+    16x16 digits, 8 replicas on halves: >= 90% test accuracy, and bfloat16 compute within 2
+    points of float32 on average (measured: 0.947 and 0.939, replicas 0.91-0.97, so the
+    paired mean difference has a standard error of ~0.01)."""
     xtr, ytr, xte, yte = _digit_images(1.0, np.float32)
     ds = mj.data.from_arrays(xtr, ytr, xte, yte, 10, "digits16")
-    masks = mj.subsets.sample(ds.n_train, 4, 0.7, seed=0)
+    masks = mj.subsets.sample(ds.n_train, 8, 0.5, seed=0)
     cfg = mj.TrainConfig(
-        epochs=15, batch_size=64, optimizer="momentum", learning_rate=0.1,
-        schedule="cosine", augment="crop_flip", group_size=4, vectorize="vmap",
+        epochs=16, batch_size=64, optimizer="momentum", learning_rate=0.1,
+        schedule="cosine", augment="crop", group_size=8, vectorize="vmap",
     )  # fmt: skip
     spec = mj.models.ResNet9(widths=(8, 16, 16, 32))
     acc = {}
@@ -197,5 +211,6 @@ def test_resnet_with_batchnorm_and_augmentation_learns_digits_in_float32_and_bfl
         out = mj.train_replicas(spec, ds, masks, c, seed=1)
         assert out.test_margin.dtype == np.float32
         acc[dtype] = out.test_correct.mean(axis=1)
-    assert acc["float32"].mean() >= 0.90, acc
+    assert acc["float32"].mean() >= 0.92 and acc["float32"].min() >= 0.88, acc
+    assert acc["bfloat16"].min() >= 0.88, acc
     assert abs(acc["bfloat16"].mean() - acc["float32"].mean()) <= 0.02, acc
