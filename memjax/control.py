@@ -85,6 +85,11 @@ class ControlledEstimate(Estimate):
                 / np.asarray(self.plain_stderr, np.float64) ** 2
             )
 
+    @property
+    def replicas_saved(self) -> np.ndarray:
+        """1 - variance_ratio: the fraction of replicas the control saves at equal stderr."""
+        return 1.0 - self.variance_ratio
+
 
 def fold_ids(blocks: np.ndarray | None, replicas: int, folds: int) -> tuple[np.ndarray, ...]:
     """Replica indices of each fold: whole blocks (or single replicas) dealt round-robin."""

@@ -149,6 +149,11 @@ def test_memorization_and_influence_match_a_brute_force_loop():
             assert infl.value[i, j] == pytest.approx(value, abs=1e-5)
             assert infl.stderr[i, j] == pytest.approx(stderr, rel=1e-3)
     assert infl.value.shape == (n, m) and infl.plain_stderr.shape == (n, m)
+    plain = mj.estimators.influence(masks, tv)
+    np.testing.assert_allclose(infl.plain_stderr, plain.stderr)
+    np.testing.assert_allclose(
+        infl.replicas_saved, 1 - (infl.stderr / plain.stderr.astype(np.float64)) ** 2, rtol=1e-6
+    )
 
 
 def test_folds_keep_blocks_whole():
