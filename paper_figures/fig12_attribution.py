@@ -11,6 +11,7 @@ interval.
 
 from __future__ import annotations
 
+import math
 from importlib import import_module
 
 from matplotlib.figure import Figure
@@ -55,8 +56,12 @@ def compute(ctx: Context) -> Data:
     return summary
 
 
+def _has_score(r: dict) -> bool:
+    return r["value"] is not None and math.isfinite(r["value"])
+
+
 def _scored(rows: list[dict], name: str) -> list[dict]:
-    return [r for r in rows if r["estimator"] == name and r["value"] is not None]
+    return [r for r in rows if r["estimator"] == name and _has_score(r)]
 
 
 def _lds_panel(ax, lds: dict) -> None:
@@ -79,12 +84,15 @@ def _lds_panel(ax, lds: dict) -> None:
                 )
         for name in LINES:
             for r in _scored(rows, name):
-                ax.axhline(r["value"], color=COLORS[name], ls=style, lw=0.8)
-                ax.axhspan(r["ci_low"], r["ci_high"], color=COLORS[name], alpha=0.15, lw=0)
+                label = f"{name} ({dataset})"
+                ax.axhline(r["value"], color=COLORS[name], ls=style, lw=0.8, label=label)
+                ax.axhspan(r["ci_low"], r["ci_high"], color=COLORS[name], alpha=0.12, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training replicas")
     ax.set_ylabel("LDS (test margin)")
-    ax.legend(loc="upper left", fontsize=4.5)
+    highs = [r["ci_high"] for p in lds.values() for r in p["rows"] if _has_score(r)]
+    ax.set_ylim(top=max(highs) + 0.6 * (max(highs) - ax.get_ylim()[0]))
+    ax.legend(loc="upper left", fontsize=4, ncol=2)
     panel_label(ax, "a", "LDS versus replicas")
 
 
@@ -140,7 +148,7 @@ def _lds_text(dataset: str, part: dict) -> str:
     most = max(r["replicas"] for r in rows)
     items = []
     for r in rows:
-        if r["value"] is None or (r["estimator"] in CURVES and r["replicas"] != most):
+        if not _has_score(r) or (r["estimator"] in CURVES and r["replicas"] != most):
             continue
         used = f" ({r['replicas']} replicas)" if r["estimator"] in CURVES else ""
         items.append(
