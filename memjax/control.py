@@ -157,14 +157,15 @@ def controlled(
     v = np.asarray(values, np.float64)
     mu = estimator(control.extra_masks, extra, control.extra_blocks)
     mu_var = np.nan_to_num(np.asarray(mu.stderr, np.float64) ** 2)
+    folds = fold_ids(blocks, len(masks), control.folds)
     parts = []
-    for idx in fold_ids(blocks, len(masks), control.folds):
+    for idx in folds:
         b = None if blocks is None else blocks[idx]
         fv, fc, fs = (estimator(masks[idx], x[idx], b) for x in (v, c, v + c))
         var_v, var_c, var_s = (np.asarray(e.stderr, np.float64) ** 2 for e in (fv, fc, fs))
         cov = (var_s - var_v - var_c) / 2
         parts.append((np.asarray(fv.value, np.float64), fc.value, var_v, var_c, cov))
-    units = np.array([_units(blocks, idx) for idx in fold_ids(blocks, len(masks), control.folds)])
+    units = np.array([_units(blocks, idx) for idx in folds])
     total = units.sum()
     weights = units / total
     value = np.zeros_like(parts[0][0])
