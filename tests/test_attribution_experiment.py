@@ -53,7 +53,7 @@ TINY = {
 }
 
 
-pytestmark = pytest.mark.slow  # trains 6 small studies: ~1 min unloaded, several loaded
+pytestmark = pytest.mark.slow  # trains 7 small studies: 111 s at low load
 
 
 @pytest.fixture(scope="module")
