@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from memjax.outputs import ReplicaOutputs
 
 __all__ = [
     "Estimate",
+    "ControlledEstimate",
+    "KernelControl",
     "memorization",
     "influence",
     "top_influence_pairs",
@@ -193,15 +196,22 @@ def _finish(
 
 
 def memorization(
-    masks: np.ndarray, values: np.ndarray, blocks: np.ndarray | None = None
+    masks: np.ndarray,
+    values: np.ndarray,
+    blocks: np.ndarray | None = None,
+    control: KernelControl | None = None,
 ) -> Estimate:
     """mem_i = mean_{r: i in S_r} v_ri - mean_{r: i not in S_r} v_ri, per training example.
 
     ``values`` is (R, n): correctness (Feldman & Zhang's definition) or any per-example
     measure such as margin or negative loss (counterfactual memorization, Zhang et al. 2021).
     ``blocks`` (R,): block ids of the replicas (see the module docstring); None when the
-    replicas are independent.
+    replicas are independent. ``control``: a control variate (memjax.control; e.g.
+    ``memjax.theory.kernel_control``), which returns a ControlledEstimate of the same
+    estimand with a t interval.
     """
+    if control is not None:
+        return controlled(memorization, masks, values, control, blocks)
     masks, values = check_masks(masks, values, "values", same_shape=True)
     onehot = _block_matrix(blocks, len(masks))
     v = values.astype(np.float64)
@@ -343,13 +353,18 @@ def influence(
     test_values: np.ndarray,
     blocks: np.ndarray | None = None,
     block_size: int = 2048,
+    control: KernelControl | None = None,
 ) -> Estimate:
     """infl_ij = mean_{r: i in S_r} v_rj - mean_{r: i not in S_r} v_rj for train i, test j.
 
     Computed as matrix products (masks^T @ values) over tiles of ``block_size`` train and
     test examples, so the float64 working set stays at a few block_size^2 arrays; the result
-    is float32 (n, m). ``blocks`` as in ``memorization``.
+    is float32 (n, m). ``blocks`` and ``control`` (on the test values (R, m)) as in
+    ``memorization``.
     """
+    if control is not None:
+        plain = partial(influence, block_size=block_size)
+        return controlled(plain, masks, test_values, control, blocks)
     n, m = np.shape(masks)[1], np.shape(test_values)[1]
     out = {k: np.empty((n, m), np.float32) for k in ("value", "stderr", "ci_low", "ci_high")}
     for rows, cols, *tile in _influence_tiles(masks, test_values, blocks, block_size):
@@ -536,6 +551,7 @@ def replica_mean(values: np.ndarray, blocks: np.ndarray | None = None) -> Estima
 
 # Estimators in their own modules, offered here with the others (imported last: they use
 # the helpers above).
+from memjax.control import ControlledEstimate, KernelControl, controlled  # noqa: E402
 from memjax.datamodels import Datamodels, datamodels  # noqa: E402
 from memjax.lds import LDS, lds  # noqa: E402
 from memjax.loo import loo_influence, loo_memorization  # noqa: E402

@@ -27,6 +27,7 @@ import yaml
 from scipy.stats import t as t_dist
 
 import memjax as mj
+from experiments.attribution import experiment as attribution_experiment
 from experiments.privacy_preservation import experiment as privacy_experiment
 from experiments.theory_vs_width import experiment as theory_experiment
 from memjax.outputs import ReplicaOutputs
@@ -271,6 +272,99 @@ def _privacy_rows() -> dict:
     return {"dp": dp, "labels": labels}
 
 
+def _attribution_summary() -> dict:
+    """A planted experiments/attribution summary (figure 12): LDS rising with replicas,
+    subset memorization tracking exact LOO, the control saving more replicas when wider."""
+    lds = {}
+    for name in ("mnist1d", "digits"):
+        rows = [
+            {
+                "estimator": e,
+                "replicas": r,
+                "value": v,
+                "ci_low": v - 0.03,
+                "ci_high": v + 0.03,
+                "note": "",
+            }
+            for e, top in (("influence", 0.3), ("datamodels-ridge", 0.4))
+            for r, v in ((8, top / 4), (16, top / 2), (32, top))
+        ]
+        rows += [
+            {
+                "estimator": "kernel-ntk",
+                "replicas": 0,
+                "value": 0.2,
+                "ci_low": 0.18,
+                "ci_high": 0.22,
+                "note": "representer weights, no replicas",
+            },
+            {
+                "estimator": "tracin",
+                "replicas": 32,
+                "value": None,
+                "ci_low": None,
+                "ci_high": None,
+                "note": "not available",
+            },
+            {
+                "estimator": "random",
+                "replicas": 0,
+                "value": 0.0,
+                "ci_low": -0.01,
+                "ci_high": 0.01,
+                "note": "",
+            },
+        ]
+        lds[name] = {
+            "dataset": name,
+            "n_train": 100,
+            "n_test": 20,
+            "eval_subsets": 10,
+            "eval_seeds": 2,
+            "rows": rows,
+        }
+    loo_rows = [
+        {
+            "ratio": q,
+            "output": o,
+            "replicas": 32,
+            "pearson": _span(0.9 - q / 2),
+            "mean_difference": _span(0.1),
+        }
+        for q in (0.25, 0.5, 0.75)
+        for o in ("correctness", "margin")
+    ]
+    control_rows = [
+        {
+            "width": w,
+            "output": o,
+            "replicas": 32,
+            "extra_replicas": 512,
+            "variance_ratio": _span(1 - saved),
+            "replicas_saved": _span(saved),
+            "shift": _span(0.0),
+            "replica_correlation": _span(0.9),
+            "mean_beta": 0.5,
+        }
+        for w, saved in ((64, 0.1), (1024, 0.8))
+        for o in ("correctness", "margin")
+    ]
+    return {
+        "mode": "quick",
+        "seconds": {"lds": 1.0},
+        "lds": lds,
+        "loo": {
+            "dataset": "mnist1d[40/100]",
+            "n_train": 40,
+            "seeds": 4,
+            "loo_replicas": 164,
+            "exact_mean": {"margin": _span(0.3)},
+            "rows": loo_rows,
+        },
+        "control": {"dataset": {"name": "mnist1d"}, "epochs": 200, "rows": control_rows},
+    }
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, Path]:
     """(config dir, output dir) with every fast figure's study stored, and those figures made
@@ -283,6 +377,7 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as patch:  # figure 6 gets the summary without training
         patch.setattr(theory_experiment, "run", lambda *args, **kwargs: _theory_summary())
         patch.setattr(privacy_experiment, "run", lambda *args, **kwargs: _privacy_rows())
+        patch.setattr(attribution_experiment, "run", lambda *a, **k: _attribution_summary())
         make_figures(FAST_FIGURES, quick=True, out=out, config_dir=configs, progress=False)
     return configs, out
 
@@ -444,6 +539,23 @@ def test_privacy_preservation_captions_state_their_json_with_intervals(synthetic
         if r["random_labels"] == 1.0:
             t = r["test_accuracy"]
             assert _interval(t["value"], t["low"], t["high"], 2) in record["caption"]
+
+
+def test_attribution_caption_states_its_json_with_intervals(synthetic):
+    _, out = synthetic
+    record = _record(out, "attribution")
+    data, caption = record["data"], record["caption"]
+    for r in data["control"]["rows"]:
+        saved = r["replicas_saved"]
+        assert _interval(saved["value"], saved["low"], saved["high"], 2) in caption
+    for r in data["loo"]["rows"]:
+        p = r["pearson"]
+        assert _interval(p["value"], p["low"], p["high"], 2) in caption
+    top = data["lds"]["digits"]["rows"][5]  # datamodels-ridge at the most replicas
+    assert f"datamodels-ridge (32 replicas) {_interval(0.4, 0.37, 0.43, 2)}" in caption
+    # 0.8 saved at width 1024 is more than half, 0.1 at width 64 is not
+    assert "above 0.5) for correctness at width 1024, margin at width 1024:" in caption
+    assert top["value"] == 0.4
 
 
 TRIPLE = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")

@@ -6,11 +6,14 @@
   including the exact dynamics of a linearized network trained by memjax on MSE;
 * ``kernel_replicas``: kernel models on the engine's subset masks, as ReplicaOutputs;
 * ``kernel_study``: those models on a study's masks, stored as a derived study;
+* ``kernel_control``/``kernel_controls``: those models as control variates for a study's
+  memorization and influence (memjax.control);
 * ``KernelMatrices``, ``dataset_kernels``, ``load_kernel_file``: the train/test kernel
   matrices of a dataset, from a spec or from a precomputed file.
 """
 
 from memjax.theory.analytic import kernel
+from memjax.theory.control import kernel_control, kernel_controls
 from memjax.theory.derived import kernel_study, source_fingerprint
 from memjax.theory.empirical import empirical_ntk
 from memjax.theory.kernel_files import (
@@ -31,6 +34,8 @@ __all__ = [
     "gradient_flow",
     "kernel_replicas",
     "kernel_study",
+    "kernel_control",
+    "kernel_controls",
     "source_fingerprint",
     "KernelMatrices",
     "dataset_kernels",
