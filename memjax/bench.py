@@ -136,8 +136,8 @@ def run_bench(
         "workload": workload,
         "replicas": replicas,
         "epochs": epochs,
-        "replica_epochs_per_s": round(rate, 2),
-        "gflops": round(rate * gflop, 1),
+        "replica_epochs_per_s": float(f"{rate:.4g}"),  # significant figures: CPU rates < 1
+        "gflops": float(f"{rate * gflop:.4g}"),
         "compile_s": round(max(first_s - train_s, 0.0), 2),
         "peak_memory_mb": round(_peak_memory_mb(), 1),
         "train_s": round(train_s, 3),

@@ -294,7 +294,8 @@ class Network:
     that ``valid`` (N,) marks (all rows when None) and returns the updated averages;
     ``train=False`` uses the running averages. Parameters are float32; with a bfloat16
     ``compute_dtype`` they and ``x`` are cast for the convolutions and matmuls, while
-    normalization statistics and the returned logits stay float32.
+    normalization statistics and the returned logits stay float32. With float32 nothing is
+    cast, so float64 parameters and inputs (x64 theory) keep their precision.
     """
 
     init: Callable[[jax.Array], tuple[Params, State]]
@@ -317,22 +318,27 @@ def build_network(
     moded = hasattr(spec, "norm")  # residual nets take (x, train, valid)
     stateful = moded and spec.norm == "batch"
     dtype = jnp.dtype(compute_dtype)
+    mixed = dtype != jnp.float32  # float32 leaves dtypes alone, so float64 theory stays exact
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
 
     def init(key: jax.Array) -> tuple[Params, State]:
         variables = module.init(key, dummy)
         return variables["params"], variables.get("batch_stats", {})
 
+    def logits(out: jax.Array) -> jax.Array:
+        return out.astype(jnp.float32) if mixed else out
+
     def apply(params, state, x, train: bool = False, valid: jax.Array | None = None):
-        params = jax.tree.map(lambda p: p.astype(dtype), params)
-        x = x.astype(dtype)
+        if mixed:
+            params = jax.tree.map(lambda p: p.astype(dtype), params)
+            x = x.astype(dtype)
         if not moded:
-            return module.apply({"params": params}, x).astype(jnp.float32), state
+            return logits(module.apply({"params": params}, x)), state
         variables = {"params": params, "batch_stats": state} if stateful else {"params": params}
         if stateful and train:
             out, new = module.apply(variables, x, True, valid, mutable=["batch_stats"])
-            return out.astype(jnp.float32), new["batch_stats"]
-        return module.apply(variables, x, train, valid).astype(jnp.float32), state
+            return logits(out), new["batch_stats"]
+        return logits(module.apply(variables, x, train, valid)), state
 
     return Network(init, apply, stateful)
 

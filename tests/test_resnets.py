@@ -77,15 +77,22 @@ def test_resnet9_flops_are_the_benchmark_peers_formula():
     assert ResNet9((c1, c2, c3, c4)).matmul_flops((32, 32, 3), 10) == f + 2 * c4 * 10
 
 
-@pytest.mark.parametrize("spec", SMALL, ids=lambda s: repr(s))
+@pytest.mark.parametrize("spec", [SMALL[0], *SMALL[2:]], ids=lambda s: repr(s))
 def test_native_and_patch_convolutions_compute_the_same_network(spec):
-    """Same parameters, same logits, same gradients and BatchNorm updates on CPU."""
-    x = jax.random.normal(jax.random.PRNGKey(1), (5, 12, 10, 3))
-    valid = jnp.array([1.0, 1, 0, 1, 1])
+    """Same parameters, same logits, same gradients and BatchNorm updates on CPU, in float64
+    so that a real difference is not hidden by float32 rounding through 8-17 layers."""
     nets = [build_network(spec, (12, 10, 3), 7, conv=c) for c in ("patches", "native")]
     params, state = jax.jit(nets[0].init)(jax.random.PRNGKey(0))
     p_native, _ = jax.jit(nets[1].init)(jax.random.PRNGKey(0))
     assert jax.tree.all(jax.tree.map(np.array_equal, params, p_native))
+    with jax.enable_x64(True):
+        _same_in_float64(nets, params, state)
+
+
+def _same_in_float64(nets, params, state):
+    params, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (params, state))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 12, 10, 3), jnp.float64)
+    valid = jnp.array([1.0, 1, 0, 1, 1])
 
     @jax.jit
     def run(p):
@@ -97,8 +104,9 @@ def test_native_and_patch_convolutions_compute_the_same_network(spec):
 
     ((_, (la, sa)), ga), ((_, (lb, sb)), gb) = run(params)
 
-    def close(a, b):  # float32 sums in another order: relative to the array's scale
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+    def close(a, b):  # float64 sums in another order: relative to the array's scale
+        assert a.dtype == b.dtype == jnp.float64
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * max(1.0, float(np.abs(b).max())))
 
     close(la, lb)
     jax.tree.map(close, ga, gb)
@@ -108,13 +116,20 @@ def test_native_and_patch_convolutions_compute_the_same_network(spec):
 def test_batchnorm_uses_only_valid_rows_and_only_its_own_replica():
     """The first BatchNorm's running averages after one training pass equal numpy's
     statistics of the stem convolution over the valid rows (momentum 0.9); the valid rows'
-    logits do not see the padding rows; vmapped replicas equal replicas run one by one."""
+    logits do not see the padding rows; vmapped replicas equal replicas run one by one.
+    In float64, so that float32 rounding cannot hide a leak of a few parts in 1e5."""
     spec = ResNet9((4, 8, 8, 8))
     net = build_network(spec, (8, 8, 2), 3, conv="patches")
-    apply = jax.jit(net.apply, static_argnums=3)
-    x = jax.random.normal(jax.random.PRNGKey(2), (3, 6, 8, 8, 2))  # 3 replicas' batches
-    valid = jnp.array([1.0, 1, 1, 1, 0, 0])
     params, state = jax.jit(jax.vmap(net.init))(jax.random.split(jax.random.PRNGKey(0), 3))
+    with jax.enable_x64(True):
+        params, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (params, state))
+        x = jax.random.normal(jax.random.PRNGKey(2), (3, 6, 8, 8, 2), jnp.float64)  # 3 batches
+        _check_batch_statistics(net, params, state, x)
+
+
+def _check_batch_statistics(net, params, state, x):
+    apply = jax.jit(net.apply, static_argnums=3)
+    valid = jnp.array([1.0, 1, 1, 1, 0, 0])
     one = jax.tree.map(lambda a: a[0], (params, state))
     logits, new = apply(*one, x[0], True, valid)
 
@@ -122,17 +137,17 @@ def test_batchnorm_uses_only_valid_rows_and_only_its_own_replica():
     kernel = one[0]["Conv_0"]["kernel"]
     h = np.asarray(stem.apply({"params": {"kernel": kernel}}, x[0][:4]), np.float64)
     bn = new["_Norm_0"]["BatchNorm_0"]
-    np.testing.assert_allclose(bn["mean"], 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(bn["var"], 0.9 + 0.1 * h.var(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(bn["mean"], 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(bn["var"], 0.9 + 0.1 * h.var(axis=(0, 1, 2)), rtol=1e-9)
 
     alone, new_alone = apply(*one, x[0][:4], True, None)
-    np.testing.assert_allclose(logits[:4], alone, rtol=1e-5, atol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), new, new_alone)
+    np.testing.assert_allclose(logits[:4], alone, rtol=1e-9, atol=1e-12)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9), new, new_alone)
 
     batched = jax.jit(jax.vmap(lambda p, s, xb: net.apply(p, s, xb, True, valid)))(params, state, x)
     for r in range(3):
         single = apply(*jax.tree.map(lambda a, r=r: a[r], (params, state)), x[r], True, valid)
-        np.testing.assert_allclose(batched[0][r], single[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(batched[0][r], single[0], rtol=1e-9, atol=1e-12)
 
 
 def test_evaluation_uses_running_averages():
