@@ -23,7 +23,7 @@ readme-figure: install
 	$(PY) docs/readme_figure.py $(OUT) docs/default-study.png
 
 test: install
-	$(PY) -m pytest -m "slow or not slow" -q
+	$(PY) -m pytest -m "slow or not slow" -q --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q

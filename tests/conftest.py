@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+
+import jax
 import numpy as np
 import pytest
 
@@ -9,6 +12,20 @@ import memjax as mj
 
 # Like the `memjax` command: one CPU device per core, so trainer tests shard their replicas.
 mj.use_cpu_cores()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each XLA:CPU executable keeps a few memory mappings of generated code; the suite's ~800
+    tests compile enough of them to reach the kernel's per-process limit (vm.max_map_count,
+    65530), where the next compilation crashes the process (seen as SIGSEGV/SIGABRT in the
+    last test module). Within a module compiled programs are still shared.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
