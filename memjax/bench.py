@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -77,18 +78,12 @@ def standard_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -
 
 
 def resnet_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=128,
-        optimizer="momentum",
-        learning_rate=0.05,
-        momentum=0.9,
+    """The standard recipe plus the peer ResNet's: Nesterov, weight decay, crops and flips."""
+    return replace(
+        standard_config(epochs, group_size, vectorize),
         nesterov=True,
         weight_decay=5e-4,
-        drop_last=True,
         augment="crop_flip",
-        group_size=group_size,
-        vectorize=vectorize,
     )
 
 

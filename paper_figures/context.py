@@ -8,6 +8,7 @@ used, for the provenance written into the figure's JSON and the index.
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,25 @@ class Context:
         if record not in self.used:
             self.used.append(record)
         return data
+
+    def experiment(self, name: str, description: str, *args: Any, **kwargs: Any) -> Any:
+        """``experiments/<name>``'s ``run(mode, <out>/<name>, *args, **kwargs)``: trains what is
+        missing (its stores are the cache), records it as this figure's input and returns its
+        summary; an unfinished experiment (None) is an error naming it."""
+        out = self.out / name
+        summary = import_module(f"experiments.{name}.experiment").run(
+            self.mode, str(out), *args, **kwargs
+        )
+        if summary is None:
+            raise RuntimeError(f"{out}: experiments/{name} is unfinished")
+        self.note(
+            {
+                "kind": "experiment",
+                "path": display_path(out, self.out),
+                "description": f"experiments/{name} ({self.mode} mode): {description}",
+            }
+        )
+        return summary
 
     def note(self, record: dict[str, Any]) -> None:
         """Record a non-study input (an experiment's output)."""

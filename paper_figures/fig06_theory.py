@@ -9,14 +9,11 @@ width grows: NTK theory says the agreement with the paired NTK dynamics should a
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import numpy as np
 from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.studies import display_path
 from paper_figures.style import (
     DOUBLE,
     floats,
@@ -26,7 +23,6 @@ from paper_figures.style import (
     panel_label,
 )
 
-EXPERIMENT = "experiments.theory_vs_width.experiment"
 SCATTER_PAIR = ("network", "ntk_gd_paired")
 PAIRS = {
     "network~ntk_gd_paired": ("network vs NTK dynamics, same init", "C3", "o", "-"),
@@ -51,19 +47,10 @@ def compute(ctx: Context) -> Data:
     """The experiment's analysis, run through its own path: its family of network studies
     and its kernel studies in ``<out>/theory_vs_width`` are trained (or resumed: the stores
     are the cache) and analysed."""
-    experiment = import_module(EXPERIMENT)
-    out = ctx.out / "theory_vs_width"
-    summary = experiment.run(ctx.mode, str(out), progress=ctx.progress)
-    if summary is None:
-        raise RuntimeError(f"{out}: the theory-vs-width family is unfinished")
-    ctx.note(
-        {
-            "kind": "experiment",
-            "path": display_path(out, ctx.out),
-            "description": f"experiments/theory_vs_width ({ctx.mode} mode): its family of "
-            "network studies and kernel studies",
-        }
-    )
+    summary = ctx.experiment(
+        "theory_vs_width", "its family of network studies and kernel studies",
+        progress=ctx.progress,
+    )  # fmt: skip
     widths = [w["width"] for w in summary["widths"]]
     curves = {
         pair: {

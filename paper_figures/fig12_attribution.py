@@ -12,13 +12,11 @@ interval.
 from __future__ import annotations
 
 import math
-from importlib import import_module
 
 from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.studies import display_path
 from paper_figures.style import (
     DOUBLE,
     interval_bars,
@@ -27,7 +25,6 @@ from paper_figures.style import (
     panel_label,
 )
 
-EXPERIMENT = "experiments.attribution.experiment"
 CURVES = ("influence", "datamodels-ridge", "datamodels-lasso")
 LINES = ("kernel-ntk", "random")
 COLORS = {
@@ -43,17 +40,7 @@ OUTPUT_COLORS = {"correctness": "C3", "margin": "C0"}
 
 def compute(ctx: Context) -> Data:
     """The experiment's summary, trained (or resumed) in ``<out>/attribution``."""
-    out = ctx.out / "attribution"
-    summary = import_module(EXPERIMENT).run(ctx.mode, str(out))
-    ctx.note(
-        {
-            "kind": "experiment",
-            "path": display_path(out, ctx.out),
-            "description": f"experiments/attribution ({ctx.mode} mode): LDS, exact LOO and "
-            "kernel control-variate studies",
-        }
-    )
-    return summary
+    return ctx.experiment("attribution", "LDS, exact LOO and kernel control-variate studies")
 
 
 def _has_score(r: dict) -> bool:

@@ -9,14 +9,11 @@ accountant's bound (the diagonal): a point above it would refute the accounting.
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import numpy as np
 from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.studies import display_path
 from paper_figures.style import (
     DOUBLE,
     floats,
@@ -26,24 +23,15 @@ from paper_figures.style import (
     panel_label,
 )
 
-EXPERIMENT = "experiments.privacy_preservation.experiment"
 NO_DP = "no DP"
 
 
 def compute(ctx: Context) -> Data:
     """The DP family's rows, trained (or resumed) in ``<out>/privacy_preservation/dp``."""
-    out = ctx.out / "privacy_preservation"
-    result = import_module(EXPERIMENT).run(ctx.mode, str(out), ("dp",), progress=ctx.progress)
-    if result is None:
-        raise RuntimeError(f"{out}: the DP-SGD family is unfinished")
-    ctx.note(
-        {
-            "kind": "experiment",
-            "path": display_path(out, ctx.out),
-            "description": f"experiments/privacy_preservation ({ctx.mode} mode): its DP-SGD "
-            "family over noise multipliers",
-        }
-    )
+    result = ctx.experiment(
+        "privacy_preservation", "its DP-SGD family over noise multipliers", ("dp",),
+        progress=ctx.progress,
+    )  # fmt: skip
     return {"rows": result["dp"]}
 
 

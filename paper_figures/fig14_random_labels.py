@@ -8,14 +8,11 @@ whose label changed and of the others; every point with its 95% interval.
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import numpy as np
 from matplotlib.figure import Figure
 
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
-from paper_figures.studies import display_path
 from paper_figures.style import (
     CLEAN,
     DOUBLE,
@@ -27,25 +24,16 @@ from paper_figures.style import (
     panel_label,
 )
 
-EXPERIMENT = "experiments.privacy_preservation.experiment"
 CHANCE = 0.1  # digits: ten balanced classes
 
 
 def compute(ctx: Context) -> Data:
     """The random-label family's rows, trained (or resumed) in
     ``<out>/privacy_preservation/labels``."""
-    out = ctx.out / "privacy_preservation"
-    result = import_module(EXPERIMENT).run(ctx.mode, str(out), ("labels",), progress=ctx.progress)
-    if result is None:
-        raise RuntimeError(f"{out}: the random-label family is unfinished")
-    ctx.note(
-        {
-            "kind": "experiment",
-            "path": display_path(out, ctx.out),
-            "description": f"experiments/privacy_preservation ({ctx.mode} mode): its family "
-            "over random-label rates and widths",
-        }
-    )
+    result = ctx.experiment(
+        "privacy_preservation", "its family over random-label rates and widths", ("labels",),
+        progress=ctx.progress,
+    )  # fmt: skip
     return {"rows": result["labels"], "chance": CHANCE}
 
 
