@@ -22,6 +22,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from memjax import uncut
+
 __all__ = ["main", "EXIT_CODES"]
 
 EXIT_CODES = {
@@ -408,7 +410,11 @@ _stopping = threading.Lock()  # held by the one thread that ends the process
 
 def _stop(command: str, signum: int) -> None:
     """End the process now, with one line: a study killed at any moment resumes (finished
-    chunks are durable before their markers), so nothing needs unwinding."""
+    chunks are durable before their markers), so nothing needs unwinding. Inside an uncut
+    step the main thread's handler returns and the watcher thread stops after the step."""
+    if uncut.inside():
+        return
+    uncut.hold()
     _stopping.acquire()  # the handler and the watcher thread may both see one signal
     kind = "interrupted" if signum == signal.SIGINT else "terminated"
     name = signal.Signals(signum).name

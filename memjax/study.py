@@ -42,6 +42,7 @@ from memjax.train_memory import (
     choose_chunk_size,
     replica_bytes,
 )
+from memjax.uncut import uncut
 
 __all__ = [
     "StudyConfig",
@@ -508,8 +509,9 @@ def check_writable(path: str) -> None:
     loc = locate(path)
     if not loc.local:
         probe = f".writable-{socket.gethostname()}-{os.getpid()}"
-        loc.write_text(probe, "x")
-        loc.remove(probe)
+        with uncut():
+            loc.write_text(probe, "x")
+            loc.remove(probe)
         return
     path = loc.root
     for sub in ("arrays.zarr", "done"):
@@ -518,13 +520,14 @@ def check_writable(path: str) -> None:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), directory)
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)
-    fd, probe = tempfile.mkstemp(dir=path, prefix=".writable-")
-    try:
-        os.write(fd, b"x")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        os.remove(probe)
+    with uncut():  # a stop signal waits until the probe is gone
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".writable-")
+        try:
+            os.write(fd, b"x")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.remove(probe)
 
 
 def study_status(store: Store) -> dict[str, Any]:

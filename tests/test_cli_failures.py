@@ -126,6 +126,31 @@ def test_signal_stops_with_one_line_and_resumes_bit_identically(
         np.testing.assert_array_equal(again[name], value, err_msg=name)
 
 
+UNCUT_STEP = """
+import os, signal, sys, time
+from memjax import cli, uncut
+cli._catch_signals("run")
+with uncut.uncut():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)
+    open(sys.argv[1], "w").write("step finished")
+time.sleep(30)
+open(sys.argv[1], "a").write(", then went on")
+"""
+
+
+def test_a_stop_waits_for_an_uncut_step_then_ends_the_process(tmp_path):
+    """SIGTERM inside ``uncut()`` (e.g. between creating and removing a probe file): the
+    step runs to its end, then the process ends at once with its one line."""
+    out = tmp_path / "step.txt"
+    res = subprocess.run(
+        [sys.executable, "-c", UNCUT_STEP, str(out)], capture_output=True, text=True, timeout=25
+    )
+    assert res.returncode == EXIT_CODES["terminated"], res.stderr
+    assert out.read_text() == "step finished"
+    assert len(res.stderr.strip().splitlines()) == 1 and "terminated by SIGTERM" in res.stderr
+
+
 def test_check_writable_fails_on_a_read_only_filesystem(tmp_path):
     check_writable_script = (
         "from memjax.study import check_writable; import sys; check_writable(sys.argv[1])"
