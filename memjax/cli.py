@@ -405,17 +405,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_stopping = threading.Lock()  # held by the one thread that ends the process
-
-
 def _stop(command: str, signum: int) -> None:
     """End the process now, with one line: a study killed at any moment resumes (finished
     chunks are durable before their markers), so nothing needs unwinding. Inside an uncut
     step the main thread's handler returns and the watcher thread stops after the step."""
     if uncut.inside():
         return
-    uncut.hold()
-    _stopping.acquire()  # the handler and the watcher thread may both see one signal
+    uncut.hold()  # the handler and the watcher thread may both see one signal: one goes on
     kind = "interrupted" if signum == signal.SIGINT else "terminated"
     name = signal.Signals(signum).name
     where = f" while working on {_where['path']}" if "path" in _where else ""

@@ -64,6 +64,11 @@ def _study(out: str, name: str, part: dict, subsets: dict, seed: int, **over) ->
     return open_study(path)
 
 
+def _balanced(cfg: dict, ratio: float) -> dict[str, Any]:
+    """The ``subsets`` section of a balanced study of the experiment's replica count."""
+    return {"replicas": cfg["replicas"], "ratio": ratio, "design": "balanced"}
+
+
 def lds_part(cfg: dict, out: str, seed: int) -> dict[str, Any]:
     """LDS table rows per dataset."""
     result = {}
@@ -72,7 +77,7 @@ def lds_part(cfg: dict, out: str, seed: int) -> dict[str, Any]:
             out,
             f"lds-{name}-train",
             cfg,
-            {"replicas": cfg["replicas"], "ratio": 0.5, "design": "balanced"},
+            _balanced(cfg, 0.5),
             seed,
             dataset=dataset,
         )
@@ -137,7 +142,7 @@ def loo_part(cfg: dict, out: str, seed: int) -> dict[str, Any]:
             out,
             f"loo-subsets-{ratio:g}",
             cfg,
-            {"replicas": cfg["replicas"], "ratio": ratio, "design": "balanced"},
+            _balanced(cfg, ratio),
             seed,
         )
         for name, output in LOO_OUTPUTS.items():
@@ -175,7 +180,7 @@ def control_part(cfg: dict, out: str, seed: int) -> dict[str, Any]:
             out,
             f"control-width-{width}",
             cfg,
-            {"replicas": cfg["replicas"], "ratio": 0.5, "design": "balanced"},
+            _balanced(cfg, 0.5),
             seed,
             model=model,
         )
