@@ -13,6 +13,7 @@ from memjax import (
     relations,
     subsets,
     theory,
+    tracin,
 )
 from memjax.config import TrainConfig
 from memjax.dp import DPConfig
@@ -20,7 +21,7 @@ from memjax.family import Family, open_family
 from memjax.outputs import ReplicaOutputs
 from memjax.results import Study, open_study
 from memjax.runtime import use_cpu_cores
-from memjax.train import train_replicas
+from memjax.train import train_checkpoints, train_replicas
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "relations",
     "theory",
     "subsets",
+    "tracin",
     "TrainConfig",
     "DPConfig",
     "ReplicaOutputs",
@@ -44,6 +46,7 @@ __all__ = [
     "open_study",
     "Family",
     "open_family",
+    "train_checkpoints",
     "train_replicas",
     "use_cpu_cores",
     "__version__",

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +67,8 @@ __all__ = [
     "steps_per_epoch",
     "replica_keys",
     "replica_init_keys",
+    "Checkpoints",
+    "train_checkpoints",
 ]
 
 EVAL_BLOCK = 1024
@@ -187,7 +191,9 @@ def check_training(spec: Spec, ds: Dataset, cfg: TrainConfig) -> None:
 class _GroupProgram:
     """One group of replicas' whole runs (init -> train -> eval) for a (spec, data, cfg).
 
-    ``standardize`` is None, or the per-channel (mean, std) of uint8 inputs."""
+    ``standardize`` is None, or the per-channel (mean, std) of uint8 inputs. With
+    ``keep_params`` every recording also keeps the evaluated parameters and training state
+    (TracIn's checkpoints, memjax.tracin)."""
 
     def __init__(
         self,
@@ -198,8 +204,10 @@ class _GroupProgram:
         n: int,
         strategy: str,
         standardize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        keep_params: bool = False,
     ):
         self.cfg = cfg
+        self.keep_params = keep_params
         self.n = n
         self.net = build_network(spec, tuple(input_shape), num_classes, cfg.conv, cfg.compute_dtype)
         self.opt = recipes.ReplicaOptimizer(cfg)
@@ -347,8 +355,11 @@ class _GroupProgram:
 
     def _record(self, params, state, params0, x, y) -> dict[str, jax.Array]:
         """Per-example metrics of every training example (and optionally gradient norms),
-        in evaluation mode (BatchNorm's running averages)."""
+        in evaluation mode (BatchNorm's running averages); with ``keep_params`` also the
+        parameters and state themselves."""
         rec = self._metrics(params, state, params0, x, y, with_el2n=True)
+        if self.keep_params:
+            rec.update(params=params, state=state)
         if self.cfg.record_grad_norm:
 
             def grad_sq(xi, yi):
@@ -472,10 +483,12 @@ def _compiled_chunk_fn(
     devices,
     with_progress,
     standardize=None,
+    keep_params=False,
 ):
     """The jitted chunk program, cached so successive chunks reuse one compilation. With
     ``with_progress`` every group reports its finished epochs to the host (``_report``);
-    without it the program holds no callback at all. ``standardize``: see _GroupProgram."""
+    without it the program holds no callback at all. ``standardize``, ``keep_params``: see
+    _GroupProgram."""
     cache_key = (
         spec,
         cfg,
@@ -488,10 +501,11 @@ def _compiled_chunk_fn(
         tuple(devices),
         with_progress,
         standardize,
+        keep_params,
     )
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
-    prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy, standardize)
+    prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy, standardize, keep_params)
     mesh = Mesh(np.array(devices), ("replica",))
     rep = PartitionSpec("replica")
 
@@ -560,34 +574,21 @@ def _check_inputs(ds: Dataset, masks: np.ndarray, replica_ids: np.ndarray) -> No
         raise ValueError("replica_ids must be distinct non-negative integers")
 
 
-def train_replicas(
+def _train(
     spec: Spec,
     ds: Dataset,
     masks: np.ndarray,
     cfg: TrainConfig,
-    seed: int = 0,
-    replica_ids: np.ndarray | None = None,
-    devices: list | None = None,
-    max_subset_size: int | None = None,
-    pad_to: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> ReplicaOutputs:
-    """Train one replica per mask row on its own subset; evaluate all train and test examples.
-
-    ``replica_ids`` (default ``0..R-1``) name the replicas: replica r's run depends only on
-    (seed, r, masks[row of r]), never on which other replicas are trained alongside it.
-    ``devices`` (default: all local devices) share the replica axis. ``max_subset_size`` and
-    ``pad_to`` fix the compiled program's shapes across calls (a study passes the largest
-    subset of all its replicas and its chunk size), so every chunk reuses one compilation.
-
-    ``progress``, if given, is called during the computation, from a host thread the
-    compiled program calls back into, with the number of replica-epochs just finished
-    (int > 0): once per epoch for each group of replicas (or, when a device holds at least
-    as many groups as there are epochs, once per group at its end), so the calls of one
-    ``train_replicas`` add up to ``len(masks) * cfg.epochs`` by the time it returns.
-    Groups on different devices call it concurrently, so it must be thread-safe and quick
-    (the device waits for it). It changes no result; without it the program has no callback.
-    """
+    seed: int,
+    replica_ids: np.ndarray | None,
+    devices: list | None,
+    max_subset_size: int | None,
+    pad_to: int | None,
+    progress: Callable[[int], None] | None,
+    keep_params: bool = False,
+) -> tuple[ReplicaOutputs, dict | None]:
+    """``train_replicas``' run: its outputs and, with ``keep_params``, the recorded
+    trajectory's parameters and states (leaves (R, T, ...)); None without."""
     masks = np.asarray(masks)
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
     _check_inputs(ds, masks, ids)
@@ -618,6 +619,7 @@ def train_replicas(
         devices,
         progress is not None,
         standardize,
+        keep_params,
     )
     r = len(masks)
     token = 0
@@ -658,6 +660,7 @@ def train_replicas(
     if "margin_views" in train:
         out.train_margin_views = host(train["margin_views"])
         out.test_margin_views = host(test["margin_views"])
+    kept = None
     if traj is not None:
         out.traj_correct = host(traj["correct"])
         out.traj_margin = host(traj["margin"])
@@ -666,4 +669,72 @@ def train_replicas(
         out.traj_grad_sq = host(traj["grad_sq"]) if "grad_sq" in traj else None
         out.record_epochs = cfg.recorded_epochs()
         out.record_lr = cfg.recorded_learning_rates()
-    return out
+        if keep_params:
+            kept = jax.tree.map(host, {"params": traj["params"], "state": traj["state"]})
+    return out, kept
+
+
+def train_replicas(
+    spec: Spec,
+    ds: Dataset,
+    masks: np.ndarray,
+    cfg: TrainConfig,
+    seed: int = 0,
+    replica_ids: np.ndarray | None = None,
+    devices: list | None = None,
+    max_subset_size: int | None = None,
+    pad_to: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplicaOutputs:
+    """Train one replica per mask row on its own subset; evaluate all train and test examples.
+
+    ``replica_ids`` (default ``0..R-1``) name the replicas: replica r's run depends only on
+    (seed, r, masks[row of r]), never on which other replicas are trained alongside it.
+    ``devices`` (default: all local devices) share the replica axis. ``max_subset_size`` and
+    ``pad_to`` fix the compiled program's shapes across calls (a study passes the largest
+    subset of all its replicas and its chunk size), so every chunk reuses one compilation.
+
+    ``progress``, if given, is called during the computation, from a host thread the
+    compiled program calls back into, with the number of replica-epochs just finished
+    (int > 0): once per epoch for each group of replicas (or, when a device holds at least
+    as many groups as there are epochs, once per group at its end), so the calls of one
+    ``train_replicas`` add up to ``len(masks) * cfg.epochs`` by the time it returns.
+    Groups on different devices call it concurrently, so it must be thread-safe and quick
+    (the device waits for it). It changes no result; without it the program has no callback.
+    """
+    args = (replica_ids, devices, max_subset_size, pad_to, progress)
+    return _train(spec, ds, masks, cfg, seed, *args)[0]
+
+
+@dataclass
+class Checkpoints:
+    """Replicas' parameters and training states (pytrees, leaves (R, T, ...)) after each
+    epoch of ``epochs`` (T,) (0 = initialization), the learning rate there
+    (``learning_rates`` (T,)), and the outputs of the same runs."""
+
+    params: Any
+    state: Any
+    epochs: np.ndarray
+    learning_rates: np.ndarray
+    outputs: ReplicaOutputs
+
+
+def train_checkpoints(
+    spec: Spec,
+    ds: Dataset,
+    masks: np.ndarray,
+    cfg: TrainConfig,
+    seed: int = 0,
+    replica_ids: np.ndarray | None = None,
+    max_subset_size: int | None = None,
+) -> Checkpoints:
+    """``train_replicas``' runs again, keeping the parameters at every recorded epoch
+    (``cfg.record_every`` > 0): a replica is a function of (seed, id, mask), so these are
+    the checkpoints of a study's own replicas (pass its seed, ids and max_subset_size).
+    Memory: R x T copies of the parameters, on device and host."""
+    if not cfg.record_every:
+        raise ValueError("train_checkpoints needs cfg.record_every > 0 (the checkpoint spacing)")
+    out, kept = _train(
+        spec, ds, masks, cfg, seed, replica_ids, None, max_subset_size, None, None, True
+    )
+    return Checkpoints(kept["params"], kept["state"], out.record_epochs, out.record_lr, out)

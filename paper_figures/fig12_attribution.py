@@ -25,12 +25,13 @@ from paper_figures.style import (
     panel_label,
 )
 
-CURVES = ("influence", "datamodels-ridge", "datamodels-lasso")
+CURVES = ("influence", "datamodels-ridge", "datamodels-lasso", "tracin")
 LINES = ("kernel-ntk", "random")
 COLORS = {
     "influence": "C0",
     "datamodels-ridge": "C1",
     "datamodels-lasso": "C2",
+    "tracin": "C5",
     "kernel-ntk": "C4",
     "random": "0.5",
 }
@@ -131,11 +132,11 @@ def draw(data: Data) -> Figure:
 
 
 def _lds_text(dataset: str, part: dict) -> str:
-    rows = part["rows"]
-    most = max(r["replicas"] for r in rows)
+    rows = [r for r in part["rows"] if _has_score(r)]
+    most = {r["estimator"]: max(q["replicas"] for q in _scored(rows, r["estimator"])) for r in rows}
     items = []
     for r in rows:
-        if not _has_score(r) or (r["estimator"] in CURVES and r["replicas"] != most):
+        if r["estimator"] in CURVES and r["replicas"] != most[r["estimator"]]:
             continue
         used = f" ({r['replicas']} replicas)" if r["estimator"] in CURVES else ""
         items.append(

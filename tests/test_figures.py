@@ -300,11 +300,19 @@ def _attribution_summary() -> dict:
             },
             {
                 "estimator": "tracin",
+                "replicas": 8,
+                "value": 0.1,
+                "ci_low": 0.07,
+                "ci_high": 0.13,
+                "note": "checkpoints at epochs [2, 4]",
+            },
+            {
+                "estimator": "datamodels-lasso",
                 "replicas": 32,
                 "value": None,
                 "ci_low": None,
                 "ci_high": None,
-                "note": "not available",
+                "note": "not available: too few replicas",
             },
             {
                 "estimator": "random",
@@ -553,6 +561,7 @@ def test_attribution_caption_states_its_json_with_intervals(synthetic):
         assert _interval(p["value"], p["low"], p["high"], 2) in caption
     top = data["lds"]["digits"]["rows"][5]  # datamodels-ridge at the most replicas
     assert f"datamodels-ridge (32 replicas) {_interval(0.4, 0.37, 0.43, 2)}" in caption
+    assert f"tracin (8 replicas) {_interval(0.1, 0.07, 0.13, 2)}" in caption  # its own most
     # 0.8 saved at width 1024 is more than half, 0.1 at width 64 is not
     assert "above 0.5) for correctness at width 1024, margin at width 1024:" in caption
     assert top["value"] == 0.4
