@@ -49,6 +49,19 @@ def test_lasso_equals_sklearn_with_its_scaling():
     assert (fit.weights == 0).any()  # the penalty is strong enough to zero some weights
 
 
+@pytest.mark.parametrize("seed", [8, 9])
+def test_lasso_float32_stops_at_its_duality_gap_near_sklearn(seed):
+    """The default float32 solve, stopped at a duality gap of 1e-5 ||y||^2, lands within
+    1e-3 (relative to the largest weight) of scikit-learn's float64 weights."""
+    masks, values, _ = linear_data(seed, 64, n=200, m=5, noise=1.0)
+    lam = 20.0
+    fit = datamodels(masks, values, method="lasso", lam=lam)
+    ref = Lasso(alpha=lam / (2 * len(masks)), tol=1e-12, max_iter=100_000)
+    ref.fit(masks.astype(float), values)
+    scale = np.abs(ref.coef_).max()
+    np.testing.assert_allclose(fit.weights, ref.coef_.T, atol=1e-3 * scale)
+
+
 @pytest.mark.parametrize("method", ["ridge", "lasso"])
 @pytest.mark.parametrize("seed", [3, 4])
 def test_linear_outputs_give_high_lds_and_recover_weights(method, seed):
