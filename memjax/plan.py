@@ -55,6 +55,8 @@ PROBE_SIZE = 1024
 CALIBRATION_STEPS = 8
 TIMED_RUNS = 2
 CALIBRATION_EPOCHS = 3
+CALIBRATION_SECONDS = 1.0
+MAX_CALIBRATION_EPOCHS = 256
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,10 @@ def _short_run(
 def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> tuple[float, float]:
     """(FLOP/s, seconds of fixed cost per call) of the study's model and batch on the local
     devices: one group per device trains on the first CALIBRATION_STEPS batches of the data
-    for 1 and for 1 + CALIBRATION_EPOCHS epochs; the difference is the training rate, the
-    rest of the shorter run (beyond its FLOPs at that rate) the cost every chunk pays once."""
+    for 1 and for 1 + k epochs; the difference is the training rate, the rest of the shorter
+    run (beyond its FLOPs at that rate) the cost every chunk pays once. k starts at
+    CALIBRATION_EPOCHS and, if the difference is under CALIBRATION_SECONDS (timer noise and
+    a busy machine's pauses would dominate it), is raised once to reach it."""
     t = cfg.train
     batch = ds.n_train if t.batch_size is None else min(t.batch_size, ds.n_train)
     m = min(ds.n_train, batch * CALIBRATION_STEPS)
@@ -161,32 +165,52 @@ def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> tuple
     )
     r = group * len(jax.local_devices())
     masks = np.ones((r, m), bool)
-    points = []
-    for epochs in (1, 1 + CALIBRATION_EPOCHS):
+
+    def point(epochs: int) -> tuple[float, float]:
         short = dataclasses.replace(
             t, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
         )
         seconds = _short_run(cfg.model, small, short, masks, cfg.seed, np.arange(r))
         examples = _examples_per_epoch(m, short, m)
-        points.append((r * forward * (3 * epochs * examples + m + small.n_test), seconds))
-    (f1, t1), (f2, t2) = points
+        return r * forward * (3 * epochs * examples + m + small.n_test), seconds
+
+    (f1, t1), extra = point(1), CALIBRATION_EPOCHS
+    f2, t2 = point(1 + extra)
+    if t2 - t1 < CALIBRATION_SECONDS:
+        wanted = extra * CALIBRATION_SECONDS / max(t2 - t1, 1e-3)
+        extra = min(MAX_CALIBRATION_EPOCHS, math.ceil(wanted))
+        f2, t2 = point(1 + extra)
     rate = (f2 - f1) / (t2 - t1) if t2 > t1 else f2 / t2
     return rate, max(t1 - f1 / rate, 0.0)
 
 
-def _measure(cfg: StudyConfig, ds: Dataset, group: int, work: dict[str, Any]) -> float:
+def _measure(
+    cfg: StudyConfig,
+    ds: Dataset,
+    sizes: dict[str, Any],
+    work: dict[str, Any],
+    rate: float,
+    overhead: float,
+) -> float:
     """Seconds the whole study would take, extrapolated by FLOPs from one group per device
-    of its first replicas trained for one epoch on the real data and evaluated."""
+    of its first replicas trained on the real data and evaluated: for as many of the
+    study's epochs as take CALIBRATION_SECONDS at the calibrated ``rate`` (at least one),
+    less the calibrated per-call ``overhead``, which each chunk pays once."""
+    group = sizes["group_size"]
     r = min(cfg.replicas, group * len(jax.local_devices()))
     ids = np.arange(r)
     masks = subsets.sample(ds.n_train, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, ids)
-    one = dataclasses.replace(
-        cfg.train, epochs=1, record_every=0, record_grad_norm=False, group_size=group
+    per_epoch = r * work["flops_per_replica_epoch"]
+    epochs = min(cfg.train.epochs, max(1, math.ceil(CALIBRATION_SECONDS * rate / per_epoch)))
+    run = dataclasses.replace(
+        cfg.train, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
     )
-    seconds = _short_run(cfg.model, ds, one, masks, cfg.seed, ids)
+    seconds = _short_run(cfg.model, ds, run, masks, cfg.seed, ids)
     fwd = work["forward_flops_per_example"]
-    flops = r * (work["flops_per_replica_epoch"] + (ds.n_train + ds.n_test) * fwd)
-    return cfg.replicas * work["flops_per_replica"] / (flops / seconds)
+    flops = epochs * per_epoch + r * (ds.n_train + ds.n_test) * fwd
+    busy = max(seconds - overhead, 0.5 * seconds)  # the overhead is itself an estimate
+    compute = cfg.replicas * work["flops_per_replica"] * busy / flops
+    return compute + sizes["chunks"] * overhead
 
 
 def _data_bytes(ds: Dataset) -> int:
@@ -295,7 +319,7 @@ def _local_plan(
         "measured here: two short runs of this model and batch (rate and per-chunk overhead)"
     )
     if measure:
-        out["measured_s"] = round(_measure(cfg, ds, sizes["group_size"], work), 3)
+        out["measured_s"] = round(_measure(cfg, ds, sizes, work, rate, overhead), 3)
     return out
 
 

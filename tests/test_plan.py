@@ -145,8 +145,7 @@ def test_cli_plan_prints_one_json_object(tmp_path, capsys):
 def test_cpu_plan_measures_its_efficiency_and_the_study(model, side):
     """``--measure`` on the local backend: a measured efficiency and both times, finite and
     positive. How close they come to the real run is a benchmark's question, not a timed
-    assertion's: on this shared 2-core machine predicted / actual ranged 0.37-4.5 for the
-    ResNet-9 and measured / actual reached 2.1 for the MLP between runs."""
+    assertion's (README, `memjax plan`, gives the figures measured on a 2-core machine)."""
     ds = image_data(512, 128, side=side)
     cfg = study(model, replicas=8, epochs=8)
     p = plan_study(cfg, ds, measure=True)
