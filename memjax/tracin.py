@@ -33,7 +33,7 @@ from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec
 from memjax.outputs import loss_from_logits, margin_from_logits
-from memjax.train import Checkpoints, _blockwise, _GroupProgram
+from memjax.train import Checkpoints, _blockwise, _GroupProgram, _standardization
 
 __all__ = ["OUTPUTS", "tracin"]
 
@@ -100,8 +100,7 @@ def tracin(
             "TracIn needs at least one checkpoint after training began; got recorded epochs "
             f"{checkpoints.epochs.tolist()}"
         )
-    stats = ds.channel_stats
-    standardize = None if stats is None else tuple(tuple(float(v) for v in a) for a in stats)
+    standardize = _standardization(ds)
     prog = _GroupProgram(spec, cfg, ds.input_shape, ds.num_classes, ds.n_train, "vmap", standardize)
     run = _replica_program(prog, output, block)
     leaves = jax.tree.leaves(checkpoints.params)

@@ -555,6 +555,12 @@ def _compiled_chunk_fn(
     return jitted
 
 
+def _standardization(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """_GroupProgram's ``standardize`` for ``ds`` (hashable: it keys the program cache)."""
+    stats = ds.channel_stats
+    return None if stats is None else tuple(tuple(float(v) for v in a) for a in stats)
+
+
 def _check_inputs(ds: Dataset, masks: np.ndarray, replica_ids: np.ndarray) -> None:
     if masks.ndim != 2 or masks.shape[1] != ds.n_train:
         raise ValueError(
@@ -605,8 +611,7 @@ def _train(
     if max_subset_size is not None and max_subset_size < largest:
         raise ValueError(f"max_subset_size {max_subset_size} < largest subset {largest}")
     n_steps = int(steps_per_epoch(max_subset_size or largest, cfg, n))
-    stats = ds.channel_stats
-    standardize = None if stats is None else tuple(tuple(float(v) for v in a) for a in stats)
+    standardize = _standardization(ds)
     fn = _compiled_chunk_fn(
         spec,
         cfg,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from memjax import data
-from memjax.models import MLP, build_network
+from memjax.models import MLP, ResNet9, build_network
 from memjax.outputs import loss_from_logits, margin_from_logits
 from memjax.tracin import tracin
 from memjax.train import TrainConfig, train_checkpoints, train_replicas
@@ -44,18 +45,18 @@ def _slopes(fn, flat: jax.Array, eps: float = 1e-6) -> np.ndarray:
     return np.asarray((jax.vmap(fn)(flat + steps) - jax.vmap(fn)(flat - steps)) / (2 * eps))
 
 
-def _checkpoint_term(ds, params, output: str) -> np.ndarray:
+def _checkpoint_term(spec, ds, params, state, output: str, smoothing: float) -> np.ndarray:
     """g_i . h_j (n, m) at one checkpoint, both gradients by central differences of the
-    network's forward pass (float64)."""
-    net = build_network(SPEC, ds.input_shape, ds.num_classes)
+    network's evaluation-mode forward pass with the checkpoint's state (float64)."""
+    net = build_network(spec, ds.input_shape, ds.num_classes)
     x, y, xt, yt = (jnp.asarray(v) for v in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     flat, unravel = ravel_pytree(params)
 
     def train_loss(f):
-        return loss_from_logits(net.apply(unravel(f), {}, x)[0], y, "xent", 0.1)
+        return loss_from_logits(net.apply(unravel(f), state, x)[0], y, "xent", smoothing)
 
     def test_output(f):
-        logits = net.apply(unravel(f), {}, xt)[0]
+        logits = net.apply(unravel(f), state, xt)[0]
         if output == "test_loss":
             return loss_from_logits(logits, yt, "xent")
         return margin_from_logits(logits, yt)
@@ -63,10 +64,18 @@ def _checkpoint_term(ds, params, output: str) -> np.ndarray:
     return _slopes(train_loss, flat).T @ _slopes(test_output, flat)
 
 
-def _central_differences(ds, ckpt, replica: int, output: str) -> np.ndarray:
+def _central_differences(spec, ds, ckpt, replica: int, output: str, smoothing: float):
     """-sum_{t >= 1} eta_t g_i . h_j of one replica."""
     terms = [
-        ckpt.learning_rates[t] * _checkpoint_term(ds, _at(ckpt.params, replica, t), output)
+        ckpt.learning_rates[t]
+        * _checkpoint_term(
+            spec,
+            ds,
+            _at(ckpt.params, replica, t),
+            _at(ckpt.state, replica, t),
+            output,
+            smoothing,
+        )
         for t in range(1, len(ckpt.epochs))
     ]
     return -np.sum(terms, axis=0)
@@ -87,8 +96,30 @@ def test_tracin_equals_central_differences(seed):
             got = tracin(SPEC, ds, CFG, ckpt, output, block=16)
             assert got.shape == (2, 40, 6)
             for r in range(2):
-                ref = _central_differences(ds, ckpt, r, output)
+                ref = _central_differences(SPEC, ds, ckpt, r, output, 0.1)
                 assert np.abs(got[r] - ref).max() < 1e-7 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_tracin_with_batchnorm_uses_each_checkpoints_running_averages():
+    """A residual net with BatchNorm: gradients in evaluation mode, with the running
+    averages of the same checkpoint (a stale state would give other gradients)."""
+    spec = ResNet9(widths=(2, 2, 2, 2), norm="batch")
+    cfg = TrainConfig(
+        epochs=2, batch_size=6, optimizer="momentum", learning_rate=0.05, record_every=1
+    )
+    d = data.load("digits")
+    images = d.x_train.reshape(-1, 8, 8, 1)
+    ds = data.from_arrays(images[:12], d.y_train[:12], images[12:15], d.y_train[12:15], 10)
+    ckpt = train_checkpoints(spec, ds, _masks(1, 12, 5) | True, cfg, seed=2)
+    with jax.enable_x64(True):  # float32 training, float64 gradients of its checkpoints
+        wide = partial(jax.tree.map, lambda v: np.asarray(v, np.float64))
+        ckpt = replace(ckpt, params=wide(ckpt.params), state=wide(ckpt.state))
+        got = tracin(spec, ds, cfg, ckpt, "test_margin")[0]
+        ref = _central_differences(spec, ds, ckpt, 0, "test_margin", 0.0)
+        assert np.abs(got - ref).max() < 1e-6 * np.abs(ref).max()
+        stats = jax.tree.leaves(ckpt.state)
+        assert all(np.any(v[0, 1] != v[0, 2]) for v in stats)  # the averages moved
 
 
 def test_checkpoints_are_the_replicas_own_runs():
