@@ -144,6 +144,13 @@ def _short_run(
     return best
 
 
+def _timed_config(t: TrainConfig, epochs: int, group: int) -> TrainConfig:
+    """The study's training for a timing run: ``epochs`` epochs, nothing recorded."""
+    return dataclasses.replace(
+        t, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
+    )
+
+
 def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> tuple[float, float]:
     """(FLOP/s, seconds of fixed cost per call) of the study's model and batch on the local
     devices: one group per device trains on the first CALIBRATION_STEPS batches of the data
@@ -167,9 +174,7 @@ def _calibrate(cfg: StudyConfig, ds: Dataset, group: int, forward: int) -> tuple
     masks = np.ones((r, m), bool)
 
     def point(epochs: int) -> tuple[float, float]:
-        short = dataclasses.replace(
-            t, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
-        )
+        short = _timed_config(t, epochs, group)
         seconds = _short_run(cfg.model, small, short, masks, cfg.seed, np.arange(r))
         examples = _examples_per_epoch(m, short, m)
         return r * forward * (3 * epochs * examples + m + small.n_test), seconds
@@ -202,9 +207,7 @@ def _measure(
     masks = subsets.sample(ds.n_train, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, ids)
     per_epoch = r * work["flops_per_replica_epoch"]
     epochs = min(cfg.train.epochs, max(1, math.ceil(CALIBRATION_SECONDS * rate / per_epoch)))
-    run = dataclasses.replace(
-        cfg.train, epochs=epochs, record_every=0, record_grad_norm=False, group_size=group
-    )
+    run = _timed_config(cfg.train, epochs, group)
     seconds = _short_run(cfg.model, ds, run, masks, cfg.seed, ids)
     fwd = work["forward_flops_per_example"]
     flops = epochs * per_epoch + r * (ds.n_train + ds.n_test) * fwd

@@ -707,8 +707,9 @@ def train_replicas(
     Groups on different devices call it concurrently, so it must be thread-safe and quick
     (the device waits for it). It changes no result; without it the program has no callback.
     """
-    args = (replica_ids, devices, max_subset_size, pad_to, progress)
-    return _train(spec, ds, masks, cfg, seed, *args)[0]
+    return _train(
+        spec, ds, masks, cfg, seed, replica_ids, devices, max_subset_size, pad_to, progress
+    )[0]
 
 
 @dataclass
@@ -740,6 +741,16 @@ def train_checkpoints(
     if not cfg.record_every:
         raise ValueError("train_checkpoints needs cfg.record_every > 0 (the checkpoint spacing)")
     out, kept = _train(
-        spec, ds, masks, cfg, seed, replica_ids, None, max_subset_size, None, None, True
+        spec,
+        ds,
+        masks,
+        cfg,
+        seed,
+        replica_ids,
+        devices=None,
+        max_subset_size=max_subset_size,
+        pad_to=None,
+        progress=None,
+        keep_params=True,
     )
     return Checkpoints(kept["params"], kept["state"], out.record_epochs, out.record_lr, out)
