@@ -34,6 +34,20 @@ def test_bench_prints_one_json_line():
     assert rec["gflop_per_replica_epoch"] == pytest.approx(0.9024, abs=1e-4)
     assert rec["gflops"] == pytest.approx(rec["replica_epochs_per_s"] * 0.9024, rel=0.02)
     assert rec["deterministic"] and rec["peak_memory_mb"] > 0
+    assert_training_only_rates(rec)
+
+
+def assert_training_only_rates(rec: dict) -> None:
+    """The rate counts training alone (2E-epoch call minus E-epoch call), as the peers'
+    ``train_s`` does; the end-to-end rate counts one whole E-epoch call."""
+    work = rec["replicas"] * rec["epochs"]
+    # rates keep 4 significant figures, seconds 3 decimals
+    assert work / rec["replica_epochs_per_s"] == pytest.approx(rec["train_s"], rel=1e-3, abs=1e-3)
+    assert work / rec["replica_epochs_per_s_e2e"] == pytest.approx(
+        rec["call_s"], rel=1e-3, abs=1e-3
+    )
+    assert rec["eval_s"] == pytest.approx(max(rec["call_s"] - rec["train_s"], 0), abs=2e-3)
+    assert rec["train_s"] > 0 and rec["call_s"] > 0
 
 
 def test_bench_images_are_class_templates_plus_noise():
@@ -71,7 +85,7 @@ def test_bench_resnet_workload_prints_the_peer_fields():
             "--workload",
             "resnet",
             "--replicas",
-            "2",
+            "1",
             "--epochs",
             "1",
         ],
@@ -80,7 +94,8 @@ def test_bench_resnet_workload_prints_the_peer_fields():
     )
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout.strip().splitlines()[-1])
-    assert rec["workload"] == "resnet" and rec["replicas"] == 2 and rec["deterministic"]
+    assert rec["workload"] == "resnet" and rec["replicas"] == 1 and rec["deterministic"]
+    assert_training_only_rates(rec)
     # the peer's FLOP model: 3 x forward FLOPs of ResNet-9 16-32-64-128 x 15 steps x 128
     c1, c2, c3, c4 = 16, 32, 64, 128
     fwd = 2 * 9 * (1024 * (3 * c1 + c1 * c2) + 256 * (2 * c2 * c2 + c2 * c3))

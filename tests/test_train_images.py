@@ -101,8 +101,12 @@ def test_chunks_and_reruns_reproduce_each_replica(pixels, masks, reference):
 
 @pytest.mark.slow
 def test_group_size_vmap_and_companions_do_not_change_a_replica(pixels, masks, reference):
-    """Group of 4 vmapped replicas vs one unrolled replica per group; then replica 0 with
+    """Unrolled groups of 4 vs 1 (bit for bit, the CPU default), a group of 4 vmapped
+    replicas vs one unrolled replica per group; then replica 0 with
     different companions in its vmapped group (the classic vmapped-BatchNorm leak)."""
+    unrolled4 = mj.TrainConfig(**{**CFG.to_dict(), "group_size": 4})
+    four = mj.train_replicas(SPEC, pixels, masks, unrolled4, seed=SEED, devices=one_device())
+    assert_same(reference, four, slice(None), slice(None), exact=True)
     vm = mj.TrainConfig(**{**CFG.to_dict(), "group_size": 4, "vectorize": "vmap"})
     wide = mj.train_replicas(SPEC, pixels, masks, vm, seed=SEED, devices=one_device())
     assert_same(reference, wide, slice(None), slice(None), exact=False)
