@@ -58,6 +58,7 @@ from memjax.config import TrainConfig
 from memjax.data import Dataset
 from memjax.models import Spec, build_network
 from memjax.outputs import ReplicaOutputs, loss_from_logits, per_example_metrics
+from memjax.program_cache import ProgramCache
 from memjax.queries import check_queries, query_margins
 from memjax.train_memory import auto_group_size, replica_strategy
 
@@ -455,7 +456,8 @@ class _GroupProgram:
         return evaluate(x, y), evaluate(xt, yt), traj, presentations
 
 
-_PROGRAMS: dict = {}
+# Compiled chunk programs, bounded (see memjax.program_cache): ``PROGRAMS.resize(n)``.
+PROGRAMS = ProgramCache()
 # Progress sinks of the train_replicas calls in flight, by the token their program reports.
 _SINKS: dict[int, Callable[[int], None]] = {}
 _TOKENS = itertools.count(1)
@@ -503,8 +505,9 @@ def _compiled_chunk_fn(
         standardize,
         keep_params,
     )
-    if cache_key in _PROGRAMS:
-        return _PROGRAMS[cache_key]
+    cached = PROGRAMS.get(cache_key)
+    if cached is not None:
+        return cached
     prog = _GroupProgram(spec, cfg, input_shape, num_classes, n, strategy, standardize, keep_params)
     mesh = Mesh(np.array(devices), ("replica",))
     rep = PartitionSpec("replica")
@@ -550,9 +553,7 @@ def _compiled_chunk_fn(
     )
     replicated = NamedSharding(mesh, whole)
     sharded = NamedSharding(mesh, rep)
-    jitted = jax.jit(fn, in_shardings=(sharded,) * 3 + (replicated,) * 5)
-    _PROGRAMS[cache_key] = jitted
-    return jitted
+    return PROGRAMS.put(cache_key, jax.jit(fn, in_shardings=(sharded,) * 3 + (replicated,) * 5))
 
 
 def _standardization(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

@@ -10,6 +10,8 @@ import pytest
 
 import memjax as mj
 
+pytest_plugins = ["tests.suite_timing"]
+
 # Like the `memjax` command: one CPU device per core, so trainer tests shard their replicas.
 mj.use_cpu_cores()
 
