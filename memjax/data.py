@@ -11,6 +11,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,8 @@ __all__ = [
     "load",
     "load_npz",
     "load_cifar",
+    "DataFileError",
+    "UnsafePickleError",
     "with_label_noise",
     "without_examples",
     "DATASETS",
@@ -317,9 +320,86 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         )
 
 
+class DataFileError(ValueError):
+    """A dataset file is not what its format says (truncated, another kind of file)."""
+
+
+class UnsafePickleError(DataFileError):
+    """A CIFAR batch names an object outside that format's structure: refused unrun."""
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles written by Python 3 use it (bytes as latin-1
+    text), and only so."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not bytes")
+    return text.encode("latin1")
+
+
+def _empty_bytes() -> bytes:
+    """``bytes()`` as those pickles write b"" (never ``bytes(n)``, which allocates n bytes)."""
+    return b""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Callable]:
+    """The callables numpy's own pickles of arrays, dtypes and scalars name, by module below
+    numpy's core package and name, taken from the reductions themselves."""
+    array = np.zeros(1, np.uint8)
+    return {
+        ("multiarray", "_reconstruct"): array.__reduce__()[0],
+        ("multiarray", "scalar"): np.int64(0).__reduce__()[0],
+        ("numeric", "_frombuffer"): array.__reduce_ex__(5)[0],  # protocol 5
+    }
+
+
+# (module, name) -> object: all a CIFAR python-format batch may name, as pickled by Python 2's
+# cPickle or by Python 3 with numpy 1 (``numpy.core``) or 2 (``numpy._core``); dicts, lists,
+# strings and ints need no global.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    **{
+        (f"{core}.{module}", name): fn
+        for core in ("numpy.core", "numpy._core")
+        for (module, name), fn in _numpy_globals().items()
+    },
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the structure of a CIFAR batch and nothing else: any other global (os.system,
+    builtins.exec, ...) is refused before it is looked up, so a crafted file runs nothing."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"{module}.{name}") from None
+
+
 def _unpickle(path: str) -> dict:
-    with open(path, "rb") as fh:
-        d = pickle.load(fh, encoding="bytes")
+    """A CIFAR python-format batch as a dict with str keys, read by ``_CifarUnpickler``;
+    anything else (a forbidden object, a truncated or non-pickle file, not a dict) is a
+    DataFileError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            d = _CifarUnpickler(fh, encoding="bytes").load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(
+            f"{path}: refusing to unpickle {err}: a CIFAR python-format batch holds only dicts, "
+            "lists, strings, numbers and numpy arrays (this file may be crafted to run code)"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataFileError(
+            f"{path}: not a CIFAR python-format batch (truncated or not a pickle: {err})"
+        ) from None
+    if not isinstance(d, dict):
+        raise DataFileError(
+            f"{path}: holds a {type(d).__name__}, not the dict of a CIFAR python-format batch"
+        )
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 

@@ -389,6 +389,103 @@ def test_load_cifar_errors(tmp_path: Path):
         load_cifar(tmp_path)
 
 
+def _python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as Python 2's cPickle wrote the CIFAR files (protocol 2, str as BINSTRING,
+    numpy's ``numpy.core.multiarray._reconstruct``), assembled opcode by opcode."""
+
+    def s(text: bytes) -> bytes:
+        return pickle.SHORT_BINSTRING + bytes([len(text)]) + text
+
+    def g(module: str, name: str) -> bytes:
+        return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+    def i(n: int) -> bytes:
+        return pickle.BININT + n.to_bytes(4, "little", signed=True)
+
+    raw = np.ascontiguousarray(data).tobytes()
+    dtype = g("numpy", "dtype") + s(b"u1") + i(0) + i(1) + pickle.TUPLE3 + pickle.REDUCE
+    dtype += pickle.MARK + i(3) + s(b"|") + pickle.NONE * 3 + i(-1) + i(-1) + i(0)
+    dtype += pickle.TUPLE + pickle.BUILD
+    array = g("numpy.core.multiarray", "_reconstruct") + g("numpy", "ndarray")
+    array += i(0) + pickle.TUPLE1 + s(b"b") + pickle.TUPLE3 + pickle.REDUCE
+    array += pickle.MARK + i(1) + i(data.shape[0]) + i(data.shape[1]) + pickle.TUPLE2 + dtype
+    array += pickle.NEWFALSE + pickle.BINSTRING + len(raw).to_bytes(4, "little") + raw
+    array += pickle.TUPLE + pickle.BUILD
+    items = s(b"data") + array + s(b"labels") + pickle.EMPTY_LIST
+    items += pickle.MARK + b"".join(i(y) for y in labels) + pickle.APPENDS
+    items += s(b"batch_label") + s(b"training batch 1 of 1")
+    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + items + pickle.SETITEMS + b"."
+
+
+@pytest.mark.parametrize("protocol", ["python2", 0, 1, 2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path: Path, protocol):
+    """The restricted unpickler admits what Python 2's cPickle and Python 3 (numpy scalars,
+    empty bytes, protocol 5 buffers) write for this format."""
+    rng = np.random.default_rng(2)
+    train = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    test = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
+    for name, data, labels in (("data_batch_1", train, [1, 2, 3]), ("test_batch", test, [4, 5])):
+        if protocol == "python2":
+            (tmp_path / name).write_bytes(_python2_batch(data, labels))
+        else:
+            batch = {b"data": data, b"labels": [np.int64(y) for y in labels], b"filenames": [b""]}
+            (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    ds = load_cifar(tmp_path)
+    np.testing.assert_array_equal(ds.x_train, _expected_images(train))
+    np.testing.assert_array_equal(ds.x_test, _expected_images(test))
+    np.testing.assert_array_equal(ds.y_train, [1, 2, 3])
+    np.testing.assert_array_equal(ds.y_test, [4, 5])
+
+
+class _Payload:
+    """What an attacker ships as a CIFAR batch: unpickling it would call ``call(*args)``."""
+
+    def __init__(self, call, *args) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _crafted_batches(sentinel: Path) -> list[object]:
+    """Every way a crafted batch could write ``sentinel``: a shell command, open(), exec()."""
+    import builtins
+    import os
+
+    return [
+        _Payload(os.system, f"touch {sentinel}"),
+        _Payload(builtins.open, str(sentinel), "w"),
+        _Payload(builtins.exec, f"open({str(sentinel)!r}, 'w')"),
+        # hidden inside the format's own structure: a dict whose data is the payload
+        {b"data": _Payload(os.system, f"touch {sentinel}"), b"labels": [0]},
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_crafted_cifar_pickle_is_refused_unrun(tmp_path: Path, case):
+    sentinel = tmp_path / "pwned"
+    payload = _crafted_batches(sentinel)[case]
+    _write_pickle(tmp_path / "data_batch_1", payload)
+    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    with pytest.raises(mj.data.UnsafePickleError, match=r"data_batch_1: refusing to unpickle"):
+        load(str(tmp_path))
+    assert not sentinel.exists()
+
+
+def test_truncated_and_non_dict_cifar_pickles_name_the_file(tmp_path: Path):
+    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    whole = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
+    for content, problem in (
+        (whole[: len(whole) // 2], "not a CIFAR python-format batch"),
+        (b"", "not a CIFAR python-format batch"),
+        (b"PK\x03\x04 a zip file", "not a CIFAR python-format batch"),
+        (pickle.dumps([1, 2, 3]), "holds a list, not the dict"),
+    ):
+        (tmp_path / "data_batch_1").write_bytes(content)
+        with pytest.raises(mj.data.DataFileError, match=f"data_batch_1: {problem}"):
+            load_cifar(tmp_path)
+
+
 # -------------------------------------------------------------------------------- label noise
 
 
