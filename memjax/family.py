@@ -26,7 +26,7 @@ from typing import Any
 
 import memjax
 from memjax import config_file, schema
-from memjax.location import locate
+from memjax.location import PathEscapeError, locate
 from memjax.results import Study, open_study
 from memjax.store import (
     META,
@@ -77,6 +77,9 @@ FAMILY_FORMAT = 1
 MAX_MEMBERS = 10_000
 # A swept value appears in member names as written when it is this simple (else its index).
 SHOWN_VALUE = re.compile(r"[A-Za-z0-9._+-]{1,40}")
+# A member directory as the sweep names it (a setting's name first): one path component,
+# never "." or "..", so a family.json cannot point its members elsewhere.
+MEMBER_DIR = re.compile(r"[A-Za-z_][A-Za-z0-9._+-]*")
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,30 @@ def _read_record(path: str) -> dict[str, Any]:
             f"{path}: family format {record.get('family_format')}, this memjax reads "
             f"{FAMILY_FORMAT}"
         )
+    members = record.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, Mapping) for m in members):
+        raise StoreMismatchError(f"{locate(path).show(FAMILY_META)}: 'members' is not a list")
+    for rec in members:
+        _check_member_dir(path, rec.get("dir"))
     return record
+
+
+def _check_member_dir(path: str, member: Any) -> None:
+    """Refuse (PathEscapeError) a member directory of family.json that is not one plain path
+    component inside the family, or that is a symbolic link leading out of it, before
+    anything is read or written there."""
+    where = locate(path).show(FAMILY_META)
+    if not isinstance(member, str) or not MEMBER_DIR.fullmatch(member):
+        raise PathEscapeError(
+            f"{where}: member directory {member!r} is not one path component inside the "
+            "family (letters, digits and . _ + -, as the sweep names members); refusing it"
+        )
+    target = locate(path).escapes(member)
+    if target is not None:
+        raise PathEscapeError(
+            f"{where}: member directory {member} is a symbolic link to {target}, outside the "
+            "family; refusing it (remove the link)"
+        )
 
 
 def _record_identity(record: dict[str, Any]) -> dict[str, Any]:
