@@ -369,17 +369,10 @@ def test_job_chunks_with_an_offset_partition_the_chunk_list():
             assert all((offset + k) % jobs == j for j, ks in enumerate(owned) for k in ks)
 
 
-def _snapshot(path: Path) -> dict[str, tuple[int, bytes]]:
-    """Every file below ``path``: its modification time and content."""
-    return {
-        str(p.relative_to(path)): (p.stat().st_mtime_ns, p.read_bytes())
-        for p in path.rglob("*")
-        if p.is_file()
-    }
-
-
 @pytest.mark.parametrize("tamper", ["dotdot", "absolute", "symlink"])
-def test_family_members_outside_the_family_are_refused_untouched(single, tmp_path, capsys, tamper):
+def test_family_members_outside_the_family_are_refused_untouched(
+    single, tmp_path, capsys, file_snapshot, tamper
+):
     """A family.json from someone else cannot make estimate, verify --repair, status, merge
     or run read or write a study outside the family."""
     import shutil
@@ -396,7 +389,7 @@ def test_family_members_outside_the_family_are_refused_untouched(single, tmp_pat
     if tamper == "symlink":
         shutil.rmtree(fam / first)
         (fam / first).symlink_to(victim, target_is_directory=True)
-    before = _snapshot(victim)
+    before = file_snapshot(victim)
     for argv in (
         ["estimate", str(fam), "--partial"],
         ["verify", str(fam), "--repair"],
@@ -408,5 +401,5 @@ def test_family_members_outside_the_family_are_refused_untouched(single, tmp_pat
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{fam}/family.json: member directory" in err
         assert (str(victim) if tamper == "symlink" else repr(named)) in err, err
-    assert _snapshot(victim) == before
+    assert file_snapshot(victim) == before
     assert not (tmp_path / "merged").exists()
