@@ -23,6 +23,8 @@ __all__ = [
     "load_npz",
     "load_cifar",
     "DataFileError",
+    "DatasetPathError",
+    "confined_path",
     "UnsafePickleError",
     "with_label_noise",
     "without_examples",
@@ -448,6 +450,27 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": _digits,
     "longtail": longtail,
 }
+
+
+class DatasetPathError(ValueError):
+    """A dataset path from a study's config leads outside the data root it is read under."""
+
+
+def confined_path(name: str, root: str | os.PathLike) -> str:
+    """The dataset path ``name`` of a stored study (perhaps written by someone else), resolved
+    as ``memjax run`` resolved it (relative to the current directory), and refused
+    (DatasetPathError) unless it lies inside the data root ``root`` with ``..`` and symbolic
+    links resolved: nothing outside the root is opened."""
+    path = os.path.abspath(name)
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise DatasetPathError(
+            f"dataset.name {name!r} leads to {real}, outside the data root "
+            f"{os.path.abspath(root)}: a stored study's dataset is read only inside the data "
+            "root (the current directory unless --data-root DIR or data_root= names another); "
+            "name the directory that holds this dataset if you trust the study"
+        )
+    return path
 
 
 def load(name: str, **kwargs) -> Dataset:

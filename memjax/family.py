@@ -508,10 +508,12 @@ class Family:
 
     ``members`` maps each member's name, in sweep order, to (its swept values, its Study);
     every member must have been started (``memjax status`` shows which are finished).
+    Members' dataset paths are read below ``data_root`` (see ``open_study``).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, data_root: str | None = None) -> None:
         self.path = path
+        self.data_root = data_root
         self.record = _read_record(path)
 
     @property
@@ -534,7 +536,10 @@ class Family:
                 f"{self.path}: members {missing[:8]} were never started; run the family"
             )
         return {
-            rec["name"]: (rec["values"], open_study(os.path.join(self.path, rec["dir"])))
+            rec["name"]: (
+                rec["values"],
+                open_study(os.path.join(self.path, rec["dir"]), data_root=self.data_root),
+            )
             for rec in self.record["members"]
         }
 
@@ -542,9 +547,10 @@ class Family:
         return f"Family({self.path!r}: {len(self.record['members'])} members)"
 
 
-def open_family(path: str) -> Family:
-    """The family at ``path`` (a directory holding family.json), ready to read."""
-    return Family(path)
+def open_family(path: str, *, data_root: str | None = None) -> Family:
+    """The family at ``path`` (a directory holding family.json), ready to read; members'
+    dataset paths are read below ``data_root`` (see ``open_study``)."""
+    return Family(path, data_root=data_root)
 
 
 def merge_families(paths: list[str], out: str) -> dict[str, Any]:

@@ -551,3 +551,19 @@ def test_cifar_batches_are_read_in_numeric_order(tmp_path: Path):
         _write_pickle(tmp_path / f"data_batch_{i}", batch)
     _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     np.testing.assert_array_equal(load_cifar(tmp_path).y_train, np.arange(10))
+
+
+def test_a_stored_dataset_path_is_read_only_inside_the_data_root(tmp_path: Path, monkeypatch):
+    """Relative paths resolve against the current directory (as `memjax run` read them);
+    ``..``, absolute paths and symbolic links that lead out of the root are refused."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "link.npz").symlink_to(outside / "secret.npz")
+    monkeypatch.chdir(root / "sub")
+    assert mj.data.confined_path("data.npz", root) == str(root / "sub" / "data.npz")
+    assert mj.data.confined_path("../data.npz", root) == str(root / "data.npz")
+    assert mj.data.confined_path(str(outside / "x.npz"), tmp_path) == str(outside / "x.npz")
+    for name in ("../../elsewhere/x.npz", str(outside / "x.npz"), "../link.npz", "/etc"):
+        with pytest.raises(mj.data.DatasetPathError, match=rf"{name!r} leads to .*outside"):
+            mj.data.confined_path(name, root)
