@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -310,24 +312,43 @@ def longtail(
     )
 
 
-def load_npz(path: str | os.PathLike) -> Dataset:
-    """Load ``x_train, y_train, x_test, y_test`` (and optional ``num_classes``) from an .npz."""
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})")
-        nc = int(f["num_classes"]) if "num_classes" in f.files else None
-        return from_arrays(
-            f["x_train"], f["y_train"], f["x_test"], f["y_test"], nc, os.path.basename(path)
-        )
-
-
 class DataFileError(ValueError):
     """A dataset file is not what its format says (truncated, another kind of file)."""
 
 
 class UnsafePickleError(DataFileError):
     """A CIFAR batch names an object outside that format's structure: refused unrun."""
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The dataset arrays (and ``num_classes`` if present) of the .npz at ``path``, read
+    without pickles; a file that is no such archive (truncated, another kind of file, object
+    arrays) is a DataFileError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(NPZ_ARRAYS) - set(f.files)
+            if missing:
+                raise DataFileError(
+                    f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})"
+                )
+            return {name: f[name] for name in (*NPZ_ARRAYS, "num_classes") if name in f.files}
+    except DataFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataFileError(
+            f"{path}: not a readable .npz archive of arrays (truncated, another kind of file "
+            f"or pickled objects: {err})"
+        ) from None
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Load ``x_train, y_train, x_test, y_test`` (and optional ``num_classes``) from an .npz."""
+    f = _npz_arrays(path)
+    nc = int(f["num_classes"]) if "num_classes" in f else None
+    return from_arrays(*(f[name] for name in NPZ_ARRAYS), nc, os.path.basename(path))
 
 
 def _latin1(text: str, encoding: str = "latin1") -> bytes:

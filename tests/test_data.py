@@ -567,3 +567,17 @@ def test_a_stored_dataset_path_is_read_only_inside_the_data_root(tmp_path: Path,
     for name in ("../../elsewhere/x.npz", str(outside / "x.npz"), "../link.npz", "/etc"):
         with pytest.raises(mj.data.DatasetPathError, match=rf"{name!r} leads to .*outside"):
             mj.data.confined_path(name, root)
+
+
+def test_unreadable_npz_files_name_the_file(tmp_path: Path):
+    arrays = _good()
+    np.savez(tmp_path / "whole.npz", **arrays)
+    whole = (tmp_path / "whole.npz").read_bytes()
+    path = tmp_path / "bad.npz"
+    for content in (whole[: len(whole) // 2], b"", b"not an archive", pickle.dumps(arrays)):
+        path.write_bytes(content)
+        with pytest.raises(mj.data.DataFileError, match="bad.npz: not a readable .npz archive"):
+            load(str(path))
+    np.savez(path, **{**arrays, "x_train": np.array([object()] * 3)})
+    with pytest.raises(mj.data.DataFileError, match="cannot be loaded when allow_pickle=False"):
+        load_npz(path)
