@@ -11,6 +11,7 @@ from scipy import stats
 
 import memjax as mj
 from memjax.data import from_arrays, load, load_cifar, load_npz, longtail, with_label_noise
+from tests.cifar_cases import cifar_batch, crafted_batches, python2_batch, write_pickle
 
 # --------------------------------------------------------------------------- registry datasets
 
@@ -308,20 +309,6 @@ def test_load_npz_roundtrip(tmp_path: Path):
         load_npz(tmp_path / "partial.npz")
 
 
-def _write_pickle(path: Path, obj: dict) -> None:
-    """The CIFAR python format: Python-2-era pickles whose dict keys are bytes."""
-    with open(path, "wb") as fh:
-        pickle.dump(obj, fh, protocol=2)
-
-
-def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes, classes: int) -> dict:
-    return {
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        label_key: rng.integers(0, classes, n).tolist(),
-        b"batch_label": b"test batch",
-    }
-
-
 def _expected_images(data: np.ndarray) -> np.ndarray:
     """Pixel (row, col) of channel c is byte c*1024 + row*32 + col: an explicit loop."""
     out = np.empty((len(data), 32, 32, 3), np.uint8)
@@ -333,14 +320,14 @@ def _expected_images(data: np.ndarray) -> np.ndarray:
 
 def test_load_cifar10_format(tmp_path: Path):
     rng = np.random.default_rng(0)
-    batches = [_cifar_batch(rng, n, b"labels", 10) for n in (3, 2)]
+    batches = [cifar_batch(rng, n, b"labels", 10) for n in (3, 2)]
     # one marked pixel: image 1 of batch 2, row 5, col 7, green channel
     batches[1][b"data"][1, 1 * 1024 + 5 * 32 + 7] = 200
     for i, batch in enumerate(batches, start=1):
-        _write_pickle(tmp_path / f"data_batch_{i}", batch)
-    test = _cifar_batch(rng, 4, b"labels", 10)
-    _write_pickle(tmp_path / "test_batch", test)
-    _write_pickle(tmp_path / "batches.meta", {b"label_names": [b"x"] * 10})
+        write_pickle(tmp_path / f"data_batch_{i}", batch)
+    test = cifar_batch(rng, 4, b"labels", 10)
+    write_pickle(tmp_path / "test_batch", test)
+    write_pickle(tmp_path / "batches.meta", {b"label_names": [b"x"] * 10})
 
     ds = load(str(tmp_path))
     assert ds.num_classes == 10 and ds.x_train.shape == (5, 32, 32, 3)
@@ -360,12 +347,12 @@ def test_load_cifar10_format(tmp_path: Path):
 
 def test_load_cifar100_format(tmp_path: Path):
     rng = np.random.default_rng(1)
-    train = _cifar_batch(rng, 3, b"fine_labels", 100)
+    train = cifar_batch(rng, 3, b"fine_labels", 100)
     train[b"fine_labels"][0] = 99
     train[b"coarse_labels"] = [0, 1, 2]
-    test = _cifar_batch(rng, 2, b"fine_labels", 100)
-    _write_pickle(tmp_path / "train", train)
-    _write_pickle(tmp_path / "test", test)
+    test = cifar_batch(rng, 2, b"fine_labels", 100)
+    write_pickle(tmp_path / "train", train)
+    write_pickle(tmp_path / "test", test)
     ds = load_cifar(tmp_path)
     assert ds.num_classes == 100
     np.testing.assert_array_equal(ds.y_train, train[b"fine_labels"])
@@ -376,45 +363,17 @@ def test_load_cifar100_format(tmp_path: Path):
 def test_load_cifar_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no CIFAR python-format files"):
         load_cifar(tmp_path)
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     with pytest.raises(FileNotFoundError, match="needs data_batch_"):
         load_cifar(tmp_path)
-    _write_pickle(
+    write_pickle(
         tmp_path / "data_batch_1", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}
     )
     with pytest.raises(ValueError, match=r"'data' must be \(N, 3072\)"):
         load_cifar(tmp_path)
-    _write_pickle(tmp_path / "data_batch_1", {b"data": np.zeros((2, 3072), np.uint8)})
+    write_pickle(tmp_path / "data_batch_1", {b"data": np.zeros((2, 3072), np.uint8)})
     with pytest.raises(ValueError, match="expected keys 'data' and 'labels'"):
         load_cifar(tmp_path)
-
-
-def _python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
-    """A batch as Python 2's cPickle wrote the CIFAR files (protocol 2, str as BINSTRING,
-    numpy's ``numpy.core.multiarray._reconstruct``), assembled opcode by opcode."""
-
-    def s(text: bytes) -> bytes:
-        return pickle.SHORT_BINSTRING + bytes([len(text)]) + text
-
-    def g(module: str, name: str) -> bytes:
-        return pickle.GLOBAL + f"{module}\n{name}\n".encode()
-
-    def i(n: int) -> bytes:
-        return pickle.BININT + n.to_bytes(4, "little", signed=True)
-
-    raw = np.ascontiguousarray(data).tobytes()
-    dtype = g("numpy", "dtype") + s(b"u1") + i(0) + i(1) + pickle.TUPLE3 + pickle.REDUCE
-    dtype += pickle.MARK + i(3) + s(b"|") + pickle.NONE * 3 + i(-1) + i(-1) + i(0)
-    dtype += pickle.TUPLE + pickle.BUILD
-    array = g("numpy.core.multiarray", "_reconstruct") + g("numpy", "ndarray")
-    array += i(0) + pickle.TUPLE1 + s(b"b") + pickle.TUPLE3 + pickle.REDUCE
-    array += pickle.MARK + i(1) + i(data.shape[0]) + i(data.shape[1]) + pickle.TUPLE2 + dtype
-    array += pickle.NEWFALSE + pickle.BINSTRING + len(raw).to_bytes(4, "little") + raw
-    array += pickle.TUPLE + pickle.BUILD
-    items = s(b"data") + array + s(b"labels") + pickle.EMPTY_LIST
-    items += pickle.MARK + b"".join(i(y) for y in labels) + pickle.APPENDS
-    items += s(b"batch_label") + s(b"training batch 1 of 1")
-    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + pickle.MARK + items + pickle.SETITEMS + b"."
 
 
 @pytest.mark.parametrize("protocol", ["python2", 0, 1, 2, 3, 4, 5])
@@ -426,7 +385,7 @@ def test_cifar_batches_of_every_pickle_protocol_load(tmp_path: Path, protocol):
     test = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
     for name, data, labels in (("data_batch_1", train, [1, 2, 3]), ("test_batch", test, [4, 5])):
         if protocol == "python2":
-            (tmp_path / name).write_bytes(_python2_batch(data, labels))
+            (tmp_path / name).write_bytes(python2_batch(data, labels))
         else:
             batch = {b"data": data, b"labels": [np.int64(y) for y in labels], b"filenames": [b""]}
             (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
@@ -437,43 +396,19 @@ def test_cifar_batches_of_every_pickle_protocol_load(tmp_path: Path, protocol):
     np.testing.assert_array_equal(ds.y_test, [4, 5])
 
 
-class _Payload:
-    """What an attacker ships as a CIFAR batch: unpickling it would call ``call(*args)``."""
-
-    def __init__(self, call, *args) -> None:
-        self.call, self.args = call, args
-
-    def __reduce__(self):
-        return self.call, self.args
-
-
-def _crafted_batches(sentinel: Path) -> list[object]:
-    """Every way a crafted batch could write ``sentinel``: a shell command, open(), exec()."""
-    import builtins
-    import os
-
-    return [
-        _Payload(os.system, f"touch {sentinel}"),
-        _Payload(builtins.open, str(sentinel), "w"),
-        _Payload(builtins.exec, f"open({str(sentinel)!r}, 'w')"),
-        # hidden inside the format's own structure: a dict whose data is the payload
-        {b"data": _Payload(os.system, f"touch {sentinel}"), b"labels": [0]},
-    ]
-
-
 @pytest.mark.parametrize("case", range(4))
 def test_a_crafted_cifar_pickle_is_refused_unrun(tmp_path: Path, case):
     sentinel = tmp_path / "pwned"
-    payload = _crafted_batches(sentinel)[case]
-    _write_pickle(tmp_path / "data_batch_1", payload)
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    payload = crafted_batches(sentinel)[case]
+    write_pickle(tmp_path / "data_batch_1", payload)
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     with pytest.raises(mj.data.UnsafePickleError, match=r"data_batch_1: refusing to unpickle"):
         load(str(tmp_path))
     assert not sentinel.exists()
 
 
 def test_truncated_and_non_dict_cifar_pickles_name_the_file(tmp_path: Path):
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     whole = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
     for content, problem in (
         (whole[: len(whole) // 2], "not a CIFAR python-format batch"),
@@ -548,8 +483,8 @@ def test_cifar_batches_are_read_in_numeric_order(tmp_path: Path):
     """data_batch_10 comes after data_batch_9, not after data_batch_1."""
     for i in range(1, 11):
         batch = {b"data": np.full((1, 3072), i, np.uint8), b"labels": [i - 1]}
-        _write_pickle(tmp_path / f"data_batch_{i}", batch)
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+        write_pickle(tmp_path / f"data_batch_{i}", batch)
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     np.testing.assert_array_equal(load_cifar(tmp_path).y_train, np.arange(10))
 
 

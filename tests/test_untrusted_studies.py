@@ -8,7 +8,7 @@ import pytest
 
 from memjax.cli import main
 from memjax.study import StudyConfig, run_study
-from tests.test_data import _cifar_batch, _crafted_batches, _write_pickle
+from tests.cifar_cases import cifar_batch, crafted_batches, write_pickle
 
 STUDY = {
     "name": "pixels",
@@ -26,8 +26,8 @@ def shipped(tmp_path_factory):
     root = tmp_path_factory.mktemp("shipped")
     rng = np.random.default_rng(0)
     (root / "cifar").mkdir()
-    _write_pickle(root / "cifar" / "data_batch_1", _cifar_batch(rng, 8, b"labels", 10))
-    _write_pickle(root / "cifar" / "test_batch", _cifar_batch(rng, 4, b"labels", 10))
+    write_pickle(root / "cifar" / "data_batch_1", cifar_batch(rng, 8, b"labels", 10))
+    write_pickle(root / "cifar" / "test_batch", cifar_batch(rng, 4, b"labels", 10))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         run_study(StudyConfig.from_dict(STUDY), "study", progress=False)
@@ -63,7 +63,7 @@ def test_a_crafted_pickle_in_a_study_never_runs(shipped, tmp_path, monkeypatch, 
     shutil.copytree(shipped / "study", tmp_path / "study")
     shutil.copytree(shipped / "cifar", tmp_path / "cifar")
     sentinel = tmp_path / "pwned"
-    _write_pickle(tmp_path / "cifar" / "data_batch_1", _crafted_batches(sentinel)[case])
+    write_pickle(tmp_path / "cifar" / "data_batch_1", crafted_batches(sentinel)[case])
     monkeypatch.chdir(tmp_path)
     for argv in (["estimate", "study"], ["report", "study"]):
         assert main(argv) == 2
