@@ -259,10 +259,10 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(json.dumps(plan_study(cfg, ds, args.device, args.measure), indent=2))
 
 
-# Readers of a stored study follow its dataset path only below this directory.
+# Readers of a stored study follow its dataset path only inside this directory.
 DATA_ROOT_HELP = (
-    "directory the study's dataset path is read below (default: the current directory); "
-    "a path leading outside it is refused"
+    "the directory a stored study's dataset path must lie inside (default: the current "
+    "directory); a path leading out of it is refused"
 )
 
 
