@@ -9,7 +9,10 @@ chunks of all members form one list, member after member, and job j of k trains 
 j, j + k, ... of it, so k jobs split a family of many small members too. Re-running resumes
 every member (finished chunks are skipped); a directory holding a different family is
 refused with the differing settings named. ``description``, ``command`` and
-``expected_runtime`` describe the family and never have to match.
+``expected_runtime`` describe the family and never have to match. A member directory that
+``family.json`` records must be one plain name inside the family (never ``..``, an absolute
+path or a symbolic link out of it): checked whenever the record is read, before any member
+is touched.
 """
 
 from __future__ import annotations
