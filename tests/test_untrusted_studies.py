@@ -15,7 +15,13 @@ STUDY = {
     "dataset": "cifar",  # relative: resolved against the current directory, as run read it
     "model": {"type": "MLP", "widths": [4]},
     "subsets": {"replicas": 4, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 1, "batch_size": 8, "optimizer": "adam", "learning_rate": 0.01},
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "vectorize": "vmap",
+    },
     "chunk_size": 4,
 }
 
