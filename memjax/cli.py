@@ -174,7 +174,7 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
         _where["path"] = store.path
         below = os.path.relpath(store.path, args.dir)
         out = _below(args.out, below) if args.out else None
-        result = estimate_study(Study(store), out, partial=args.partial)
+        result = estimate_study(Study(store, data_root=args.data_root), out, partial=args.partial)
         acc = result["test_accuracy"]
         shown = (
             "n/a"
@@ -195,7 +195,8 @@ def _cmd_lds(args: argparse.Namespace) -> None:
     from memjax.results import open_study
 
     _where["path"] = args.study
-    study, eval_study = open_study(args.study), open_study(args.eval)
+    study = open_study(args.study, data_root=args.data_root)
+    eval_study = open_study(args.eval, data_root=args.data_root)
     estimators = tuple(args.estimators.split(",")) if args.estimators else None
     kwargs = {"estimators": estimators} if estimators else {}
     rows = lds_table(study, eval_study, args.output, n_boot=args.n_boot, **kwargs)
@@ -216,7 +217,7 @@ def _cmd_lds(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from memjax.report_page import write_report
 
-    print(f"wrote {write_report(args.study, args.out)}")
+    print(f"wrote {write_report(args.study, args.out, data_root=args.data_root)}")
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
@@ -256,6 +257,13 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         cfg = default_config(args.mode, sets)
     ds = build_dataset(cfg.dataset)
     print(json.dumps(plan_study(cfg, ds, args.device, args.measure), indent=2))
+
+
+# Readers of a stored study follow its dataset path only inside this directory.
+DATA_ROOT_HELP = (
+    "the directory a stored study's dataset path must lie inside (default: the current "
+    "directory); a path leading out of it is refused"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -340,6 +348,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", help="output directory (default: the study's; a family's members: OUT/<member>)"
     )
     est.add_argument("--partial", action="store_true", help="allow an unfinished study")
+    est.add_argument("--data-root", help=DATA_ROOT_HELP)
     est.set_defaults(fn=_cmd_estimate)
 
     lds = sub.add_parser(
@@ -353,11 +362,13 @@ def _parser() -> argparse.ArgumentParser:
     lds.add_argument("--estimators", help="comma-separated subset (default: all)")
     lds.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
     lds.add_argument("--out", help="output directory (default: the study directory)")
+    lds.add_argument("--data-root", help=DATA_ROOT_HELP)
     lds.set_defaults(fn=_cmd_lds)
 
     report = sub.add_parser("report", help="one self-contained HTML page showing a study")
     report.add_argument("study", help="study directory")
     report.add_argument("--out", help="output directory (default: the study directory)")
+    report.add_argument("--data-root", help=DATA_ROOT_HELP)
     report.set_defaults(fn=_cmd_report)
 
     merge = sub.add_parser(

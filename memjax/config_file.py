@@ -19,9 +19,11 @@ import yaml
 
 from memjax import schema
 
-__all__ = ["resolve", "set_setting", "setting_parts", "parse_set", "read"]
+__all__ = ["resolve", "set_setting", "setting_parts", "parse_set", "read", "ConfigFileError"]
 
 MODE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+# A config file is settings: kilobytes (this bound is reached only by something else).
+MAX_CONFIG_BYTES = 10_000_000
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -105,7 +107,22 @@ def resolve(doc: Any, mode: str | None = None, sets: Iterable[str] = ()) -> dict
     return out
 
 
+class ConfigFileError(ValueError):
+    """A config file is not a readable YAML document within memjax's bounds."""
+
+
 def read(path: str) -> Any:
-    """The YAML document of a config file (``1e-2`` reads as a number; see memjax.schema)."""
-    with open(path) as fh:
-        return schema.load_yaml(fh)
+    """The YAML document of a config file (``1e-2`` reads as a number; see memjax.schema),
+    parsed safely (no ``!!python`` tags) and bounded: at most MAX_CONFIG_BYTES, and
+    ``schema.MAX_YAML_NODES`` nodes and ``MAX_YAML_DEPTH`` levels with aliases expanded.
+    Anything else is one ConfigFileError naming the file and the line."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a config file")
+    try:
+        return schema.load_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"{path}: {schema.yaml_problem(err)}") from None

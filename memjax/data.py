@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +24,10 @@ __all__ = [
     "load",
     "load_npz",
     "load_cifar",
+    "DataFileError",
+    "DatasetPathError",
+    "confined_path",
+    "UnsafePickleError",
     "with_label_noise",
     "without_examples",
     "DATASETS",
@@ -305,21 +312,117 @@ def longtail(
     )
 
 
+class DataFileError(ValueError):
+    """A dataset file is not what its format says (truncated, another kind of file)."""
+
+
+class UnsafePickleError(DataFileError):
+    """A CIFAR batch names an object outside that format's structure: refused unrun."""
+
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The dataset arrays (and ``num_classes`` if present) of the .npz at ``path``, read
+    without pickles; a file that is no such archive (truncated, another kind of file, object
+    arrays) is a DataFileError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(NPZ_ARRAYS) - set(f.files)
+            if missing:
+                raise DataFileError(
+                    f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})"
+                )
+            return {name: f[name] for name in (*NPZ_ARRAYS, "num_classes") if name in f.files}
+    except DataFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataFileError(
+            f"{path}: not a readable .npz archive of arrays (truncated, another kind of file "
+            f"or pickled objects: {err})"
+        ) from None
+
+
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Load ``x_train, y_train, x_test, y_test`` (and optional ``num_classes``) from an .npz."""
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (found {sorted(f.files)})")
-        nc = int(f["num_classes"]) if "num_classes" in f.files else None
-        return from_arrays(
-            f["x_train"], f["y_train"], f["x_test"], f["y_test"], nc, os.path.basename(path)
-        )
+    f = _npz_arrays(path)
+    nc = int(f["num_classes"]) if "num_classes" in f else None
+    return from_arrays(*(f[name] for name in NPZ_ARRAYS), nc, os.path.basename(path))
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles written by Python 3 use it (bytes as latin-1
+    text), and only so."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not bytes")
+    return text.encode("latin1")
+
+
+def _empty_bytes() -> bytes:
+    """``bytes()`` as those pickles write b"" (never ``bytes(n)``, which allocates n bytes)."""
+    return b""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Callable]:
+    """The callables numpy's own pickles of arrays, dtypes and scalars name, by module below
+    numpy's core package and name, taken from the reductions themselves."""
+    array = np.zeros(1, np.uint8)
+    return {
+        ("multiarray", "_reconstruct"): array.__reduce__()[0],
+        ("multiarray", "scalar"): np.int64(0).__reduce__()[0],
+        ("numeric", "_frombuffer"): array.__reduce_ex__(5)[0],  # protocol 5
+    }
+
+
+# (module, name) -> object: all a CIFAR python-format batch may name, as pickled by Python 2's
+# cPickle or by Python 3 with numpy 1 (``numpy.core``) or 2 (``numpy._core``); dicts, lists,
+# strings and ints need no global.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    **{
+        (f"{core}.{module}", name): fn
+        for core in ("numpy.core", "numpy._core")
+        for (module, name), fn in _numpy_globals().items()
+    },
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the structure of a CIFAR batch and nothing else: any other global (os.system,
+    builtins.exec, ...) is refused before it is looked up, so a crafted file runs nothing."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"{module}.{name}") from None
 
 
 def _unpickle(path: str) -> dict:
-    with open(path, "rb") as fh:
-        d = pickle.load(fh, encoding="bytes")
+    """A CIFAR python-format batch as a dict with str keys, read by ``_CifarUnpickler``;
+    anything else (a forbidden object, a truncated or non-pickle file, not a dict) is a
+    DataFileError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            d = _CifarUnpickler(fh, encoding="bytes").load()
+    except UnsafePickleError as err:
+        raise UnsafePickleError(
+            f"{path}: refusing to unpickle {err}: a CIFAR python-format batch holds only dicts, "
+            "lists, strings, numbers and numpy arrays (this file may be crafted to run code)"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataFileError(
+            f"{path}: not a CIFAR python-format batch (truncated or not a pickle: {err})"
+        ) from None
+    if not isinstance(d, dict):
+        raise DataFileError(
+            f"{path}: holds a {type(d).__name__}, not the dict of a CIFAR python-format batch"
+        )
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -368,6 +471,27 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": _digits,
     "longtail": longtail,
 }
+
+
+class DatasetPathError(ValueError):
+    """A dataset path from a study's config leads outside the data root it is read under."""
+
+
+def confined_path(name: str, root: str | os.PathLike) -> str:
+    """The dataset path ``name`` of a stored study (perhaps written by someone else), resolved
+    as ``memjax run`` resolved it (relative to the current directory), and refused
+    (DatasetPathError) unless it lies inside the data root ``root`` with ``..`` and symbolic
+    links resolved: nothing outside the root is opened."""
+    path = os.path.abspath(name)
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise DatasetPathError(
+            f"dataset.name {name!r} leads to {real}, outside the data root "
+            f"{os.path.abspath(root)}: a stored study's dataset is read only inside the data "
+            "root (the current directory unless --data-root DIR or data_root= names another); "
+            "name the directory that holds this dataset if you trust the study"
+        )
+    return path
 
 
 def load(name: str, **kwargs) -> Dataset:

@@ -9,7 +9,10 @@ chunks of all members form one list, member after member, and job j of k trains 
 j, j + k, ... of it, so k jobs split a family of many small members too. Re-running resumes
 every member (finished chunks are skipped); a directory holding a different family is
 refused with the differing settings named. ``description``, ``command`` and
-``expected_runtime`` describe the family and never have to match.
+``expected_runtime`` describe the family and never have to match. A member directory that
+``family.json`` records must be one plain name inside the family (never ``..``, an absolute
+path or a symbolic link out of it): checked whenever the record is read, before any member
+is touched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import memjax
 from memjax import config_file, schema
-from memjax.location import locate
+from memjax.location import PathEscapeError, locate
 from memjax.results import Study, open_study
 from memjax.store import (
     META,
@@ -77,6 +80,9 @@ FAMILY_FORMAT = 1
 MAX_MEMBERS = 10_000
 # A swept value appears in member names as written when it is this simple (else its index).
 SHOWN_VALUE = re.compile(r"[A-Za-z0-9._+-]{1,40}")
+# A member directory as the sweep names it (a setting's name first): one path component,
+# never "." or "..", so a family.json cannot point its members elsewhere.
+MEMBER_DIR = re.compile(r"[A-Za-z_][A-Za-z0-9._+-]*")
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,30 @@ def _read_record(path: str) -> dict[str, Any]:
             f"{path}: family format {record.get('family_format')}, this memjax reads "
             f"{FAMILY_FORMAT}"
         )
+    members = record.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, Mapping) for m in members):
+        raise StoreMismatchError(f"{locate(path).show(FAMILY_META)}: 'members' is not a list")
+    for rec in members:
+        _check_member_dir(path, rec.get("dir"))
     return record
+
+
+def _check_member_dir(path: str, member: Any) -> None:
+    """Refuse (PathEscapeError) a member directory of family.json that is not one plain path
+    component inside the family, or that is a symbolic link leading out of it, before
+    anything is read or written there."""
+    where = locate(path).show(FAMILY_META)
+    if not isinstance(member, str) or not MEMBER_DIR.fullmatch(member):
+        raise PathEscapeError(
+            f"{where}: member directory {member!r} is not one path component inside the "
+            "family (letters, digits and . _ + -, as the sweep names members); refusing it"
+        )
+    target = locate(path).escapes(member)
+    if target is not None:
+        raise PathEscapeError(
+            f"{where}: member directory {member} is a symbolic link to {target}, outside the "
+            "family; refusing it (remove the link)"
+        )
 
 
 def _record_identity(record: dict[str, Any]) -> dict[str, Any]:
@@ -482,10 +511,12 @@ class Family:
 
     ``members`` maps each member's name, in sweep order, to (its swept values, its Study);
     every member must have been started (``memjax status`` shows which are finished).
+    Members' dataset paths are read below ``data_root`` (see ``open_study``).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, data_root: str | None = None) -> None:
         self.path = path
+        self.data_root = data_root
         self.record = _read_record(path)
 
     @property
@@ -508,7 +539,10 @@ class Family:
                 f"{self.path}: members {missing[:8]} were never started; run the family"
             )
         return {
-            rec["name"]: (rec["values"], open_study(os.path.join(self.path, rec["dir"])))
+            rec["name"]: (
+                rec["values"],
+                open_study(os.path.join(self.path, rec["dir"]), data_root=self.data_root),
+            )
             for rec in self.record["members"]
         }
 
@@ -516,9 +550,10 @@ class Family:
         return f"Family({self.path!r}: {len(self.record['members'])} members)"
 
 
-def open_family(path: str) -> Family:
-    """The family at ``path`` (a directory holding family.json), ready to read."""
-    return Family(path)
+def open_family(path: str, *, data_root: str | None = None) -> Family:
+    """The family at ``path`` (a directory holding family.json), ready to read; members'
+    dataset paths are read below ``data_root`` (see ``open_study``)."""
+    return Family(path, data_root=data_root)
 
 
 def merge_families(paths: list[str], out: str) -> dict[str, Any]:

@@ -27,13 +27,19 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["Location", "is_url", "locate", "atomic_write_text", "TMP_PREFIX"]
+__all__ = ["Location", "PathEscapeError", "is_url", "locate", "atomic_write_text", "TMP_PREFIX"]
 
 # Temporary files of atomic writes; one left behind was cut short by a kill.
 TMP_PREFIX = ".tmp-"
 # fsspec protocol -> the package that provides it (the memjax extra that installs it).
 EXTRAS = {"s3": "s3fs (pip install 'memjax[s3]')", "gs": "gcsfs (pip install 'memjax[gcs]')"}
 EXTRAS["gcs"] = EXTRAS["gs"]
+
+
+class PathEscapeError(ValueError):
+    """A path a study or family names leads outside it (``..``, an absolute path, a symbolic
+    link out): refused before anything is read or written through it, so a directory from
+    someone else cannot make memjax touch another study."""
 
 
 def is_url(path: str) -> bool:
@@ -166,6 +172,28 @@ class Location:
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+    def escapes(self, rel: str) -> str | None:
+        """Where ``rel`` really leads (``..`` and symbolic links resolved) if that is outside
+        the root, else None (always None on an object store, which has no links)."""
+        if not self.local:
+            return None
+        root, real = os.path.realpath(self.root), os.path.realpath(self.path(rel))
+        return None if os.path.commonpath([root, real]) == root else real
+
+    def links_out(self) -> list[tuple[str, str]]:
+        """(entry, target) for every symbolic link below the root that leads outside it,
+        found without following any link."""
+        if not self.local:
+            return []
+        found = []
+        for d, dirs, names in os.walk(self.root):
+            for name in sorted(dirs + names):
+                rel = os.path.relpath(os.path.join(d, name), self.root)
+                target = self.escapes(rel) if os.path.islink(self.path(rel)) else None
+                if target is not None:
+                    found.append((rel, target))
+        return found
 
     def files(self, rel: str) -> set[str]:
         """Every file below ``rel``, as paths relative to the root (one listing)."""

@@ -43,10 +43,11 @@ EXAMPLES_PER_SIDE = 10
 IMAGE_SHAPES = {"digits": (8, 8)}
 
 
-def load_report_study(path: str) -> Study:
-    """The study at ``path`` through ``mj.open_study`` (its dataset verified against the
-    stored fingerprint); refused with fewer than 2 finished replicas."""
-    study = open_study(path)
+def load_report_study(path: str, *, data_root: str | None = None) -> Study:
+    """The study at ``path`` through ``mj.open_study`` (its dataset, read below
+    ``data_root``, verified against the stored fingerprint); refused with fewer than 2
+    finished replicas."""
+    study = open_study(path, data_root=data_root)
     check_estimable(study, "report")
     _ = study.masks  # verifies the dataset before any page is built
     return study
@@ -533,9 +534,12 @@ def report_html(s: Study) -> str:
     )
 
 
-def write_report(study_dir: str, out_dir: str | None = None) -> str:
-    """Write report.html for the study at ``study_dir`` (into it, or ``out_dir``); its path."""
-    page = report_html(load_report_study(study_dir))
+def write_report(
+    study_dir: str, out_dir: str | None = None, *, data_root: str | None = None
+) -> str:
+    """Write report.html for the study at ``study_dir`` (into it, or ``out_dir``); its path.
+    A dataset path is read below ``data_root`` (see ``mj.open_study``)."""
+    page = report_html(load_report_study(study_dir, data_root=data_root))
     out = locate(out_dir or study_dir)  # a directory or URL (memjax.location)
     out.write_text(REPORT, page)
     return out.show(REPORT) if is_url(out.url) else out.path(REPORT)

@@ -56,8 +56,9 @@ class Study:
     are all the replicas the config plans. Estimates are computed on first use and kept.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, data_root: str | None = None) -> None:
         self.store = store
+        self.data_root = os.curdir if data_root is None else data_root
 
     @property
     def path(self) -> str:
@@ -81,8 +82,13 @@ class Study:
     @cached_property
     def dataset(self) -> data.Dataset:
         """The dataset rebuilt from the config, refused unless its fingerprint is the one the
-        study was trained on (a new release of a generator could change the examples)."""
-        ds = build_dataset(self.meta["config"]["dataset"])
+        study was trained on (a new release of a generator could change the examples). A
+        dataset path is read only below ``data_root`` (``data.confined_path``): a study from
+        someone else cannot point memjax at files outside it."""
+        try:
+            ds = build_dataset(self.meta["config"]["dataset"], data_root=self.data_root)
+        except data.DatasetPathError as err:
+            raise data.DatasetPathError(f"{self.path}: {err}") from None
         stored = self.meta["dataset_fingerprint"]
         if ds.fingerprint != stored:
             then = self.meta.get("data_packages", "not recorded (an older study)")
@@ -195,7 +201,9 @@ class Study:
         return f"Study({self.path!r}: {self.replicas}/{self.planned_replicas} replicas)"
 
 
-def open_study(path: str) -> Study:
+def open_study(path: str, *, data_root: str | None = None) -> Study:
     """The study at ``path`` (a study directory or URL, memjax.location), ready to read;
-    raises if it is none."""
-    return Study(open_store(path))
+    raises if it is none. A dataset named by path is read only below ``data_root`` (default:
+    the current directory, which relative paths are resolved against as ``memjax run``
+    resolved them)."""
+    return Study(open_store(path), data_root=data_root)

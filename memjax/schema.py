@@ -29,6 +29,9 @@ __all__ = [
     "positive_ints",
     "section",
     "load_yaml",
+    "yaml_problem",
+    "MAX_YAML_NODES",
+    "MAX_YAML_DEPTH",
 ]
 
 
@@ -161,13 +164,75 @@ _FLOAT = re.compile(
 )
 
 
+# A config document's bounds with its aliases expanded: configs hold hundreds of settings,
+# an alias bomb a few hundred bytes that expand to a billion nodes (refused while composing,
+# before any copy, sweep or JSON dump of it multiplies them).
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 100
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-2`` as a float."""
+    """SafeLoader (no ``!!python`` tags) that reads ``1e-2`` as a float and refuses a
+    document past MAX_YAML_NODES nodes or MAX_YAML_DEPTH levels, aliases expanded, or one
+    whose alias refers to itself."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        # id(node) -> (nodes, depth) of the node's expanded tree, for the aliases to it
+        self._extent: dict[int, tuple[int, int]] = {}
+        self._expanded = 0  # nodes of the document so far, every alias counted at its extent
+        self._level = 0  # nesting as written
+
+    def _refuse(self, problem: str, mark: Any) -> None:
+        raise yaml.composer.ComposerError(None, None, problem, mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        alias = self.check_event(yaml.AliasEvent)
+        mark = self.peek_event().start_mark
+        self._level += 1
+        if self._level > MAX_YAML_DEPTH:
+            self._refuse(f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        node = super().compose_node(parent, index)
+        self._level -= 1
+        if alias:
+            if id(node) not in self._extent:
+                self._refuse("an alias to the node that contains it (a recursive alias)", mark)
+            nodes, depth = self._extent[id(node)]
+        else:
+            children = (
+                [c for pair in node.value for c in pair]
+                if isinstance(node, yaml.MappingNode)
+                else node.value
+                if isinstance(node, yaml.SequenceNode)
+                else []
+            )
+            inner = [self._extent[id(c)] for c in children]
+            nodes = 1 + sum(n for n, _ in inner)
+            depth = 1 + max((d for _, d in inner), default=0)
+            self._extent[id(node)] = (nodes, depth)
+            nodes = 1  # its children were counted as they were composed
+        self._expanded += nodes
+        if self._expanded > MAX_YAML_NODES:
+            self._refuse(f"more than {MAX_YAML_NODES} nodes with aliases expanded", mark)
+        if self._level + depth > MAX_YAML_DEPTH:
+            self._refuse(f"nested deeper than {MAX_YAML_DEPTH} levels with aliases expanded", mark)
+        return node
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def load_yaml(text_or_stream: Any) -> Any:
-    """``yaml.safe_load`` with YAML 1.2 floats (``1e-2`` is 0.01, not a string)."""
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-2`` is 0.01, not a string), bounded in
+    size and depth (a ``yaml.YAMLError`` past MAX_YAML_NODES or MAX_YAML_DEPTH)."""
     return yaml.load(text_or_stream, Loader=_Loader)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column) and what."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(
+        str(part) for part in (getattr(err, "context", None), getattr(err, "problem", None)) if part
+    )
+    return where + " ".join((what or str(err)).split())

@@ -44,6 +44,7 @@ from memjax import subsets
 from memjax.location import (
     TMP_PREFIX,
     Location,
+    PathEscapeError,
     _fsync,
     _umask,
     atomic_write_text,
@@ -205,6 +206,20 @@ class Store:
 
     def chunk_rows(self, k: int) -> np.ndarray:
         return np.arange(k * self.chunk_size, min((k + 1) * self.chunk_size, self.replicas))
+
+    def check_own_files(self, action: str) -> None:
+        """Refuse (PathEscapeError) a study directory with a symbolic link leading out of it
+        (e.g. ``done/`` linked into another study) before ``action`` reads or changes
+        anything through it: its results would be another study's, its repair another
+        study's damage."""
+        links = self.loc.links_out()
+        if links:
+            rel, target = links[0]
+            more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+            raise PathEscapeError(
+                f"{self.loc.show(rel)} is a symbolic link to {target}, outside the study "
+                f"{self.path}{more}: {action} uses only the study's own files; remove the link"
+            )
 
     def _group(self, mode: str = "r") -> zarr.Group:
         if not self.loc.isfile(f"{ARRAYS}/zarr.json"):
@@ -712,6 +727,8 @@ def merge(paths: list[str], out: str) -> Store:
     if not paths:
         raise ValueError("merge needs at least one study directory")
     stores = [open_store(p) for p in paths]
+    for s in stores:
+        s.check_own_files("merge")
     first = stores[0]
     for s in stores[1:]:
         _check_same_study(s.path, first.meta, s.meta)

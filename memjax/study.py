@@ -282,13 +282,19 @@ def default_config(mode: str | None = None, sets: tuple[str, ...] = ()) -> Study
     return study_from_document(schema.load_yaml(text), "the default config", mode, sets)
 
 
-def build_dataset(spec: dict[str, Any]) -> data.Dataset:
+def build_dataset(spec: dict[str, Any], *, data_root: str | None = None) -> data.Dataset:
     """Dataset from a config section: name (+ loader kwargs), optional label_noise (flipped to
     another class) or random_labels (drawn uniformly, Zhang et al. 2017) with noise_seed,
     then optional ``exclude`` (training indices removed after the labels are flipped, so the
-    examples left keep the labels and ``flipped`` marks of the dataset without it)."""
+    examples left keep the labels and ``flipped`` marks of the dataset without it).
+
+    A file or directory name is used as given when ``data_root`` is None (the config one
+    runs), and confined to ``data_root`` otherwise (a stored study's config, which
+    someone else may have written: ``data.confined_path``)."""
     spec = dict(spec)
     name = spec.pop("name")
+    if data_root is not None and name not in data.DATASETS:
+        name = data.confined_path(name, data_root)
     rate = float(spec.pop("label_noise", 0.0))
     random_rate = float(spec.pop("random_labels", 0.0))
     noise_seed = int(spec.pop("noise_seed", 0))

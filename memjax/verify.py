@@ -5,7 +5,9 @@ marker recorded and hold its own replica ids; an unfinished chunk is good when i
 masks are the subset design's. Repair never edits results: it recreates missing arrays,
 rewrites damaged masks from the design and removes the markers of bad chunks (and marker
 files of this study's chunk names whose content is not a valid marker), so that
-`memjax run` retrains exactly those chunks. Run it while no job writes to the study.
+`memjax run` retrains exactly those chunks. Run it while no job writes to the study. A
+study with a symbolic link out of its directory (``done/`` linked into another study) is
+refused before anything is read, so a repair can never touch another study's files.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class VerifyReport:
 
 def verify_study(store: Store, repair: bool = False) -> VerifyReport:
     """Check every chunk of ``store`` (reads all finished data); with ``repair``, make the bad
-    ones unfinished so that resuming retrains them."""
+    ones unfinished so that resuming retrains them. A study with a symbolic link out of its
+    directory is refused first (``Store.check_own_files``)."""
+    store.check_own_files("verify --repair" if repair else "verify")
     scan = store.scan_done()
     bad = {}
     for k in range(store.n_chunks):

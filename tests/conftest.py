@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -75,3 +77,18 @@ def blobs(
 def tiny() -> mj.data.Dataset:
     """48 train / 20 test examples, 6 features, 3 classes: trains in milliseconds."""
     return blobs(48, 20, 6, 3, seed=0)
+
+
+def _files_below(path: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(path)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(Path(path).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def file_snapshot() -> Callable[[Path], dict[str, tuple[int, bytes]]]:
+    """Every file below a directory -> (modification time, content): equal snapshots before
+    and after show that nothing there was written, removed or touched."""
+    return _files_below

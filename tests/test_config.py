@@ -209,3 +209,70 @@ def test_allow_large_overrides_the_limit(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
     store = run_study(cfg, str(tmp_path / "s"), progress=False, max_chunks=0, allow_large=True)
     assert store.n_chunks == 3 and store.done_chunks() == []
+
+
+# ------------------------------------------------------------------ bounded, safe YAML files
+
+LAUGHS = ", ".join(["lol"] * 9)
+# A sweep of about 400 bytes that expands to 9^9 (387 million) strings (the issue's bomb)
+ALIAS_BOMB = (
+    TINY_YAML
+    + "sweep:\n  train.learning_rate: [&a ["
+    + LAUGHS
+    + "], "
+    + ", ".join(
+        f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "]\n"
+)
+
+
+def _cli_refusal(tmp_path, capsys, text: str) -> tuple[int, str]:
+    """Exit code and stderr of `memjax run` on a config file of ``text`` (nothing written)."""
+    from memjax.cli import main
+
+    path = write_yaml(tmp_path, text)
+    out = tmp_path / "out"
+    code = main(["run", str(path), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert not out.exists()
+    assert len(err.strip().splitlines()) == 1, err
+    assert str(path) in err
+    return code, err
+
+
+def test_a_yaml_alias_bomb_is_refused_fast_and_small(tmp_path, capsys):
+    import tracemalloc
+
+    assert len(ALIAS_BOMB) < 700
+    tracemalloc.start()
+    start = time.perf_counter()
+    code, err = _cli_refusal(tmp_path, capsys, ALIAS_BOMB)
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 2 and f"more than {schema.MAX_YAML_NODES} nodes with aliases expanded" in err
+    assert elapsed < 10 and peak < 500e6, (elapsed, peak)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('seed: !!python/object/apply:os.system ["touch {sentinel}"]\n', "python/object/apply"),
+        ("seed: !!python/name:os.system\n", "could not determine a constructor"),
+        ("model: {type: MLP, widths: [32\n", "line 2, column 1"),
+        ("seed: 3\n  bad indentation: 4\n", "line 2, column"),
+        ("seed: *nowhere\n", "undefined alias"),
+        ("sweep:\n  seed: &a [1, *a]\n", "recursive alias"),
+        ("seed: " + "[" * 200 + "]" * 200 + "\n", "nested deeper than 100 levels"),
+        (
+            "".join(f"k{i}: &a{i} [*a{i - 1}]\n" if i else "k0: &a0 [1]\n" for i in range(120)),
+            "nested deeper than 100 levels with aliases expanded",
+        ),
+    ],
+)
+def test_unsafe_or_malformed_yaml_is_one_line_naming_the_file(tmp_path, capsys, text, problem):
+    sentinel = tmp_path / "pwned"
+    code, err = _cli_refusal(tmp_path, capsys, text.replace("{sentinel}", str(sentinel)))
+    assert code == 2 and problem in err and "line " in err
+    assert not sentinel.exists()

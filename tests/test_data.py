@@ -11,6 +11,7 @@ from scipy import stats
 
 import memjax as mj
 from memjax.data import from_arrays, load, load_cifar, load_npz, longtail, with_label_noise
+from tests.cifar_cases import cifar_batch, crafted_batches, python2_batch, write_pickle
 
 # --------------------------------------------------------------------------- registry datasets
 
@@ -308,20 +309,6 @@ def test_load_npz_roundtrip(tmp_path: Path):
         load_npz(tmp_path / "partial.npz")
 
 
-def _write_pickle(path: Path, obj: dict) -> None:
-    """The CIFAR python format: Python-2-era pickles whose dict keys are bytes."""
-    with open(path, "wb") as fh:
-        pickle.dump(obj, fh, protocol=2)
-
-
-def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes, classes: int) -> dict:
-    return {
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        label_key: rng.integers(0, classes, n).tolist(),
-        b"batch_label": b"test batch",
-    }
-
-
 def _expected_images(data: np.ndarray) -> np.ndarray:
     """Pixel (row, col) of channel c is byte c*1024 + row*32 + col: an explicit loop."""
     out = np.empty((len(data), 32, 32, 3), np.uint8)
@@ -333,14 +320,14 @@ def _expected_images(data: np.ndarray) -> np.ndarray:
 
 def test_load_cifar10_format(tmp_path: Path):
     rng = np.random.default_rng(0)
-    batches = [_cifar_batch(rng, n, b"labels", 10) for n in (3, 2)]
+    batches = [cifar_batch(rng, n, b"labels", 10) for n in (3, 2)]
     # one marked pixel: image 1 of batch 2, row 5, col 7, green channel
     batches[1][b"data"][1, 1 * 1024 + 5 * 32 + 7] = 200
     for i, batch in enumerate(batches, start=1):
-        _write_pickle(tmp_path / f"data_batch_{i}", batch)
-    test = _cifar_batch(rng, 4, b"labels", 10)
-    _write_pickle(tmp_path / "test_batch", test)
-    _write_pickle(tmp_path / "batches.meta", {b"label_names": [b"x"] * 10})
+        write_pickle(tmp_path / f"data_batch_{i}", batch)
+    test = cifar_batch(rng, 4, b"labels", 10)
+    write_pickle(tmp_path / "test_batch", test)
+    write_pickle(tmp_path / "batches.meta", {b"label_names": [b"x"] * 10})
 
     ds = load(str(tmp_path))
     assert ds.num_classes == 10 and ds.x_train.shape == (5, 32, 32, 3)
@@ -360,12 +347,12 @@ def test_load_cifar10_format(tmp_path: Path):
 
 def test_load_cifar100_format(tmp_path: Path):
     rng = np.random.default_rng(1)
-    train = _cifar_batch(rng, 3, b"fine_labels", 100)
+    train = cifar_batch(rng, 3, b"fine_labels", 100)
     train[b"fine_labels"][0] = 99
     train[b"coarse_labels"] = [0, 1, 2]
-    test = _cifar_batch(rng, 2, b"fine_labels", 100)
-    _write_pickle(tmp_path / "train", train)
-    _write_pickle(tmp_path / "test", test)
+    test = cifar_batch(rng, 2, b"fine_labels", 100)
+    write_pickle(tmp_path / "train", train)
+    write_pickle(tmp_path / "test", test)
     ds = load_cifar(tmp_path)
     assert ds.num_classes == 100
     np.testing.assert_array_equal(ds.y_train, train[b"fine_labels"])
@@ -376,17 +363,62 @@ def test_load_cifar100_format(tmp_path: Path):
 def test_load_cifar_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no CIFAR python-format files"):
         load_cifar(tmp_path)
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     with pytest.raises(FileNotFoundError, match="needs data_batch_"):
         load_cifar(tmp_path)
-    _write_pickle(
+    write_pickle(
         tmp_path / "data_batch_1", {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}
     )
     with pytest.raises(ValueError, match=r"'data' must be \(N, 3072\)"):
         load_cifar(tmp_path)
-    _write_pickle(tmp_path / "data_batch_1", {b"data": np.zeros((2, 3072), np.uint8)})
+    write_pickle(tmp_path / "data_batch_1", {b"data": np.zeros((2, 3072), np.uint8)})
     with pytest.raises(ValueError, match="expected keys 'data' and 'labels'"):
         load_cifar(tmp_path)
+
+
+@pytest.mark.parametrize("protocol", ["python2", 0, 1, 2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path: Path, protocol):
+    """The restricted unpickler admits what Python 2's cPickle and Python 3 (numpy scalars,
+    empty bytes, protocol 5 buffers) write for this format."""
+    rng = np.random.default_rng(2)
+    train = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    test = rng.integers(0, 256, (2, 3072), dtype=np.uint8)
+    for name, data, labels in (("data_batch_1", train, [1, 2, 3]), ("test_batch", test, [4, 5])):
+        if protocol == "python2":
+            (tmp_path / name).write_bytes(python2_batch(data, labels))
+        else:
+            batch = {b"data": data, b"labels": [np.int64(y) for y in labels], b"filenames": [b""]}
+            (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    ds = load_cifar(tmp_path)
+    np.testing.assert_array_equal(ds.x_train, _expected_images(train))
+    np.testing.assert_array_equal(ds.x_test, _expected_images(test))
+    np.testing.assert_array_equal(ds.y_train, [1, 2, 3])
+    np.testing.assert_array_equal(ds.y_test, [4, 5])
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_crafted_cifar_pickle_is_refused_unrun(tmp_path: Path, case):
+    sentinel = tmp_path / "pwned"
+    payload = crafted_batches(sentinel)[case]
+    write_pickle(tmp_path / "data_batch_1", payload)
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    with pytest.raises(mj.data.UnsafePickleError, match=r"data_batch_1: refusing to unpickle"):
+        load(str(tmp_path))
+    assert not sentinel.exists()
+
+
+def test_truncated_and_non_dict_cifar_pickles_name_the_file(tmp_path: Path):
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    whole = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=2)
+    for content, problem in (
+        (whole[: len(whole) // 2], "not a CIFAR python-format batch"),
+        (b"", "not a CIFAR python-format batch"),
+        (b"PK\x03\x04 a zip file", "not a CIFAR python-format batch"),
+        (pickle.dumps([1, 2, 3]), "holds a list, not the dict"),
+    ):
+        (tmp_path / "data_batch_1").write_bytes(content)
+        with pytest.raises(mj.data.DataFileError, match=f"data_batch_1: {problem}"):
+            load_cifar(tmp_path)
 
 
 # -------------------------------------------------------------------------------- label noise
@@ -451,6 +483,36 @@ def test_cifar_batches_are_read_in_numeric_order(tmp_path: Path):
     """data_batch_10 comes after data_batch_9, not after data_batch_1."""
     for i in range(1, 11):
         batch = {b"data": np.full((1, 3072), i, np.uint8), b"labels": [i - 1]}
-        _write_pickle(tmp_path / f"data_batch_{i}", batch)
-    _write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+        write_pickle(tmp_path / f"data_batch_{i}", batch)
+    write_pickle(tmp_path / "test_batch", {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
     np.testing.assert_array_equal(load_cifar(tmp_path).y_train, np.arange(10))
+
+
+def test_a_stored_dataset_path_is_read_only_inside_the_data_root(tmp_path: Path, monkeypatch):
+    """Relative paths resolve against the current directory (as `memjax run` read them);
+    ``..``, absolute paths and symbolic links that lead out of the root are refused."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "link.npz").symlink_to(outside / "secret.npz")
+    monkeypatch.chdir(root / "sub")
+    assert mj.data.confined_path("data.npz", root) == str(root / "sub" / "data.npz")
+    assert mj.data.confined_path("../data.npz", root) == str(root / "data.npz")
+    assert mj.data.confined_path(str(outside / "x.npz"), tmp_path) == str(outside / "x.npz")
+    for name in ("../../elsewhere/x.npz", str(outside / "x.npz"), "../link.npz", "/etc"):
+        with pytest.raises(mj.data.DatasetPathError, match=rf"{name!r} leads to .*outside"):
+            mj.data.confined_path(name, root)
+
+
+def test_unreadable_npz_files_name_the_file(tmp_path: Path):
+    arrays = _good()
+    np.savez(tmp_path / "whole.npz", **arrays)
+    whole = (tmp_path / "whole.npz").read_bytes()
+    path = tmp_path / "bad.npz"
+    for content in (whole[: len(whole) // 2], b"", b"not an archive", pickle.dumps(arrays)):
+        path.write_bytes(content)
+        with pytest.raises(mj.data.DataFileError, match="bad.npz: not a readable .npz archive"):
+            load(str(path))
+    np.savez(path, **{**arrays, "x_train": np.array([object()] * 3)})
+    with pytest.raises(mj.data.DataFileError, match="cannot be loaded when allow_pickle=False"):
+        load_npz(path)

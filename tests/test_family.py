@@ -367,3 +367,39 @@ def test_job_chunks_with_an_offset_partition_the_chunk_list():
             owned = [job_chunks(7, j, jobs, offset) for j in range(jobs)]
             assert sorted(sum(owned, [])) == list(range(7))
             assert all((offset + k) % jobs == j for j, ks in enumerate(owned) for k in ks)
+
+
+@pytest.mark.parametrize("tamper", ["dotdot", "absolute", "symlink"])
+def test_family_members_outside_the_family_are_refused_untouched(
+    single, tmp_path, capsys, file_snapshot, tamper
+):
+    """A family.json from someone else cannot make estimate, verify --repair, status, merge
+    or run read or write a study outside the family."""
+    import shutil
+
+    fam, victim = tmp_path / "fam", tmp_path / "victim"
+    shutil.copytree(single, fam)
+    first = next(iter(MEMBERS))
+    shutil.copytree(fam / first, victim)
+    (victim / "done" / "chunk-000000").write_text("not a marker")  # repair would remove it
+    record = json.loads((fam / "family.json").read_text())
+    named = {"dotdot": "../victim", "absolute": str(victim), "symlink": first}[tamper]
+    record["members"][0]["dir"] = named
+    (fam / "family.json").write_text(json.dumps(record))
+    if tamper == "symlink":
+        shutil.rmtree(fam / first)
+        (fam / first).symlink_to(victim, target_is_directory=True)
+    before = file_snapshot(victim)
+    for argv in (
+        ["estimate", str(fam), "--partial"],
+        ["verify", str(fam), "--repair"],
+        ["status", str(fam)],
+        ["merge", str(fam), str(fam), "--out", str(tmp_path / "merged")],
+        ["run", write(tmp_path, FAMILY), "--out", str(fam), "--quiet"],
+    ):
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{fam}/family.json: member directory" in err
+        assert (str(victim) if tamper == "symlink" else repr(named)) in err, err
+    assert file_snapshot(victim) == before
+    assert not (tmp_path / "merged").exists()

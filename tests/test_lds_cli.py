@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def studies(tmp_path_factory):
 
 
 def test_eval_study_averages_each_subsets_seeds(studies):
-    ev = mj.open_study(studies[1])
+    ev = mj.open_study(studies[1], data_root=os.path.dirname(studies[1]))  # digits60.npz
     masks, values = ev.eval_subsets("test_margin")
     assert masks.shape == (10, 60) and values.shape == (10, 12)
     raw = ev.outputs.test_margin
@@ -70,6 +71,7 @@ def test_memjax_lds_table(studies, tmp_path, capsys):
     out = str(tmp_path / "out")
     chosen = "influence,datamodels-ridge,kernel-ntk,tracin,random"  # lasso: test_datamodels
     args = ["lds", train, "--eval", ev, "--n-boot", "200", "--out", out, "--estimators", chosen]
+    args += ["--data-root", os.path.dirname(train)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "datamodels-ridge" in printed and "not available" in printed
@@ -91,7 +93,8 @@ def test_memjax_lds_table(studies, tmp_path, capsys):
         if row["value"] is not None:
             assert row["ci_low"] <= row["value"] <= row["ci_high"]
     # the influence row at all replicas equals an independent computation of the LDS
-    study, evs = mj.open_study(train), mj.open_study(ev)
+    root = os.path.dirname(train)
+    study, evs = mj.open_study(train, data_root=root), mj.open_study(ev, data_root=root)
     attr = influence(study.masks, study.outputs.test_margin, study.blocks).value
     masks, values = evs.eval_subsets("test_margin")
     pred = masks.astype(float) @ attr.astype(float)
@@ -104,5 +107,5 @@ def test_memjax_lds_table(studies, tmp_path, capsys):
 
 def test_memjax_lds_refuses_a_non_eval_study(studies, capsys):
     train, _ = studies
-    assert main(["lds", train, "--eval", train]) == 2
+    assert main(["lds", train, "--eval", train, "--data-root", os.path.dirname(train)]) == 2
     assert "is not an evaluation design" in capsys.readouterr().err

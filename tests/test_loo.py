@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -114,7 +116,7 @@ def test_loo_study_memorizes_a_flipped_label(flipped_npz, tmp_path):
         }
     )
     run_study(cfg, str(tmp_path / "s"), progress=False)
-    study = mj.open_study(str(tmp_path / "s"))
+    study = mj.open_study(str(tmp_path / "s"), data_root=os.path.dirname(flipped_npz))
     masks = study.masks
     assert len(masks) == (n + 1) * seeds and len({r.tobytes() for r in masks}) == n + 1
     mem = study.memorization

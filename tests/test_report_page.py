@@ -105,7 +105,7 @@ def signal_study(tmp_path_factory) -> str:
     }
     out = str(root / "study")
     run_study(StudyConfig.from_dict(cfg), out, progress=False)
-    assert main(["report", out, "--out", str(root / "page")]) == 0
+    assert main(["report", out, "--out", str(root / "page"), "--data-root", str(root)]) == 0
     return str(root / "page")
 
 

@@ -255,3 +255,28 @@ def test_store_without_checksums_is_refused(study):
     (study / "study.json").write_text(json.dumps(meta))
     with pytest.raises(StoreMismatchError, match="without chunk checksums"):
         open_store(str(study))
+
+
+@pytest.mark.parametrize("link", ["done", "done/chunk-000000", "arrays.zarr/masks"])
+def test_links_out_of_the_study_are_refused_before_verify_or_merge(
+    original, study, tmp_path, capsys, file_snapshot, link
+):
+    """A study whose done/ (a marker, an array) is a symbolic link into another study: verify,
+    verify --repair and merge refuse it by name and leave the other study untouched."""
+    victim = tmp_path / "victim"
+    shutil.copytree(original, victim)
+    (victim / "done" / "chunk-000002").write_text("garbage")  # what a repair would remove
+    entry = study / link
+    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    entry.symlink_to(victim / link)
+    before = file_snapshot(victim)
+    for args in (
+        ("verify", str(study)),
+        ("verify", str(study), "--repair"),
+        ("merge", str(victim), str(study), "--out", str(tmp_path / "merged")),
+    ):
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{study / link} is a symbolic link to {victim / link}, outside the study" in err
+    assert file_snapshot(victim) == before
+    assert not (tmp_path / "merged").exists()
