@@ -554,9 +554,11 @@ def study_status(store: Store) -> dict[str, Any]:
 
 
 def check_finished_files(store: Store) -> None:
-    """Refuse (CorruptChunkError) a study whose finished chunks lack files: resuming would
-    otherwise count them as done."""
-    damaged = store.damaged_chunks(store.done_chunks())
+    """Refuse (CorruptChunkError) a study whose finished chunks lack files or were written
+    by another study (ForeignChunkError): resuming would otherwise count them as done."""
+    scan = store.scan_done()
+    store.check_markers(scan)
+    damaged = store.damaged_chunks(sorted(scan.valid))
     if damaged:
         k = min(damaged)
         raise CorruptChunkError(
