@@ -285,7 +285,7 @@ class Store:
 
     def _foreign(self, k: int, problem: str, chunks: list[int] | None = None) -> ForeignChunkError:
         """Chunk k (first of ``chunks``) was written by another study: ``problem`` says how."""
-        message = f"{self._chunk_name(k)} is not this study's: {problem}"
+        message = f"{self._chunk_name(k)} was written by another study: {problem}"
         return ForeignChunkError(self.path, chunks or [k], message)
 
     # ---- markers -------------------------------------------------------------------------
@@ -319,10 +319,7 @@ class Store:
         differences = _diff(binding(self.meta), marker["study"]) or [
             "none by value (their JSON differs, e.g. 1 vs 1.0)"
         ]
-        return (
-            "it was written by another study; differing settings (this study's vs the "
-            f"chunk's): {'; '.join(differences[:8])}"
-        )
+        return f"differing settings (this study's vs the chunk's): {'; '.join(differences[:8])}"
 
     def check_markers(self, scan: DoneScan | None = None) -> None:
         """Refuse (ForeignChunkError) finished chunks that another study wrote: reads the
@@ -454,7 +451,7 @@ class Store:
                 raise self._foreign(
                     k,
                     "its masks (those its marker records) are not the subset design's for its "
-                    "replicas: it was trained on other subsets (another seed or design)",
+                    "replicas (another seed or design)",
                 )
             raise self._corrupt(k, "its stored masks differ from the subset design's")
         self._design_checked[k] = digest

@@ -330,7 +330,7 @@ def test_chunk_of_another_study_is_refused_by_every_reader(
     cfg, original, foreign, other, differences, study, tmp_path, capsys
 ):
     _copy_chunk0(foreign[other], study)
-    named = ["chunk 0 (replicas 0..1) is not this study's", *differences]
+    named = ["chunk 0 (replicas 0..1) was written by another study", *differences]
     with pytest.raises(ForeignChunkError) as err:
         memjax.open_study(str(study)).store.load_outputs()
     assert isinstance(err.value, StoreMismatchError) and err.value.chunks == [0]
