@@ -141,7 +141,7 @@ def _json_sha256(value: Any) -> str:
 
 
 def binding(meta: dict[str, Any]) -> dict[str, Any]:
-    """What a chunk of the study ``meta`` describes is bound to (``BINDING_KEYS``)."""
+    """The settings of the study ``meta`` that each of its markers records (``BINDING_KEYS``)."""
     return {key: meta[key] for key in BINDING_KEYS if key in meta}
 
 
@@ -801,10 +801,11 @@ def open_store(path: str) -> Store:
         raise StoreMismatchError(f"{loc.show(META)} is not a JSON object")
     fmt = meta.get("store_format", 1)
     if fmt != STORE_FORMAT:
+        lacks = isinstance(fmt, int) and FORMAT_LACKS.get(fmt) or "unknown to this memjax"
         raise StoreMismatchError(
             f"{path} was written by memjax {meta.get('memjax_version')} in store format {fmt}, "
-            f"{FORMAT_LACKS.get(fmt, 'unknown to this memjax')}; this memjax reads format "
-            f"{STORE_FORMAT} only: run the study again into a new directory"
+            f"{lacks}; this memjax reads format {STORE_FORMAT} only: run the study again into "
+            "a new directory"
         )
     if meta.get(SEAL) != seal(meta)[SEAL]:
         raise StudyEditedError(
