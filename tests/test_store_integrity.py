@@ -30,7 +30,7 @@ from memjax.store import (
     merge,
     open_store,
 )
-from memjax.study import JobPartitionError, StudyConfig, run_study
+from memjax.study import JobPartitionError, StudyConfig, run_study, study_status
 from memjax.verify import verify_study
 
 SMALL = {
@@ -348,6 +348,10 @@ def test_chunk_of_another_study_is_refused_by_every_reader(
     code, _, stderr = cli(capsys, "merge", str(study), str(empty), "--out", str(tmp_path / "m"))
     assert code == 3 and all(part in stderr for part in named)
     assert not (tmp_path / "m").exists()
+    status = study_status(open_store(str(study)))
+    assert status["chunks_finished"] == 2 and not status["complete"]
+    assert list(status["chunks_of_another_study"]) == [0]
+    assert all(part in status["chunks_of_another_study"][0] for part in differences)
     before = markers(study)
     with pytest.raises(ForeignChunkError, match=r"chunk 0 .*differing settings"):
         run_study(cfg, str(study), progress=False)  # resuming would count it as done
