@@ -3,11 +3,14 @@
 Layout of a study directory::
 
     study.json          config, dataset fingerprint, memjax version, array shapes, chunk size,
-                        the job partition, the store format
+                        the job partition, the store format, and its seal: the sha256 of
+                        its own content (all but the versions that wrote the study), so an
+                        edit after creation is refused (StudyEditedError)
     arrays.zarr/        zarr arrays with the replica axis first, one zarr chunk per study chunk;
                         every chunk file carries a crc32c (and zstd's own content checksum)
-    done/chunk-000012   marker per finished chunk: its rows, the sha256 of each array's rows
-                        and the memjax/jax versions that wrote it
+    done/chunk-000012   marker per finished chunk: its rows, the sha256 of each array's rows,
+                        the memjax/jax versions that wrote it, and the study that wrote it:
+                        the settings that determine its bytes (``binding``) and their sha256
     progress/           heartbeats of running jobs and chunk timings (memjax.progress):
                         informational, never verified, no result depends on them
 
@@ -17,6 +20,13 @@ directories are fsynced, so a study killed at any moment resumes without losing 
 replicas or counting one twice. Readers only ever see finished rows, and only after checking
 them against their marker: a damaged or missing chunk file is a ``CorruptChunkError`` naming
 the chunk and the repair (``memjax verify DIR --repair``, then ``memjax run``), never numbers.
+A chunk is read only by the study that wrote it: a marker recording another config or dataset
+fingerprint, or masks that are not the subset design's for the chunk's replicas (another seed
+or design), is a ``ForeignChunkError`` naming the chunk and the differing settings.
+
+Studies of an older store format are refused, not read: format 1 has no chunk checksums, and
+format 2 neither binds its markers to the config nor seals study.json, so a chunk copied in
+from another study could not be told apart (run such a study again into a new directory).
 """
 
 from __future__ import annotations
@@ -56,8 +66,11 @@ from memjax.outputs import ReplicaOutputs
 __all__ = [
     "Store",
     "StoreMismatchError",
+    "StudyEditedError",
     "array_specs",
+    "binding",
     "CorruptChunkError",
+    "ForeignChunkError",
     "DoneScan",
     "atomic_write_text",
     "create_or_open",
@@ -65,18 +78,37 @@ __all__ = [
     "open_store",
     "merge",
     "restore_arrays",
+    "seal",
     "TMP_PREFIX",
 ]
 
 META = "study.json"
 ARRAYS = "arrays.zarr"
 DONE = "done"
-STORE_FORMAT = 2  # 2: checksummed chunk files, hashed markers, recorded job partition
+# 2: checksummed chunk files, hashed markers, recorded job partition; 3: markers bound to
+# the study that wrote them, study.json sealed
+STORE_FORMAT = 3
+# what a study of an older format lacks (it is refused: its chunks cannot be trusted)
+FORMAT_LACKS = {
+    1: "without chunk checksums",
+    2: "whose chunk markers do not record the config that wrote them",
+}
+# The settings that determine a study's stored bytes, with the seed (in its config) and the
+# replica ids: every marker records them, so a chunk is read only by the study that wrote it.
+BINDING_KEYS = ("config", "dataset_fingerprint", "kernel")
+# study.json's seal: the sha256 of every key but these (the record of the memjax versions
+# that wrote the study grows as other versions resume it and says nothing about the data).
+SEAL = "seal_sha256"
+UNSEALED = ("memjax_version", "memjax_versions", SEAL)
 MARKER_NAME = re.compile(r"chunk-([0-9]{6,})")
 
 
 class StoreMismatchError(ValueError):
     """A study directory holds a different study than the one asked for."""
+
+
+class StudyEditedError(StoreMismatchError):
+    """study.json was changed after the study was created: its data may be another config's."""
 
 
 class CorruptChunkError(ValueError):
@@ -90,12 +122,33 @@ class CorruptChunkError(ValueError):
         )
 
 
+class ForeignChunkError(CorruptChunkError, StoreMismatchError):
+    """A finished chunk was written by another study (another config, dataset, seed or
+    design): a mismatch like a foreign store, repaired like a damaged chunk (retrained)."""
+
+
 def _digest(value: np.ndarray) -> str:
     """sha256 of an array's dtype, shape and C-order bytes."""
     a = np.ascontiguousarray(value)
     h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
     h.update(memoryview(a).cast("B") if a.size else b"")
     return h.hexdigest()
+
+
+def _json_sha256(value: Any) -> str:
+    """sha256 of a JSON value's canonical text (sorted keys, no spaces): no time, no path."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def binding(meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the study ``meta`` that each of its markers records (``BINDING_KEYS``)."""
+    return {key: meta[key] for key in BINDING_KEYS if key in meta}
+
+
+def seal(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with its seal (``SEAL``), recorded at creation so that an edit is detected."""
+    return {**meta, SEAL: _json_sha256({k: v for k, v in meta.items() if k not in UNSEALED})}
 
 
 def _versions() -> dict[str, str]:
@@ -183,6 +236,11 @@ class Store:
     def loc(self) -> Location:
         return locate(self.path)
 
+    @cached_property
+    def study_sha256(self) -> str:
+        """The sha256 of this study's ``binding``, which every marker it writes records."""
+        return _json_sha256(binding(self.meta))
+
     @property
     def replicas(self) -> int:
         return int(self.meta["replicas"])
@@ -233,11 +291,17 @@ class Store:
         """Chunk k's marker file (local path or object store path)."""
         return self.loc.path(f"{DONE}/chunk-{k:06d}")
 
-    def _corrupt(self, k: int, problem: str) -> CorruptChunkError:
+    def _chunk_name(self, k: int) -> str:
         rows = self.chunk_rows(k)
-        return CorruptChunkError(
-            self.path, [k], f"chunk {k} (replicas {rows[0]}..{rows[-1]}) is damaged: {problem}"
-        )
+        return f"chunk {k} (replicas {rows[0]}..{rows[-1]})"
+
+    def _corrupt(self, k: int, problem: str) -> CorruptChunkError:
+        return CorruptChunkError(self.path, [k], f"{self._chunk_name(k)} is damaged: {problem}")
+
+    def _foreign(self, k: int, problem: str, chunks: list[int] | None = None) -> ForeignChunkError:
+        """Chunk k (first of ``chunks``) was written by another study: ``problem`` says how."""
+        message = f"{self._chunk_name(k)} was written by another study: {problem}"
+        return ForeignChunkError(self.path, chunks or [k], message)
 
     # ---- markers -------------------------------------------------------------------------
 
@@ -258,7 +322,28 @@ class Store:
             return "it does not hold one sha256 per stored array"
         if not all(isinstance(h, str) and re.fullmatch("[0-9a-f]{64}", h) for h in hashes.values()):
             return "a sha256 is not 64 hex digits"
+        study = marker.get("study")
+        if not isinstance(study, dict) or marker.get("study_sha256") != _json_sha256(study):
+            return "it does not record the study that wrote it with that record's sha256"
         return None
+
+    def foreign_problem(self, marker: dict[str, Any]) -> str | None:
+        """How the study that wrote a (valid) marker differs from this one; None: it is this."""
+        if marker["study_sha256"] == self.study_sha256:
+            return None
+        differences = _diff(binding(self.meta), marker["study"]) or [
+            "none by value (their JSON differs, e.g. 1 vs 1.0)"
+        ]
+        return f"differing settings (this study's vs the chunk's): {'; '.join(differences[:8])}"
+
+    def check_markers(self, scan: DoneScan | None = None) -> None:
+        """Refuse (ForeignChunkError) finished chunks that another study wrote: reads the
+        markers only, so resuming runs it before trusting them."""
+        scan = self.scan_done() if scan is None else scan
+        foreign = {k: p for k, m in scan.valid.items() if (p := self.foreign_problem(m))}
+        if foreign:
+            k = min(foreign)
+            raise self._foreign(k, foreign[k], sorted(foreign))
 
     def _read_marker(self, k: int) -> tuple[dict[str, Any] | None, str | None]:
         """Chunk k's marker if it is a valid one, else (None, why not); (None, None): none."""
@@ -343,6 +428,9 @@ class Store:
         self, k: int, marker: dict[str, Any], names: list[str], group: zarr.Group
     ) -> dict[str, np.ndarray]:
         """Chunk k's rows of ``names``, checked against files, checksums and its marker."""
+        foreign = self.foreign_problem(marker)
+        if foreign is not None:
+            raise self._foreign(k, foreign)
         missing = self.missing_files(k)
         if missing:
             more = f" (and {len(missing) - 1} more files)" if len(missing) > 1 else ""
@@ -361,15 +449,25 @@ class Store:
             if _digest(block) != marker["sha256"][name]:
                 what = "masks differ from the design's" if name == "masks" else name
                 raise self._corrupt(k, f"{what}: content differs from the sha256 in its marker")
+            if name == "masks":
+                self._check_design(k, block, finished=True)
             out[name] = block
         return out
 
-    def _check_design(self, k: int, block: np.ndarray) -> None:
-        """Unfinished chunk k's stored masks must be the design's (memoized per content)."""
+    def _check_design(self, k: int, block: np.ndarray, *, finished: bool = False) -> None:
+        """Chunk k's stored masks must be the design's (memoized per content): an unfinished
+        chunk's are damaged otherwise; a finished chunk's, which match its marker, were
+        trained on by another study."""
         digest = _digest(block)
         if self._design_checked.get(k) == digest:
             return
         if not np.array_equal(block, design_masks(self.meta, self.chunk_rows(k))):
+            if finished:
+                raise self._foreign(
+                    k,
+                    "its masks (those its marker records) are not the subset design's for its "
+                    "replicas (another seed or design)",
+                )
             raise self._corrupt(k, "its stored masks differ from the subset design's")
         self._design_checked[k] = digest
 
@@ -481,11 +579,14 @@ class Store:
             "format": STORE_FORMAT,
             "chunk": k,
             "rows": [sl.start, sl.stop],
-            "sha256": dict(sorted(hashes.items())),
+            "sha256": hashes,
             **_versions(),
+            "study": binding(self.meta),
+            "study_sha256": self.study_sha256,
         }
         # the marker goes last, once every data object of the chunk is durable
-        self.loc.write_text(f"{DONE}/chunk-{k:06d}", json.dumps(marker, indent=1))
+        text = json.dumps(marker, indent=1, sort_keys=True)
+        self.loc.write_text(f"{DONE}/chunk-{k:06d}", text)
 
     def drop_marker(self, name: str) -> None:
         """Remove ``done/name`` durably: its chunk counts as unfinished from now on."""
@@ -560,7 +661,7 @@ def restore_arrays(store: Store) -> list[str]:
 
 
 def _check_same_study(path: str, existing: dict[str, Any], meta: dict[str, Any]) -> None:
-    keys = ("config", "dataset_fingerprint", "replicas", "n_train", "n_test")
+    keys = (*BINDING_KEYS, "replicas", "n_train", "n_test")
     differences = []
     for key in keys:
         differences += _diff({key: existing.get(key)}, {key: meta.get(key)})
@@ -652,7 +753,9 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         raise StoreMismatchError(f"{path} exists, is not empty and is not a memjax study directory")
     if not (isinstance(meta.get("jobs"), int) and meta["jobs"] >= 1):
         raise ValueError(f"a new study needs its job partition (jobs >= 1), got {meta.get('jobs')}")
-    meta = {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_study_versions(meta))}
+    meta = seal(
+        {**meta, "store_format": STORE_FORMAT, "memjax_versions": sorted(_study_versions(meta))}
+    )
     if not loc.local:
         store = Store(path, meta)
         _create_arrays(loc, meta, keep=True)
@@ -702,18 +805,47 @@ def _write_all_design_masks(store: Store) -> None:
 
 
 def open_store(path: str) -> Store:
-    """The study at ``path`` (a directory or URL); FileNotFoundError if there is none."""
+    """The study at ``path`` (a directory or URL); FileNotFoundError if there is none,
+    StoreMismatchError for an older store format, StudyEditedError for an edited study.json."""
+    loc = locate(path)
     try:
-        meta = json.loads(locate(path).read_text(META))
+        meta = json.loads(loc.read_text(META))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is not a memjax study directory (no {META})") from None
-    if meta.get("store_format") != STORE_FORMAT:
+    if not isinstance(meta, dict):
+        raise StoreMismatchError(f"{loc.show(META)} is not a JSON object")
+    fmt = meta.get("store_format", 1)
+    if fmt != STORE_FORMAT:
+        lacks = isinstance(fmt, int) and FORMAT_LACKS.get(fmt) or "unknown to this memjax"
         raise StoreMismatchError(
-            f"{path} was written by memjax {meta.get('memjax_version')} in store format "
-            f"{meta.get('store_format', 1)}, without chunk checksums; this memjax reads format "
-            f"{STORE_FORMAT} only: run the study again into a new directory"
+            f"{path} was written by memjax {meta.get('memjax_version')} in store format {fmt}, "
+            f"{lacks}; this memjax reads format {STORE_FORMAT} only: run the study again into "
+            "a new directory"
+        )
+    if meta.get(SEAL) != seal(meta)[SEAL]:
+        raise StudyEditedError(
+            f"{loc.show(META)} was edited after the study was created (its content no longer "
+            f"has the sha256 it recorded then){_edited_settings(loc, meta)}: restore the "
+            "original, or run the edited config into a new directory"
         )
     return Store(path, meta)
+
+
+def _edited_settings(loc: Location, meta: dict[str, Any]) -> str:
+    """Where an edited study.json's settings differ from those its first readable marker
+    records (empty if no marker can be read or the settings are the same)."""
+    for name in loc.listdir(DONE):
+        try:
+            study = json.loads(loc.read_text(f"{DONE}/{name}")).get("study")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            continue
+        if isinstance(study, dict):
+            differences = _diff(study, binding(meta))
+            if not differences:
+                return ""
+            changed = "; ".join(differences[:8])
+            return f"; settings changed since {DONE}/{name} was written (then vs now): {changed}"
+    return ""
 
 
 def merge(paths: list[str], out: str) -> Store:

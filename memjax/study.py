@@ -538,10 +538,11 @@ def check_writable(path: str) -> None:
 
 def study_status(store: Store) -> dict[str, Any]:
     """What ``memjax status`` reports for one study: progress counted from valid markers of
-    chunks whose files exist, and what else lies in ``done/``."""
+    chunks whose files exist and that this study wrote, and what else lies in ``done/``."""
     scan = store.scan_done()
     damaged = store.damaged_chunks(sorted(scan.valid))
-    finished = [k for k in sorted(scan.valid) if k not in damaged]
+    foreign = {k: p for k, m in sorted(scan.valid.items()) if (p := store.foreign_problem(m))}
+    finished = [k for k in sorted(scan.valid) if k not in damaged and k not in foreign]
     return {
         "study": store.meta.get("name"),
         "dataset": store.meta.get("dataset_name"),
@@ -552,6 +553,7 @@ def study_status(store: Store) -> dict[str, Any]:
         "complete": len(finished) == store.n_chunks,
         "jobs": store.jobs,
         "chunks_missing_files": sorted(damaged),
+        "chunks_of_another_study": foreign,
         "invalid_markers": scan.invalid,
         "stray_files": scan.stray,
         "memjax_version": store.meta.get("memjax_version"),
@@ -560,9 +562,11 @@ def study_status(store: Store) -> dict[str, Any]:
 
 
 def check_finished_files(store: Store) -> None:
-    """Refuse (CorruptChunkError) a study whose finished chunks lack files: resuming would
-    otherwise count them as done."""
-    damaged = store.damaged_chunks(store.done_chunks())
+    """Refuse (CorruptChunkError) a study whose finished chunks lack files or were written
+    by another study (ForeignChunkError): resuming would otherwise count them as done."""
+    scan = store.scan_done()
+    store.check_markers(scan)
+    damaged = store.damaged_chunks(sorted(scan.valid))
     if damaged:
         k = min(damaged)
         raise CorruptChunkError(

@@ -1,13 +1,15 @@
 """`memjax verify`: check every chunk of a study against its marker, and repair by forgetting.
 
 A finished chunk is good when all its files exist, pass their checksums, hash to what its
-marker recorded and hold its own replica ids; an unfinished chunk is good when its stored
-masks are the subset design's. Repair never edits results: it recreates missing arrays,
-rewrites damaged masks from the design and removes the markers of bad chunks (and marker
-files of this study's chunk names whose content is not a valid marker), so that
-`memjax run` retrains exactly those chunks. Run it while no job writes to the study. A
-study with a symbolic link out of its directory (``done/`` linked into another study) is
-refused before anything is read, so a repair can never touch another study's files.
+marker recorded and hold its own replica ids, when its marker records this study's config and
+dataset fingerprint and its masks are the subset design's (else another study wrote it); an
+unfinished chunk is good when its stored masks are the subset design's. Repair never edits
+results: it recreates missing arrays, rewrites damaged masks from the design and removes the
+markers of bad chunks (and marker files of this study's chunk names whose content is not a
+valid marker), so that `memjax run` retrains exactly those chunks. Run it while no job
+writes to the study. A study with a symbolic link out of its directory (``done/`` linked
+into another study) is refused before anything is read, so a repair can never touch another
+study's files.
 """
 
 from __future__ import annotations

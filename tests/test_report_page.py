@@ -20,6 +20,7 @@ from memjax.data import from_arrays, load
 from memjax.estimators import Estimate
 from memjax.report import ranked_examples
 from memjax.report_page import EXAMPLES_PER_SIDE, _drawing, load_report_study
+from memjax.store import seal
 from memjax.study import StudyConfig, run_study
 
 CHROMIUM = "/usr/bin/chromium"
@@ -210,7 +211,7 @@ def test_changed_fingerprint_is_refused_naming_both(digits_study, tmp_path, caps
         meta = json.load(fh)
     real, meta["dataset_fingerprint"] = meta["dataset_fingerprint"], "0" * 32
     with open(meta_path, "w") as fh:
-        json.dump(meta, fh)
+        json.dump(seal(meta), fh)  # sealed: as if the dataset had changed since
     os.remove(os.path.join(copy, "report.html"))
     assert main(["report", copy]) == 2
     err = capsys.readouterr().err

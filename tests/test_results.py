@@ -13,6 +13,7 @@ import pytest
 import memjax as mj
 from memjax.cli import main
 from memjax.results import DatasetMismatchError, attack_targets
+from memjax.store import seal
 from memjax.study import StudyConfig, run_study
 
 TINY = {
@@ -65,7 +66,7 @@ def _forge_fingerprint(study_dir: str, tmp_path) -> str:
     meta_path = copy / "study.json"
     meta = json.loads(meta_path.read_text())
     meta["dataset_fingerprint"] = "0" * 32
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(seal(meta)))  # sealed: as if the dataset had changed since
     return str(copy)
 
 

@@ -8,9 +8,11 @@ exactly the original bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -20,8 +22,15 @@ import zarr
 
 import memjax
 from memjax.cli import main
-from memjax.store import CorruptChunkError, StoreMismatchError, merge, open_store
-from memjax.study import JobPartitionError, StudyConfig, run_study
+from memjax.store import (
+    CorruptChunkError,
+    ForeignChunkError,
+    StoreMismatchError,
+    StudyEditedError,
+    merge,
+    open_store,
+)
+from memjax.study import JobPartitionError, StudyConfig, run_study, study_status
 from memjax.verify import verify_study
 
 SMALL = {
@@ -91,6 +100,25 @@ def test_chunk_files_are_checksummed_and_markers_record_versions(original):
     assert marker["memjax_version"] == memjax.__version__
     assert marker["jax_version"] == jax.__version__
     assert set(marker["sha256"]) == set(raw_arrays(original))
+
+
+def _canonical_sha256(value) -> str:
+    return hashlib.sha256(
+        json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def test_markers_record_the_study_and_study_json_its_seal(original):
+    meta = json.loads((original / "study.json").read_text())
+    study = {"config": meta["config"], "dataset_fingerprint": meta["dataset_fingerprint"]}
+    assert study["config"]["train"]["learning_rate"] == 0.01 and study["config"]["seed"] == 1
+    for k in range(3):
+        marker = json.loads((original / "done" / f"chunk-00000{k}").read_text())
+        assert marker["study"] == study
+        assert marker["study_sha256"] == _canonical_sha256(study)
+    sealed = {k: v for k, v in meta.items() if k not in ("memjax_version", "memjax_versions")}
+    assert meta["store_format"] == 3
+    assert sealed.pop("seal_sha256") == _canonical_sha256(sealed)
 
 
 def _flip_byte(path: Path) -> None:
@@ -249,11 +277,18 @@ def test_merge_of_verified_jobs(cfg, original, tmp_path):
     assert_bit_identical(tmp_path / "m", original)
 
 
-def test_store_without_checksums_is_refused(study):
+@pytest.mark.parametrize(
+    "fmt, lacks",
+    [(None, "1, without chunk checksums"), (2, "2, whose chunk markers do not record the config")],
+)
+def test_older_store_formats_are_refused(study, fmt, lacks):
     meta = json.loads((study / "study.json").read_text())
-    del meta["store_format"]
+    if fmt is None:  # format 1 recorded none
+        del meta["store_format"]
+    else:
+        meta["store_format"] = fmt
     (study / "study.json").write_text(json.dumps(meta))
-    with pytest.raises(StoreMismatchError, match="without chunk checksums"):
+    with pytest.raises(StoreMismatchError, match=f"store format {lacks}.*run the study again"):
         open_store(str(study))
 
 
@@ -280,3 +315,122 @@ def test_links_out_of_the_study_are_refused_before_verify_or_merge(
         assert f"{study / link} is a symbolic link to {victim / link}, outside the study" in err
     assert file_snapshot(victim) == before
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.fixture(scope="module")
+def foreign(cfg, tmp_path_factory) -> dict[str, Path]:
+    """Chunk 0 of studies that differ from ``cfg`` in their data (same masks) or their seed
+    (other masks); neither needs another compilation."""
+    others = {
+        "data": replace(cfg, dataset={**cfg.dataset, "seed": 1}),
+        "seed": replace(cfg, seed=2),
+    }
+    out = {}
+    for name, other in others.items():
+        out[name] = tmp_path_factory.mktemp("foreign") / name
+        run_study(other, str(out[name]), progress=False, max_chunks=1)
+    return out
+
+
+def _copy_chunk0(source: Path, study: Path) -> None:
+    """Chunk 0's files of every array and its marker, from ``source`` into ``study``."""
+    for array in (source / "arrays.zarr").iterdir():
+        chunk, target = array / "c" / "0", study / "arrays.zarr" / array.name / "c" / "0"
+        if chunk.is_dir():  # (chunk, columns) arrays: one file per column chunk
+            shutil.rmtree(target)
+            shutil.copytree(chunk, target)
+        elif chunk.is_file():  # replica_ids
+            shutil.copy(chunk, target)
+    shutil.copy(source / "done" / "chunk-000000", study / "done" / "chunk-000000")
+
+
+@pytest.mark.parametrize(
+    "other, differences",
+    [
+        ("data", ["config.dataset.seed (0 vs 1)", "dataset_fingerprint ("]),
+        ("seed", ["config.seed (1 vs 2)"]),
+    ],
+)
+def test_chunk_of_another_study_is_refused_by_every_reader(
+    cfg, original, foreign, other, differences, study, tmp_path, capsys
+):
+    _copy_chunk0(foreign[other], study)
+    named = ["chunk 0 (replicas 0..1) was written by another study", *differences]
+    with pytest.raises(ForeignChunkError) as err:
+        memjax.open_study(str(study)).store.load_outputs()
+    assert isinstance(err.value, StoreMismatchError) and err.value.chunks == [0]
+    assert all(part in str(err.value) for part in named)
+    for command in (
+        ["estimate", str(study), "--out", str(tmp_path / "est")],
+        ["report", str(study)],
+    ):
+        code, _, stderr = cli(capsys, *command)
+        assert code == 3 and stderr.count("\n") == 1, command
+        assert all(part in stderr for part in named), command
+    assert not (tmp_path / "est" / "summary.json").exists()
+    empty = tmp_path / "empty"
+    run_study(cfg, str(empty), progress=False, max_chunks=0)
+    code, _, stderr = cli(capsys, "merge", str(study), str(empty), "--out", str(tmp_path / "m"))
+    assert code == 3 and all(part in stderr for part in named)
+    assert not (tmp_path / "m").exists()
+    status = study_status(open_store(str(study)))
+    assert status["chunks_finished"] == 2 and not status["complete"]
+    assert list(status["chunks_of_another_study"]) == [0]
+    assert all(part in status["chunks_of_another_study"][0] for part in differences)
+    before = markers(study)
+    with pytest.raises(ForeignChunkError, match=r"chunk 0 .*differing settings"):
+        run_study(cfg, str(study), progress=False)  # resuming would count it as done
+    assert markers(study) == before
+    code, out, _ = cli(capsys, "verify", str(study))
+    assert code == 1 and "3 marked finished, 2 verified, 1 damaged" in out
+    assert all(part in out for part in named)
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert code == 0 and "chunks [0] are now unfinished" in out
+    run_study(cfg, str(study), progress=False)
+    assert_bit_identical(study, original)
+
+
+def test_finished_chunk_with_other_masks_is_refused(cfg, original, foreign, study, capsys):
+    """A chunk trained on other subsets whose marker claims this study: the masks tell."""
+    _copy_chunk0(foreign["seed"], study)
+    marker_path = study / "done" / "chunk-000000"
+    ours = json.loads((original / "done" / "chunk-000000").read_text())
+    forged = {**json.loads(marker_path.read_text())}
+    forged.update(study=ours["study"], study_sha256=ours["study_sha256"])
+    marker_path.write_text(json.dumps(forged))
+    with pytest.raises(ForeignChunkError, match=r"chunk 0 .*not the subset design's"):
+        open_store(str(study)).masks()
+    code, _, stderr = cli(capsys, "estimate", str(study))
+    assert code == 3 and "chunk 0 (replicas 0..1)" in stderr and "subset design" in stderr
+    report = verify_study(open_store(str(study)))
+    assert list(report.bad) == [0] and "not the subset design's" in report.bad[0]
+    code, out, _ = cli(capsys, "verify", str(study), "--repair")
+    assert code == 0 and "chunks [0] are now unfinished" in out
+    run_study(cfg, str(study), progress=False)
+    assert_bit_identical(study, original)
+
+
+def test_study_json_edited_between_jobs_is_refused(tmp_path, capsys):
+    out = tmp_path / "s"
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(SMALL))
+    args = ("run", str(config), "--out", str(out), "--quiet", "--jobs", "2")
+    assert cli(capsys, *args, "--job", "0")[0] == 0
+    meta_path = out / "study.json"
+    text = meta_path.read_text()
+    meta = json.loads(text)
+    meta["config"]["train"]["learning_rate"] = 0.5
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    before = markers(out)
+    named = [f"{meta_path} was edited after the study was created", "learning_rate (0.01 vs 0.5)"]
+    code, _, stderr = cli(capsys, *args, "--job", "1", "--set", "train.learning_rate=0.5")
+    assert code == 3 and stderr.count("\n") == 1 and all(part in stderr for part in named)
+    assert markers(out) == before
+    for command in (["verify", str(out)], ["estimate", str(out)], ["status", str(out)]):
+        code, _, stderr = cli(capsys, *command)
+        assert code == 3 and all(part in stderr for part in named), command
+    with pytest.raises(StudyEditedError, match="learning_rate"):
+        memjax.open_study(str(out))
+    meta_path.write_text(text)  # the original again
+    assert cli(capsys, *args, "--job", "1")[0] == 0
+    assert open_store(str(out)).is_complete()

@@ -16,7 +16,7 @@ import pytest
 import memjax as mj
 from experiments.theory_vs_width import agreement, experiment
 from memjax.family import family_status, open_family, run_family
-from memjax.store import StoreMismatchError
+from memjax.store import StoreMismatchError, seal
 
 # a tiny quick mode: 2 members (2 widths, not linearized) of 2 chunks of 2 replicas each
 TINY = (
@@ -195,7 +195,7 @@ def test_kernel_study_refuses_a_changed_source_or_another_model(tiny_family, tmp
     shutil.copytree(path, changed)
     meta = json.loads((changed / "study.json").read_text())
     meta["config"]["train"]["epochs"] += 1
-    (changed / "study.json").write_text(json.dumps(meta))
+    (changed / "study.json").write_text(json.dumps(seal(meta)))  # sealed: a study of its own
     changed_study = mj.open_study(str(changed))
     old, new = (mj.theory.source_fingerprint(s) for s in (source, changed_study))
     assert old != new
