@@ -86,11 +86,15 @@ class Dataset:
     @property
     def channel_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(mean (C,), std (C,)) float32 of a uint8 dataset's training pixels per channel
-        (the last axis), by which the trainer standardizes them; None for float data."""
+        (the last axis), by which the trainer standardizes them; None for float data.
+
+        A constant channel (e.g. an alpha channel of 255) has std 0: its std is given as 1,
+        so it standardizes to zeros instead of dividing by zero (NaN in every output)."""
         if self.x_train.dtype != np.uint8:
             return None
         flat = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64)
-        return flat.mean(axis=0).astype(np.float32), flat.std(axis=0).astype(np.float32)
+        std = flat.std(axis=0)
+        return flat.mean(axis=0).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
     def model_inputs(self, x: np.ndarray) -> np.ndarray:
         """Examples ``x`` of this dataset as a model sees them: uint8 pixels standardized per

@@ -476,3 +476,17 @@ def test_memorization_separates_flipped_labels(name):
     fit = out.train_correct[masks].mean()
     print(f"{name}: AUC {auc:.3f}, IN accuracy {fit:.3f}, test {out.test_correct.mean():.3f}")
     assert auc >= 0.9
+
+
+def test_a_constant_uint8_channel_trains_to_finite_margins(tiny):
+    """An alpha channel of 255 has std 0: it is standardized to zeros (std taken as 1), not
+    divided by zero into NaN in every loss and margin."""
+    pixels = np.round((tiny.x_train - tiny.x_train.min()) * 20).clip(0, 254)
+    x = np.stack([pixels.astype(np.uint8), np.full_like(pixels, 255, np.uint8)], axis=-1)
+    ds = mj.data.from_arrays(x, tiny.y_train, x[:20], tiny.y_train[:20], 3)
+    assert ds.channel_stats[1][1] == 1.0
+    assert not ds.model_inputs(ds.x_test)[..., 1].any()
+    out = mj.train_replicas(SPEC, ds, np.ones((1, ds.n_train), bool), CFG, devices=one_device())
+    for name in ("train_margin", "train_loss", "test_margin", "test_loss"):
+        assert np.isfinite(getattr(out, name)).all(), name
+    assert out.train_correct.mean() > 0.5
