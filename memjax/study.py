@@ -26,6 +26,7 @@ from memjax import config_file, data, models, schema, subsets
 from memjax.accountant import study_budget
 from memjax.config import TrainConfig
 from memjax.location import locate
+from memjax.outputs import VIEW_FIELDS, ReplicaOutputs
 from memjax.progress import JobProgress, study_progress
 from memjax.queries import check_queries, num_views
 from memjax.store import (
@@ -54,6 +55,8 @@ __all__ = [
     "default_chunk_size",
     "study_status",
     "StudyTooLargeError",
+    "NonFiniteTrainingError",
+    "check_finite",
     "SizeEstimate",
     "load_config",
     "default_config",
@@ -662,6 +665,42 @@ def train_chunk(cfg: StudyConfig, ds: data.Dataset, store: Store, k: int, tracke
         pad_to=store.chunk_size,
         progress=tracker,
     )
+    check_finite(outputs, cfg.train, k)
     if not store.is_done(k):
         store.write_chunk(k, outputs)
     tracker.finish_chunk()
+
+
+class NonFiniteTrainingError(ValueError):
+    """Training diverged or read non-finite data: its outputs are refused, never stored."""
+
+
+def check_finite(outputs: ReplicaOutputs, t: TrainConfig, k: int) -> None:
+    """Refuse (NonFiniteTrainingError, naming the first replica and the epoch) chunk k's
+    outputs if any loss or margin is NaN or inf: every estimate built on them would be
+    silently wrong (NaN margins count as misclassified), so such a chunk is never marked
+    finished. The epoch is the first recorded one (``record_every``) that is non-finite, else
+    the last."""
+    fields = ("train_margin", "train_loss", "test_margin", "test_loss", *VIEW_FIELDS)
+    bad = np.zeros(len(outputs.replica_ids), bool)
+    for name in (*fields, "traj_margin", "traj_loss"):
+        value = getattr(outputs, name, None)
+        if value is not None:
+            bad |= ~np.isfinite(value.reshape(len(bad), -1)).all(axis=1)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    epoch = f"by epoch {t.epochs} (the end of training)"
+    if outputs.traj_loss is not None:
+        traj = np.concatenate([outputs.traj_loss[row], outputs.traj_margin[row]], axis=1)
+        first = np.flatnonzero(~np.isfinite(traj).all(axis=1))
+        if len(first):
+            epoch = f"at recorded epoch {int(outputs.record_epochs[first[0]])}"
+    others = int(bad.sum()) - 1
+    raise NonFiniteTrainingError(
+        f"replica {int(outputs.replica_ids[row])}"
+        + (f" (and {others} other replica(s) of chunk {k})" if others else f" (chunk {k})")
+        + f" trained to non-finite losses or margins {epoch}: train.learning_rate "
+        f"{t.learning_rate:g} is likely too high for this model, or the data hold NaN or inf "
+        "values; the chunk was not stored (lower the learning rate and re-run)"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,11 +21,18 @@ import pytest
 import yaml
 
 import memjax
+import memjax.cli
 from memjax.cli import EXIT_CODES
 from memjax.outputs import ReplicaOutputs
 from memjax.relations import relations
 from memjax.store import merge, open_store
-from memjax.study import StudyConfig, check_writable, run_study
+from memjax.study import (
+    NonFiniteTrainingError,
+    StudyConfig,
+    check_finite,
+    check_writable,
+    run_study,
+)
 
 TINY = {
     "name": "tiny",
@@ -207,6 +215,41 @@ def test_full_disk_is_one_line_and_leaves_no_half_study(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert "No space left on device (ENOSPC)" in lines[0] and "free some space" in lines[0]
+
+
+def test_diverged_training_is_one_line_naming_the_replica_and_never_stored(tmp_path, capsys):
+    """A learning rate that overflows the logits trains NaN margins: the chunk is refused
+    (exit 2, the replica, the epoch and the likely cause named), never marked finished
+    (vmapped replicas: one chain of ops compiles faster than unrolled ones)."""
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "s"
+    sets = ("--set", "train.learning_rate=1e30", "--set", "train.vectorize=vmap")
+    code = memjax.cli.main(["run", str(cfg_path), "--out", str(out), "--quiet", *sets])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_CODES["bad input"] and len(lines) == 1, lines
+    assert re.search(r"replica \d+ .*non-finite losses or margins by epoch 2 \(the end", lines[0])
+    assert "train.learning_rate 1e+30 is likely too high" in lines[0]
+    assert "NaN or inf" in lines[0] and "not stored" in lines[0]
+    assert os.listdir(out / "done") == []
+
+
+def test_non_finite_outputs_name_the_first_replica_and_recorded_epoch():
+    """check_finite names the first bad replica and the first recorded epoch it is NaN at;
+    finite outputs pass."""
+    zeros = np.zeros((3, 4), np.float32)
+    out = ReplicaOutputs(np.array([7, 8, 9]), zeros > 0, zeros, zeros, zeros > 0, zeros, zeros)
+    out.traj_loss, out.traj_margin = np.zeros((3, 3, 4)), np.zeros((3, 3, 4))
+    out.record_epochs = np.array([0, 2, 4])
+    cfg = memjax.TrainConfig(epochs=4, learning_rate=0.5)
+    check_finite(out, cfg, 0)
+    out.traj_margin[1, 2, 3] = out.traj_loss[2, 1, 0] = out.test_loss[1, 0] = np.nan
+    with pytest.raises(NonFiniteTrainingError) as err:
+        check_finite(out, cfg, 5)
+    assert str(err.value).startswith(
+        "replica 8 (and 1 other replica(s) of chunk 5) trained to non-finite losses or margins "
+        "at recorded epoch 4: train.learning_rate 0.5 is likely too high"
+    )
 
 
 def test_killed_creation_leftovers_are_removed(tmp_path):
