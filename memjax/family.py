@@ -49,6 +49,7 @@ from memjax.study import (
     about_text,
     build_dataset,
     check_size,
+    check_study,
     default_chunk_size,
     default_config,
     job_chunks,
@@ -311,6 +312,7 @@ def _plan(cfg: FamilyConfig, out: str, jobs: int, allow_large: bool) -> dict[str
         if key not in datasets:
             datasets[key] = build_dataset(m.config.dataset)
         ds = datasets[key]
+        check_study(m.config, ds)
         if not allow_large:
             check_size(m.config, ds, os.path.join(out, m.dir))
         chunk = default_chunk_size(m.config, ds)

@@ -37,10 +37,11 @@ from memjax.store import (
     create_or_open,
     open_store,
 )
-from memjax.train import train_replicas
+from memjax.train import check_training, train_replicas
 from memjax.train_memory import (
     available_memory_bytes,
     choose_chunk_size,
+    parameter_count,
     replica_bytes,
 )
 from memjax.uncut import uncut
@@ -63,6 +64,7 @@ __all__ = [
     "build_dataset",
     "estimate_size",
     "check_size",
+    "check_study",
     "check_writable",
     "check_finished_files",
     "run_study",
@@ -469,6 +471,16 @@ def check_size(cfg: StudyConfig, ds: data.Dataset, out: str) -> SizeEstimate:
     return size
 
 
+def check_study(cfg: StudyConfig, ds: data.Dataset) -> None:
+    """Every refusal that training ``cfg`` on ``ds`` would make (DP or linearization with
+    BatchNorm, augmentation or query views on data that are not images, a model that does
+    not take the data's input shape), made before a study directory is created: a refused
+    config writes nothing, and the corrected one then starts in the same directory."""
+    check_training(cfg.model, ds, cfg.train)
+    check_queries(cfg.train.queries, ds.input_shape)
+    parameter_count(cfg.model, ds)  # traces the model's init on this input shape
+
+
 def default_chunk_size(cfg: StudyConfig, ds: data.Dataset) -> int:
     """Replicas per stored chunk: the config's, else as many as fit in device memory."""
     return cfg.chunk_size or min(
@@ -489,6 +501,7 @@ def open_or_create(
     cfg afterwards. A new study's size is checked first (``check_size``, skipped if
     ``allow_large``)."""
     ds = build_dataset(cfg.dataset) if ds is None else ds
+    check_study(cfg, ds)
     make_masks = _masks_fn(cfg, ds.n_train)
     if locate(out).exists(META):
         existing = open_store(out)

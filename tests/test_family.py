@@ -403,3 +403,12 @@ def test_family_members_outside_the_family_are_refused_untouched(
         assert (str(victim) if tamper == "symlink" else repr(named)) in err, err
     assert file_snapshot(victim) == before
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_member_training_would_refuse_writes_no_family(tmp_path, capsys):
+    """A sweep value that one member cannot train with (augmentation of flat digits) is
+    refused, naming it (exit 2), before the family directory is created."""
+    doc = {**BASE, "sweep": {"train.augment": ["none", "crop"]}}
+    out = tmp_path / "fam"
+    assert cli(["run", write(tmp_path, doc), "--out", str(out), "--quiet"]) == 2
+    assert "augment='crop'" in capsys.readouterr().err and not out.exists()

@@ -18,7 +18,7 @@ import yaml
 from memjax import subsets, train_replicas
 from memjax.estimators import memorization
 from memjax.store import StoreMismatchError, merge, open_store
-from memjax.study import StudyConfig, build_dataset, load_config, run_study
+from memjax.study import StudyConfig, build_dataset, load_config, open_or_create, run_study
 
 TINY = {
     "name": "tiny",
@@ -144,6 +144,43 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         run_study(unknown, str(out), progress=False)
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+RESNET = {"type": "ResNet9", "widths": [4, 4, 4, 4], "norm": "batch"}
+DP = {"clip_norm": 1.0, "noise_multiplier": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("images", "refused", "message", "corrected"),
+    [
+        (True, {"train": {**TINY["train"], "dp": DP}}, r"dp with ResNet9\(norm='batch'\)",
+         {"train": {**TINY["train"], "dp": DP}, "model": {**RESNET, "norm": "group"}}),
+        (False, {"train": {**TINY["train"], "augment": "crop"}}, "augment='crop'", {}),
+        (False, {"train": {**TINY["train"], "cutout": 2}}, "cutout=2", {}),
+        (False, {"train": {**TINY["train"], "queries": "mirror"}}, r"train\.queries", {}),
+    ],
+)  # fmt: skip
+def test_a_refused_config_writes_nothing_and_its_correction_starts_there(
+    tmp_path, images, refused, message, corrected
+):
+    """Checks that training would make run before the study directory exists: nothing is
+    half-written, in a new directory or an empty one made beforehand."""
+    base = dict(TINY)
+    if images:
+        x = np.random.default_rng(0).random((24, 8, 8, 1), np.float32)
+        np.savez(tmp_path / "images.npz", x_train=x, y_train=np.arange(24) % 2, x_test=x[:4],
+                 y_test=np.arange(4) % 2)  # fmt: skip
+        base = {**TINY, "dataset": str(tmp_path / "images.npz"), "model": RESNET}
+    bad = StudyConfig.from_dict({**base, **refused})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new", empty):
+        with pytest.raises(ValueError, match=message):
+            run_study(bad, str(out), progress=False)
+    assert not (tmp_path / "new").exists() and os.listdir(empty) == []
+    good = StudyConfig.from_dict({**base, **corrected})
+    open_or_create(good, str(empty))
+    assert (empty / "study.json").exists()
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
