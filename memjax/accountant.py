@@ -7,7 +7,8 @@ Mironov, Talwar & Zhang 2019), the standard DP-SGD accounting; ``dp_epsilon_pld`
 the privacy-loss-distribution accountant (Koskela et al. 2020; Doroshenko et al. 2022),
 tighter. ``study_budget`` is what a DP study records in study.json: every replica has its
 own rate q = min(1, b / m) and step count for its subset size m; the study records one
-epsilon that bounds them all.
+epsilon that bounds them all (``null`` where there is no finite bound, noise multiplier 0:
+study.json is strict JSON, which has no Infinity; ``recorded_epsilon`` reads it back).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import dp_accounting
 import numpy as np
 
-__all__ = ["dp_epsilon", "dp_epsilon_pld", "study_budget"]
+__all__ = ["dp_epsilon", "dp_epsilon_pld", "study_budget", "recorded_epsilon"]
 
 
 def _event(noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
@@ -70,7 +71,8 @@ def study_budget(cfg, subset_sizes: np.ndarray, n: int) -> dict[str, Any]:
     examples, trained with ``cfg`` (a TrainConfig with ``dp``): epsilon (RDP, at
     ``cfg.dp.delta``) for the sampling rate of the smallest subset and the step count of the
     largest. Epsilon grows with both, so it bounds every replica's (exact when all subsets
-    have one size, as in the "fixed" design)."""
+    have one size, as in the "fixed" design). An unbounded epsilon (noise multiplier 0) is
+    recorded as None (JSON null)."""
     from memjax.train import steps_per_epoch
 
     dp = cfg.dp
@@ -78,8 +80,9 @@ def study_budget(cfg, subset_sizes: np.ndarray, n: int) -> dict[str, Any]:
     smallest, largest = int(sizes.min()), int(sizes.max())
     rate = 1.0 if cfg.batch_size is None else min(1.0, min(cfg.batch_size, n) / smallest)
     steps = cfg.epochs * int(steps_per_epoch(largest, cfg, n))
+    epsilon = dp_epsilon(dp.noise_multiplier, rate, steps, dp.delta)
     budget = {
-        "epsilon": dp_epsilon(dp.noise_multiplier, rate, steps, dp.delta),
+        "epsilon": epsilon if math.isfinite(epsilon) else None,
         "delta": dp.delta,
         "sampling_rate": rate,
         "steps": steps,
@@ -91,3 +94,8 @@ def study_budget(cfg, subset_sizes: np.ndarray, n: int) -> dict[str, Any]:
     if dp.sampling != "poisson":
         budget["note"] = "shuffled batches: the accountant assumes Poisson sampling"
     return budget
+
+
+def recorded_epsilon(budget: dict[str, Any]) -> float:
+    """The epsilon of a recorded budget (``study_budget``): inf where it is null."""
+    return math.inf if budget["epsilon"] is None else float(budget["epsilon"])

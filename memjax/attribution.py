@@ -27,7 +27,6 @@ finished replicas (whole blocks), the cost curve of TRAK's paper.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import replace
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from memjax.datamodels import datamodels
 from memjax.estimators import influence
+from memjax.jsonio import json_text, strict_json
 from memjax.lds import lds
 from memjax.models import MLP
 from memjax.results import Study
@@ -190,7 +190,7 @@ def write_table(rows: list[dict[str, Any]], out: str, about: dict[str, Any]) -> 
     os.makedirs(out, exist_ok=True)
     path_json, path_csv = os.path.join(out, "lds.json"), os.path.join(out, "lds.csv")
     with open(path_json, "w") as f:
-        json.dump({**about, "rows": rows}, f, indent=2)
+        f.write(json_text(strict_json({**about, "rows": rows}), indent=2))
     with open(path_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

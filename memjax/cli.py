@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from memjax import uncut
+from memjax.jsonio import json_text, strict_json
 
 __all__ = ["main", "EXIT_CODES"]
 
@@ -139,7 +139,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
     from memjax.study import study_status
 
     status = family_status(args.dir) if is_family(args.dir) else study_status(open_store(args.dir))
-    print(json.dumps(status, indent=2))
+    print(json_text(strict_json(status), indent=2))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -243,7 +243,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from memjax.bench import run_bench
 
     rec = run_bench(args.replicas, args.epochs, args.group_size, args.seed, workload=args.workload)
-    print(json.dumps(rec))
+    print(json_text(strict_json(rec)))
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -256,7 +256,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     else:
         cfg = default_config(args.mode, sets)
     ds = build_dataset(cfg.dataset)
-    print(json.dumps(plan_study(cfg, ds, args.device, args.measure), indent=2))
+    print(json_text(strict_json(plan_study(cfg, ds, args.device, args.measure)), indent=2))
 
 
 # Readers of a stored study follow its dataset path only inside this directory.

@@ -29,6 +29,7 @@ from typing import Any
 
 import memjax
 from memjax import config_file, schema
+from memjax.jsonio import json_text
 from memjax.location import PathEscapeError, locate
 from memjax.results import Study, open_study
 from memjax.store import (
@@ -376,7 +377,7 @@ def _create_or_check(out: str, make: Callable[[], dict[str, Any]], identity: dic
         record = make()
         if locate(out).local:
             os.makedirs(out, exist_ok=True)
-        if _create_exclusive(os.path.join(out, FAMILY_META), json.dumps(record, indent=2)):
+        if _create_exclusive(os.path.join(out, FAMILY_META), json_text(record, indent=2)):
             return record
     record = _read_record(out)
     _check_same_family(out, _record_identity(record), identity)

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from memjax.jsonio import json_text, strict_json
 from memjax.location import Location, locate
 from memjax.store import Store
 
@@ -173,7 +174,7 @@ class JobProgress:
         """Best effort: progress files must never stop training (the first failure is
         warned about once the run ends well)."""
         try:
-            self.loc.write_text(path, json.dumps(value, indent=1))
+            self.loc.write_text(path, json_text(strict_json(value), indent=1))
         except OSError as err:
             self._failed = self._failed or f"{self.loc.show(path)}: {err}"
 

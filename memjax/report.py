@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 import numpy as np
 
 from memjax.estimators import Estimate
+from memjax.jsonio import json_text, strict_json
 from memjax.location import Location, locate
 from memjax.results import Study
 
@@ -38,27 +38,6 @@ TOP_K = 20
 HIST_BINS = np.round(np.linspace(-1.0, 1.0, 21), 2)
 # An example is ranked only if both sides have this many replicas (a sample variance each).
 MIN_RANKED_SIDE = 2
-
-
-def strict_json(obj: Any, significant: int | None = None) -> Any:
-    """``obj`` with every non-finite float as None, numpy arrays and scalars as Python lists
-    and numbers and keys as strings, so ``json.dumps(..., allow_nan=False)`` writes standard
-    JSON (no bare NaN or Infinity); floats rounded to ``significant`` digits if given."""
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v, significant) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v, significant) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return strict_json(obj.tolist(), significant)
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        if not np.isfinite(obj):
-            return None
-        return float(obj) if significant is None else float(f"{float(obj):.{significant}g}")
-    return obj
 
 
 def ranked_examples(est: Estimate) -> np.ndarray:
@@ -222,6 +201,6 @@ def estimate_study(study: Study, out_dir: str | None = None, partial: bool = Fal
         study.flipped,
         f"{result['dataset']}: {study.replicas} replicas",
     )
-    text = json.dumps(result, indent=2, allow_nan=False)
+    text = json_text(result, indent=2)
     out.write_text("summary.json", text)
     return result

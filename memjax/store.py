@@ -51,6 +51,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError
 
 from memjax import subsets
+from memjax.jsonio import json_text
 from memjax.location import (
     TMP_PREFIX,
     Location,
@@ -585,7 +586,7 @@ class Store:
             "study_sha256": self.study_sha256,
         }
         # the marker goes last, once every data object of the chunk is durable
-        text = json.dumps(marker, indent=1, sort_keys=True)
+        text = json_text(marker, indent=1, sort_keys=True)
         self.loc.write_text(f"{DONE}/chunk-{k:06d}", text)
 
     def drop_marker(self, name: str) -> None:
@@ -697,7 +698,7 @@ def _record_versions(path: str, store: Store, meta: dict[str, Any]) -> Store:
     )
     if set(store.meta.get("memjax_versions") or ()) != seen:
         store.meta["memjax_versions"] = sorted(seen)
-        text = json.dumps(store.meta, indent=2, sort_keys=True)
+        text = json_text(store.meta, indent=2, sort_keys=True)
         store.loc.write_text(META, text)
     return store
 
@@ -760,7 +761,7 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         store = Store(path, meta)
         _create_arrays(loc, meta, keep=True)
         _write_all_design_masks(store)
-        loc.write_text(META, json.dumps(meta, indent=2, sort_keys=True))
+        loc.write_text(META, json_text(meta, indent=2, sort_keys=True))
         return _record_versions(path, open_store(path), meta)
     meta_path = os.path.join(path, META)
     parent = os.path.dirname(os.path.abspath(path))
@@ -776,7 +777,7 @@ def create_or_open(path: str, meta: dict[str, Any]) -> Store:
         _write_all_design_masks(store)
         os.makedirs(os.path.join(tmp, DONE))
         with open(os.path.join(tmp, META), "w") as fh:
-            fh.write(json.dumps(meta, indent=2, sort_keys=True))
+            fh.write(json_text(meta, indent=2, sort_keys=True))
         fsync_tree(tmp)
         if os.path.exists(path):
             os.rmdir(path)

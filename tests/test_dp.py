@@ -20,6 +20,7 @@ from scipy.stats import norm
 
 import memjax as mj
 from memjax import dp
+from memjax.jsonio import json_text
 from memjax.models import build
 from memjax.outputs import FINAL_FIELDS, PRESENTATION_FIELDS, loss_from_logits
 
@@ -290,3 +291,28 @@ def test_dp_study_records_its_budget(tmp_path, tiny):
         meta["steps"],
     )
     assert meta["epsilon"] == dp_accounting.rdp.RdpAccountant().compose(event).get_epsilon(1e-4)
+
+
+def test_a_noiseless_dp_study_records_an_unbounded_epsilon_as_strict_json_null(tmp_path):
+    """noise_multiplier 0 has no finite epsilon: study.json says null (no bare Infinity,
+    which strict parsers refuse), and recorded_epsilon reads it back as inf."""
+    from memjax.accountant import recorded_epsilon
+    from memjax.study import StudyConfig, open_or_create
+
+    cfg = StudyConfig(
+        dataset={"name": "digits"},
+        model=SPEC,
+        replicas=4,
+        ratio=0.5,
+        design="fixed",
+        train=mj.TrainConfig(epochs=1, batch_size=100, dp=mj.DPConfig(1.0, 0.0)),
+    )
+    open_or_create(cfg, str(tmp_path / "s"), mj.data.load("digits"))
+
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    meta = json.loads((tmp_path / "s" / "study.json").read_text(), parse_constant=refuse)
+    assert meta["dp"]["epsilon"] is None and recorded_epsilon(meta["dp"]) == math.inf
+    with pytest.raises(ValueError, match="Out of range float"):
+        json_text({"epsilon": math.inf})

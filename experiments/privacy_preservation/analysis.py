@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from memjax.accountant import recorded_epsilon
 from memjax.audit import audit_epsilon
 from memjax.estimators import replica_mean
 from memjax.family import Family
@@ -83,7 +84,7 @@ def dp_rows(family: Family) -> list[dict[str, Any]]:
                 "member": name,
                 "noise_multiplier": None if dp is None else dp["noise_multiplier"],
                 "clip_norm": None if dp is None else dp["clip_norm"],
-                "epsilon": math.inf if budget is None else budget["epsilon"],
+                "epsilon": math.inf if budget is None else recorded_epsilon(budget),
                 "delta": delta,
                 "sampling_rate": None if budget is None else budget["sampling_rate"],
                 "steps": None if budget is None else budget["steps"],
