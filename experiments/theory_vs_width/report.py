@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Any
 
 from experiments.theory_vs_width.agreement import METRICS, QUANTITIES
+from memjax.jsonio import json_text, strict_json
 
 __all__ = ["tables", "write"]
 
@@ -55,7 +55,7 @@ def tables(summary: dict[str, Any]) -> str:
 def write(summary: dict[str, Any], out: str) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, allow_nan=True)
+        f.write(json_text(strict_json(summary), indent=1))  # NaN (undefined) as null
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(tables(summary))
     with open(os.path.join(out, "table.csv"), "w", newline="") as f:
