@@ -694,9 +694,9 @@ def check_finite(outputs: ReplicaOutputs, t: TrainConfig, k: int) -> None:
     silently wrong (NaN margins count as misclassified), so such a chunk is never marked
     finished. The epoch is the first recorded one (``record_every``) that is non-finite, else
     the last."""
-    fields = ("train_margin", "train_loss", "test_margin", "test_loss", *VIEW_FIELDS)
+    fields = ("train_margin", "train_loss", "test_margin", "test_loss", "traj_margin", "traj_loss")
     bad = np.zeros(len(outputs.replica_ids), bool)
-    for name in (*fields, "traj_margin", "traj_loss"):
+    for name in (*fields, *VIEW_FIELDS):
         value = getattr(outputs, name, None)
         if value is not None:
             bad |= ~np.isfinite(value.reshape(len(bad), -1)).all(axis=1)
