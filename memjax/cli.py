@@ -256,7 +256,10 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     else:
         cfg = default_config(args.mode, sets)
     ds = build_dataset(cfg.dataset)
-    print(json.dumps(plan_study(cfg, ds, args.device, args.measure), indent=2))
+    plan = plan_study(cfg, ds, args.device, args.measure)
+    print(json.dumps(plan, indent=2))
+    for line in plan["warnings"]:
+        print(f"memjax plan: warning: {line}", file=sys.stderr)
 
 
 # Readers of a stored study follow its dataset path only inside this directory.
