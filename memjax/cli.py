@@ -165,15 +165,21 @@ def _below(out: str, rel: str) -> str:
     return os.path.normpath(os.path.join(out, rel))
 
 
-def _cmd_estimate(args: argparse.Namespace) -> None:
+def _members(path: str, out: str | None, every: bool):
+    """(store, its output directory or None) of the study at ``path``, or of each started
+    member of the family there (``every``: all must have started), outputs below ``out``."""
     from memjax.family import member_stores
+
+    for store in member_stores(path, every=every):
+        _where["path"] = store.path
+        yield store, _below(out, os.path.relpath(store.path, path)) if out else None
+
+
+def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.report import estimate_study
     from memjax.results import Study
 
-    for store in member_stores(args.dir, every=not args.partial):
-        _where["path"] = store.path
-        below = os.path.relpath(store.path, args.dir)
-        out = _below(args.out, below) if args.out else None
+    for store, out in _members(args.dir, args.out, every=not args.partial):
         result = estimate_study(Study(store, data_root=args.data_root), out, partial=args.partial)
         acc = result["test_accuracy"]
         shown = (
@@ -215,9 +221,11 @@ def _cmd_lds(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    """One page per study: a family's members each get theirs (in OUT/<member> with --out)."""
     from memjax.report_page import write_report
 
-    print(f"wrote {write_report(args.study, args.out, data_root=args.data_root)}")
+    for store, out in _members(args.study, args.out, every=True):
+        print(f"wrote {write_report(store.path, out, data_root=args.data_root)}")
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
@@ -504,12 +512,16 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (see EXIT_CODES)."""
     args = _parser().parse_args(argv)
+    from memjax.location import service_errors
     from memjax.runtime import use_cpu_cores
     from memjax.store import CorruptChunkError, StoreMismatchError
     from memjax.study import JobPartitionError
 
     use_cpu_cores()
     _where.clear()
+    named = next((getattr(args, a) for a in ("dir", "study") if hasattr(args, a)), None)
+    if named:
+        _where["path"] = named
     undo = _catch_signals(args.command)
     fmt, warnings.formatwarning = warnings.formatwarning, _warning_line
     prefix = f"memjax {args.command}: error:"
@@ -523,6 +535,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["bad input"]
     except OSError as err:
         print(f"{prefix} {_os_error_line(err)}", file=sys.stderr)
+        return EXIT_CODES["os"]
+    except service_errors() as err:  # evaluated once an error reaches it: clients loaded
+        where = f" at {_where['path']}" if "path" in _where else ""
+        why = " ".join(str(err).split())
+        print(
+            f"{prefix} the object store refused{where}: {why} (endpoint and credentials come "
+            "from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or "
+            f"GOOGLE_APPLICATION_CREDENTIALS); fix that, then {RESUME}",
+            file=sys.stderr,
+        )
         return EXIT_CODES["os"]
     finally:
         warnings.formatwarning = fmt

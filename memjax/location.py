@@ -23,12 +23,21 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["Location", "PathEscapeError", "is_url", "locate", "atomic_write_text", "TMP_PREFIX"]
+__all__ = [
+    "Location",
+    "PathEscapeError",
+    "is_url",
+    "locate",
+    "atomic_write_text",
+    "service_errors",
+    "TMP_PREFIX",
+]
 
 # Temporary files of atomic writes; one left behind was cut short by a kill.
 TMP_PREFIX = ".tmp-"
@@ -41,6 +50,22 @@ class PathEscapeError(ValueError):
     """A path a study or family names leads outside it (``..``, an absolute path, a symbolic
     link out): refused before anything is read or written through it, so a directory from
     someone else cannot make memjax touch another study."""
+
+
+def service_errors() -> tuple[type[BaseException], ...]:
+    """The error types of the object-store clients loaded so far (botocore's, google-auth's):
+    no credentials, an endpoint that does not answer. They are the service refusing, which
+    the clients raise as neither OSError nor ValueError."""
+    found: list[type[BaseException]] = []
+    if "botocore" in sys.modules:
+        from botocore.exceptions import BotoCoreError
+
+        found.append(BotoCoreError)
+    if "google.auth" in sys.modules:
+        from google.auth.exceptions import GoogleAuthError
+
+        found.append(GoogleAuthError)
+    return tuple(found)
 
 
 def is_url(path: str) -> bool:
