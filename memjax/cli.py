@@ -51,8 +51,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _where["path"] = out
     if args.executor == "ray":
         return _run_ray(cfg, out, args)
-    if args.address:
-        raise ValueError("--address is the Ray cluster's: use it with --executor ray")
+    if args.address or args.ray_timeout is not None:
+        raise ValueError(
+            "--address and --ray-timeout are the Ray cluster's: use them with --executor ray"
+        )
     if args.distributed:
         import jax
 
@@ -78,7 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_ray(cfg, out: str, args: argparse.Namespace) -> int:
     """Every unfinished chunk as a Ray task; exit status 0 only if the study is finished."""
     from memjax.family import FamilyConfig
-    from memjax.ray_executor import run_study_ray
+    from memjax.ray_executor import DEFAULT_TIMEOUT_S, run_study_ray
 
     if isinstance(cfg, FamilyConfig):
         raise ValueError("--executor ray runs a study; run a family's members one by one")
@@ -87,7 +89,14 @@ def _run_ray(cfg, out: str, args: argparse.Namespace) -> int:
             "--executor ray trains every unfinished chunk on the Ray cluster: drop --job, "
             "--jobs and --distributed (they split chunks among static jobs)"
         )
-    store, failed = run_study_ray(cfg, out, args.address, args.allow_large, progress=not args.quiet)
+    store, failed = run_study_ray(
+        cfg,
+        out,
+        args.address,
+        args.allow_large,
+        progress=not args.quiet,
+        timeout=DEFAULT_TIMEOUT_S if args.ray_timeout is None else args.ray_timeout,
+    )
     left = [k for k in range(store.n_chunks) if k not in set(store.done_chunks())]
     print(
         f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
@@ -314,6 +323,13 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address HOST:PORT or auto (default: RAY_ADDRESS, else Ray on this "
         "machine)",
+    )
+    run.add_argument(
+        "--ray-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="--executor ray: give up connecting to the cluster after this long, before "
+        "anything is written (default: memjax.ray_executor.DEFAULT_TIMEOUT_S, 45)",
     )
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
