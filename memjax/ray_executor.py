@@ -33,6 +33,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import signal
 import socket
@@ -136,6 +137,7 @@ def run_study_ray(
 
 
 def _shown(address: str | None) -> str:
+    """The cluster as messages name it."""
     return address or "a new Ray instance on this machine"
 
 
@@ -149,8 +151,8 @@ def _probe(address: str, timeout: float) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
         why = err.strerror or str(err) or "no answer"
-        raise ConnectionRefusedError(
-            err.errno or errno.ECONNREFUSED,
+        raise ConnectionError(
+            err.errno or errno.ETIMEDOUT,
             f"no Ray cluster answers ({why}, within --ray-timeout {timeout:g} s)",
             address,
         ) from None
@@ -184,7 +186,7 @@ def _connect(ray: Any, address: str | None, timeout: float) -> None:
     """ray.init within ``timeout`` seconds (None: Ray started here, never another job's
     cluster found on this host), keeping memjax's SIGTERM handling (Ray's own would raise
     SystemExit) and without JAX's warning about fork (Ray forks only to exec its daemons)."""
-    if timeout <= 0:
+    if not 0 < timeout < math.inf:
         raise ValueError(f"--ray-timeout must be a positive number of seconds, got {timeout:g}")
     if address is not None:
         _probe(address, timeout)
