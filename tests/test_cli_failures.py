@@ -364,12 +364,13 @@ def one_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("command", ["status", "estimate", "verify", "report"])
-def test_a_truncated_study_json_is_named_with_exit_3(tmp_path, capsys, command):
+@pytest.mark.parametrize("record", ["study.json", "family.json"])
+def test_a_truncated_study_or_family_json_is_named_with_exit_3(tmp_path, capsys, command, record):
     (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "study.json").write_text('{"name": "tiny", "seed"')
+    (tmp_path / "s" / record).write_text('{"name": "tiny", "seed"')
     assert memjax.cli.main([command, str(tmp_path / "s")]) == EXIT_CODES["store"]
     err = one_line(capsys)
-    assert f"{tmp_path / 's' / 'study.json'} is not valid JSON (truncated or damaged" in err
+    assert f"{tmp_path / 's' / record} is not valid JSON (truncated or damaged" in err
 
 
 @pytest.mark.parametrize(
