@@ -38,7 +38,7 @@ import numpy as np
 from memjax.datamodels import datamodels
 from memjax.estimators import influence
 from memjax.jsonio import json_text, strict_json
-from memjax.lds import lds
+from memjax.lds import check_n_boot, lds
 from memjax.models import MLP
 from memjax.results import Study
 from memjax.tracin import tracin
@@ -138,6 +138,7 @@ def lds_table(
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ValueError(f"unknown estimators {sorted(unknown)}: use some of {ESTIMATORS}")
+    check_n_boot(n_boot)
     if study.meta["dataset_fingerprint"] != eval_study.meta["dataset_fingerprint"]:
         raise ValueError(
             f"{eval_study.path} was trained on another dataset than {study.path}: an "

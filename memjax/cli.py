@@ -51,8 +51,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _where["path"] = out
     if args.executor == "ray":
         return _run_ray(cfg, out, args)
-    if args.address:
-        raise ValueError("--address is the Ray cluster's: use it with --executor ray")
+    if args.address or args.ray_timeout is not None:
+        raise ValueError(
+            "--address and --ray-timeout are the Ray cluster's: use them with --executor ray"
+        )
     if args.distributed:
         import jax
 
@@ -78,7 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_ray(cfg, out: str, args: argparse.Namespace) -> int:
     """Every unfinished chunk as a Ray task; exit status 0 only if the study is finished."""
     from memjax.family import FamilyConfig
-    from memjax.ray_executor import run_study_ray
+    from memjax.ray_executor import DEFAULT_TIMEOUT_S, run_study_ray
 
     if isinstance(cfg, FamilyConfig):
         raise ValueError("--executor ray runs a study; run a family's members one by one")
@@ -87,7 +89,14 @@ def _run_ray(cfg, out: str, args: argparse.Namespace) -> int:
             "--executor ray trains every unfinished chunk on the Ray cluster: drop --job, "
             "--jobs and --distributed (they split chunks among static jobs)"
         )
-    store, failed = run_study_ray(cfg, out, args.address, args.allow_large, progress=not args.quiet)
+    store, failed = run_study_ray(
+        cfg,
+        out,
+        args.address,
+        args.allow_large,
+        progress=not args.quiet,
+        timeout=DEFAULT_TIMEOUT_S if args.ray_timeout is None else args.ray_timeout,
+    )
     left = [k for k in range(store.n_chunks) if k not in set(store.done_chunks())]
     print(
         f"{out}: {len(store.done_rows())}/{store.replicas} replicas finished; {len(left)} of "
@@ -165,15 +174,21 @@ def _below(out: str, rel: str) -> str:
     return os.path.normpath(os.path.join(out, rel))
 
 
-def _cmd_estimate(args: argparse.Namespace) -> None:
+def _members(path: str, out: str | None, every: bool):
+    """(store, its output directory or None) of the study at ``path``, or of each started
+    member of the family there (``every``: all must have started), outputs below ``out``."""
     from memjax.family import member_stores
+
+    for store in member_stores(path, every=every):
+        _where["path"] = store.path
+        yield store, _below(out, os.path.relpath(store.path, path)) if out else None
+
+
+def _cmd_estimate(args: argparse.Namespace) -> None:
     from memjax.report import estimate_study
     from memjax.results import Study
 
-    for store in member_stores(args.dir, every=not args.partial):
-        _where["path"] = store.path
-        below = os.path.relpath(store.path, args.dir)
-        out = _below(args.out, below) if args.out else None
+    for store, out in _members(args.dir, args.out, every=not args.partial):
         result = estimate_study(Study(store, data_root=args.data_root), out, partial=args.partial)
         acc = result["test_accuracy"]
         shown = (
@@ -215,9 +230,11 @@ def _cmd_lds(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    """One page per study: a family's members each get theirs (in OUT/<member> with --out)."""
     from memjax.report_page import write_report
 
-    print(f"wrote {write_report(args.study, args.out, data_root=args.data_root)}")
+    for store, out in _members(args.study, args.out, every=True):
+        print(f"wrote {write_report(store.path, out, data_root=args.data_root)}")
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
@@ -256,7 +273,10 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     else:
         cfg = default_config(args.mode, sets)
     ds = build_dataset(cfg.dataset)
-    print(json_text(strict_json(plan_study(cfg, ds, args.device, args.measure)), indent=2))
+    plan = plan_study(cfg, ds, args.device, args.measure)
+    print(json_text(strict_json(plan), indent=2))
+    for line in plan["warnings"]:
+        print(f"memjax plan: warning: {line}", file=sys.stderr)
 
 
 # Readers of a stored study follow its dataset path only inside this directory.
@@ -303,6 +323,13 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address HOST:PORT or auto (default: RAY_ADDRESS, else Ray on this "
         "machine)",
+    )
+    run.add_argument(
+        "--ray-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="--executor ray: give up connecting to the cluster after this long, before "
+        "anything is written (default: memjax.ray_executor.DEFAULT_TIMEOUT_S, 45)",
     )
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -501,12 +528,16 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (see EXIT_CODES)."""
     args = _parser().parse_args(argv)
+    from memjax.location import service_errors
     from memjax.runtime import use_cpu_cores
     from memjax.store import CorruptChunkError, StoreMismatchError
     from memjax.study import JobPartitionError
 
     use_cpu_cores()
     _where.clear()
+    named = next((getattr(args, a) for a in ("dir", "study") if hasattr(args, a)), None)
+    if named:
+        _where["path"] = named
     undo = _catch_signals(args.command)
     fmt, warnings.formatwarning = warnings.formatwarning, _warning_line
     prefix = f"memjax {args.command}: error:"
@@ -520,6 +551,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["bad input"]
     except OSError as err:
         print(f"{prefix} {_os_error_line(err)}", file=sys.stderr)
+        return EXIT_CODES["os"]
+    except service_errors() as err:  # evaluated once an error reaches it: clients loaded
+        where = f" at {_where['path']}" if "path" in _where else ""
+        why = " ".join(str(err).split())
+        print(
+            f"{prefix} the object store refused{where}: {why} (endpoint and credentials come "
+            "from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or "
+            f"GOOGLE_APPLICATION_CREDENTIALS); fix that, then {RESUME}",
+            file=sys.stderr,
+        )
         return EXIT_CODES["os"]
     finally:
         warnings.formatwarning = fmt

@@ -351,8 +351,16 @@ def _npz_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Load ``x_train, y_train, x_test, y_test`` (and optional ``num_classes``) from an .npz."""
     f = _npz_arrays(path)
-    nc = int(f["num_classes"]) if "num_classes" in f else None
-    return from_arrays(*(f[name] for name in NPZ_ARRAYS), nc, os.path.basename(path))
+    nc = f.get("num_classes")
+    if nc is not None and (nc.ndim != 0 or nc.dtype.kind not in "iu"):
+        raise DataFileError(
+            f"{path}: num_classes must be one integer, got a {nc.dtype} array of shape {nc.shape}"
+        )
+    try:
+        arrays = (f[name] for name in NPZ_ARRAYS)
+        return from_arrays(*arrays, None if nc is None else int(nc), os.path.basename(path))
+    except (ValueError, TypeError) as err:
+        raise DataFileError(f"{path}: {err}") from None
 
 
 def _latin1(text: str, encoding: str = "latin1") -> bytes:
@@ -455,19 +463,23 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for name in files:
-            d = _unpickle(os.path.join(directory, name))
+            path = os.path.join(directory, name)
+            d = _unpickle(path)
             if "data" not in d or key not in d:
-                raise ValueError(f"{name}: expected keys 'data' and {key!r}, found {sorted(d)}")
+                raise DataFileError(f"{path}: expected keys 'data' and {key!r}, found {sorted(d)}")
             data = np.asarray(d["data"], np.uint8)
             if data.ndim != 2 or data.shape[1] != 3072:
-                raise ValueError(f"{name}: 'data' must be (N, 3072), got {data.shape}")
+                raise DataFileError(f"{path}: 'data' must be (N, 3072), got {data.shape}")
             xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(d[key]))
         return np.concatenate(xs), np.concatenate(ys)
 
     xtr, ytr = read(train_files)
     xte, yte = read(test_files)
-    return from_arrays(xtr, ytr, xte, yte, num_classes, f"cifar{num_classes}")
+    try:
+        return from_arrays(xtr, ytr, xte, yte, num_classes, f"cifar{num_classes}")
+    except (ValueError, TypeError) as err:
+        raise DataFileError(f"{directory}: {err}") from None
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {

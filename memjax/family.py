@@ -248,6 +248,13 @@ def _read_record(path: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} is not a memjax family directory (no {FAMILY_META})"
         ) from None
+    except (ValueError, UnicodeDecodeError) as err:
+        where = locate(path).show(FAMILY_META)
+        raise StoreMismatchError(
+            f"{where} is not valid JSON (truncated or damaged: {err})"
+        ) from None
+    if not isinstance(record, dict):
+        raise StoreMismatchError(f"{locate(path).show(FAMILY_META)} is not a JSON object")
     if record.get("family_format") != FAMILY_FORMAT:
         raise StoreMismatchError(
             f"{path}: family format {record.get('family_format')}, this memjax reads "

@@ -24,7 +24,7 @@ from scipy import stats
 
 from memjax import intervals
 
-__all__ = ["LDS", "lds", "spearman_columns", "seed_average"]
+__all__ = ["LDS", "check_n_boot", "lds", "spearman_columns", "seed_average"]
 
 N_BOOT = 1000
 
@@ -142,6 +142,15 @@ def _check(attributions, masks_eval, values_eval, blocks):
     return a, masks, v, blocks
 
 
+def check_n_boot(n_boot: int) -> None:
+    """Refuse fewer than one bootstrap replicate by name: the interval needs at least one,
+    and numpy's own complaint (nothing to concatenate) names nothing the user set."""
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(
+            f"n_boot (--n-boot) must be at least 1 bootstrap replicate, got {n_boot!r}"
+        )
+
+
 def lds(
     attributions: np.ndarray,
     masks_eval: np.ndarray,
@@ -155,6 +164,7 @@ def lds(
     subset's seeds, or (M, K, n_test) with the K seeds' outputs (averaged here).
     ``blocks`` (M,): block ids of dependent evaluation subsets, resampled whole.
     """
+    check_n_boot(n_boot)
     a, masks, v, blocks = _check(attributions, masks_eval, values_eval, blocks)
     pred = masks.astype(np.float64) @ a
     per_example = spearman_columns(pred, v)

@@ -21,13 +21,23 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-__all__ = ["Location", "PathEscapeError", "is_url", "locate", "atomic_write_text", "TMP_PREFIX"]
+__all__ = [
+    "Location",
+    "PathEscapeError",
+    "is_url",
+    "locate",
+    "atomic_write_text",
+    "service_errors",
+    "TMP_PREFIX",
+]
 
 # Temporary files of atomic writes; one left behind was cut short by a kill.
 TMP_PREFIX = ".tmp-"
@@ -40,6 +50,22 @@ class PathEscapeError(ValueError):
     """A path a study or family names leads outside it (``..``, an absolute path, a symbolic
     link out): refused before anything is read or written through it, so a directory from
     someone else cannot make memjax touch another study."""
+
+
+def service_errors() -> tuple[type[BaseException], ...]:
+    """The error types of the object-store clients loaded so far (botocore's, google-auth's):
+    no credentials, an endpoint that does not answer. They are the service refusing, which
+    the clients raise as neither OSError nor ValueError."""
+    found: list[type[BaseException]] = []
+    if "botocore" in sys.modules:
+        from botocore.exceptions import BotoCoreError
+
+        found.append(BotoCoreError)
+    if "google.auth" in sys.modules:
+        from google.auth.exceptions import GoogleAuthError
+
+        found.append(GoogleAuthError)
+    return tuple(found)
 
 
 def is_url(path: str) -> bool:
@@ -108,8 +134,9 @@ def fsync_tree(top: str) -> None:
 
 @dataclass(frozen=True)
 class Location:
-    """A study's root: ``url`` as the user gave it (shown in messages); ``root`` the local
-    directory or the object store's path (bucket/prefix) below ``protocol``."""
+    """A study's root: ``url`` as the user gave it (a URL normalized by ``locate``; shown in
+    messages); ``root`` the local directory or the object store's path (bucket/prefix) below
+    ``protocol``."""
 
     url: str
     protocol: str  # "" for a local directory
@@ -269,19 +296,54 @@ class Location:
         return shutil.disk_usage(path).free
 
 
+# S3 bucket naming rules: 3-63 characters of lowercase letters, digits, dots and hyphens,
+# a letter or digit at each end, no two adjacent dots, not an IPv4 address, none of the
+# reserved prefixes and suffixes.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_RESERVED = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3", ".mrap", "--x-s3"))
+
+
+def _s3_bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` breaks S3's naming rules, or None: such a name is refused as invalid
+    here, where the service would report it as a missing bucket."""
+    if not _S3_BUCKET.fullmatch(bucket):
+        return "3-63 lowercase letters, digits, dots or hyphens, a letter or digit at each end"
+    if ".." in bucket:
+        return "no two adjacent dots"
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
+        return "not an IP address"
+    prefixes, suffixes = _S3_RESERVED
+    if bucket.startswith(prefixes) or bucket.endswith(suffixes):
+        return "no reserved prefix or suffix"
+    return None
+
+
 def locate(path: str | Location) -> Location:
-    """The location a study path or URL names (``file://`` URLs are local directories)."""
+    """The location a study path or URL names (``file://`` URLs are local directories).
+
+    A URL is normalized once here: its scheme lowercased, empty path segments and trailing
+    slashes dropped (``S3://bucket//study/`` is ``s3://bucket/study``), because the object
+    store's listings return normalized keys, and markers written below ``bucket//study``
+    would never be listed. An S3 bucket name that breaks S3's naming rules is a ValueError.
+    """
     if isinstance(path, Location):
         return path
     path = str(path)
     if not is_url(path):
         return Location(path, "", path)
-    protocol = path.partition("://")[0].lower()
+    scheme, _, rest = path.partition("://")
+    protocol = scheme.lower()
     if protocol == "file":
-        return Location(path, "", path[len("file://") :] or "/")
+        return Location(path, "", rest or "/")
+    root = "/".join(part for part in rest.split("/") if part)
+    if protocol == "s3":
+        bucket = root.partition("/")[0]
+        problem = _s3_bucket_problem(bucket)
+        if problem:
+            raise ValueError(f"{path}: invalid S3 bucket name {bucket!r} ({problem})")
+    url = f"{protocol}://{root}"
     if protocol == "gcs":
         protocol = "gs"
-    root = path.partition("://")[2].rstrip("/")
     if protocol == "memory":
-        root = "/" + root.lstrip("/")
-    return Location(path.rstrip("/"), protocol, root)
+        root = "/" + root
+    return Location(url, protocol, root)

@@ -6,6 +6,10 @@ census of memjax.layer_census); plus the final evaluation (one forward pass over
 train and test example) and the recorded trajectories. Memory: one replica's working set
 (memjax.train_memory: parameters, gradients, optimizer state, activations at the batch
 size), the data every device holds, and the group and chunk sizes that fit the device.
+Padding: a chunk's call trains a multiple of group x devices replicas (the last chunk is
+padded to the chunk size too), so time and memory count the padded replicas; the group is
+planned no larger than a chunk's share of a device, and ``warnings`` says when a chunk size
+wastes more than a quarter of the work.
 
 Time: FLOPs / (peak x efficiency). Peaks: the local CPU's measured on the spot (a float32
 or bfloat16 matmul probe); accelerators' from their data sheets (DEVICES; float32 matmuls
@@ -202,17 +206,17 @@ def _measure(
     study's epochs as take CALIBRATION_SECONDS at the calibrated ``rate`` (at least one),
     less the calibrated per-call ``overhead``, which each chunk pays once."""
     group = sizes["group_size"]
-    r = min(cfg.replicas, group * len(jax.local_devices()))
-    ids = np.arange(r)
+    per_call = group * len(jax.local_devices())  # the call trains this many, padded
+    ids = np.arange(min(cfg.replicas, per_call))
     masks = subsets.sample(ds.n_train, cfg.replicas, cfg.ratio, cfg.seed, cfg.design, ids)
-    per_epoch = r * work["flops_per_replica_epoch"]
+    per_epoch = per_call * work["flops_per_replica_epoch"]
     epochs = min(cfg.train.epochs, max(1, math.ceil(CALIBRATION_SECONDS * rate / per_epoch)))
     run = _timed_config(cfg.train, epochs, group)
     seconds = _short_run(cfg.model, ds, run, masks, cfg.seed, ids)
     fwd = work["forward_flops_per_example"]
-    flops = epochs * per_epoch + r * (ds.n_train + ds.n_test) * fwd
+    flops = epochs * per_epoch + per_call * (ds.n_train + ds.n_test) * fwd
     busy = max(seconds - overhead, 0.5 * seconds)  # the overhead is itself an estimate
-    compute = cfg.replicas * work["flops_per_replica"] * busy / flops
+    compute = sizes["replicas_trained"] * work["flops_per_replica"] * busy / flops
     return compute + sizes["chunks"] * overhead
 
 
@@ -221,60 +225,93 @@ def _data_bytes(ds: Dataset) -> int:
     return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
 
 
+def _chunk_group(auto: int, chunk: int, devices: int) -> int:
+    """The automatic group, at most the largest power of two within one chunk's share of a
+    device: a larger group pads every chunk's call with replicas that are trained and
+    thrown away."""
+    share = -(-chunk // devices)
+    return min(auto, 2 ** int(math.log2(share)))
+
+
 def _sizes(
     cfg: StudyConfig, ds: Dataset, backend: str, memory: int, devices: int
 ) -> dict[str, Any]:
-    """Group and chunk size on ``devices`` devices of ``memory`` bytes each, and the bytes
-    a device then holds: its group's working sets, the data and the chunk's outputs."""
+    """Group and chunk size on ``devices`` devices of ``memory`` bytes each, the replicas a
+    chunk's call really trains (padded to a multiple of group x devices, the last chunk to
+    the chunk size too), the bytes a device then holds (its group's working sets, the data
+    and the padded chunk's outputs), and warnings about wasted work."""
     t = cfg.train
-    group = t.group_size or auto_group_size(cfg.model, ds, t, backend, memory)
     chunk = cfg.chunk_size or min(
         MAX_CHUNK,
         choose_chunk_size(
             cfg.model, ds, t, cfg.replicas, device_memory=memory, devices=devices, backend=backend
         ),
     )
+    auto = auto_group_size(cfg.model, ds, t, backend, memory)
+    group = t.group_size or _chunk_group(auto, chunk, devices)
+    per_call = group * devices
+    padded = -(-chunk // per_call) * per_call
+    chunks = -(-cfg.replicas // chunk)
+    trained = chunks * padded
     per_replica = sum(replica_memory(cfg.model, ds, t).values())
-    used = group * per_replica + _data_bytes(ds) + -(-chunk // devices) * output_bytes(ds, t)
+    used = group * per_replica + _data_bytes(ds) + -(-padded // devices) * output_bytes(ds, t)
+    warnings = []
+    if not t.group_size and group < auto:
+        warnings.append(
+            f"chunk_size {chunk} is smaller than the automatic group ({auto} replicas x "
+            f"{devices} devices), to which the run would pad every chunk: planned with "
+            f"train.group_size={group}; set it so that the run uses it too"
+        )
+    if trained - cfg.replicas > trained / 4:
+        warnings.append(
+            f"chunk_size {chunk} wastes {1 - cfg.replicas / trained:.0%} of the work: "
+            f"{trained} replicas are trained for {cfg.replicas} (each chunk padded to "
+            f"{padded}, a multiple of group {group} x {devices} devices); use a chunk size "
+            f"that divides the replicas into multiples of {per_call}"
+        )
     return {
         "group_size": group,
         "chunk_size": chunk,
-        "chunks": -(-cfg.replicas // chunk),
+        "chunks": chunks,
+        "padded_chunk_size": padded,
+        "replicas_trained": trained,
         "memory_bytes": memory,
         "memory_used_bytes": used,
         "fits": used <= memory,
+        "warnings": warnings,
     }
 
 
 def _timing(
-    total_flops: float,
-    replicas: int,
+    flops_per_replica: float,
     sizes: dict[str, Any],
     peak: float,
     efficiency: float,
     overhead: float,
 ) -> dict[str, Any]:
     """Predicted seconds of the whole study and of one chunk (the unit a preempted job
-    loses): FLOPs at ``efficiency`` x ``peak`` plus ``overhead`` seconds per chunk."""
-    compute = total_flops / (peak * efficiency)
-    chunks = sizes["chunks"]
+    loses): the FLOPs of every replica trained, padding included, at ``efficiency`` x
+    ``peak``, plus ``overhead`` seconds per chunk."""
+    chunk_s = sizes["padded_chunk_size"] * flops_per_replica / (peak * efficiency) + overhead
     return {
         "peak_gflops": round(peak / 1e9, 1),
         "efficiency": round(efficiency, 4),
         "overhead_s_per_chunk": round(overhead, 3),
-        "predicted_s": round(compute + chunks * overhead, 3),
-        "chunk_s": round(compute * sizes["chunk_size"] / replicas + overhead, 3),
+        "predicted_s": round(sizes["chunks"] * chunk_s, 3),
+        "chunk_s": round(chunk_s, 3),
     }
 
 
-def _device_plan(cfg: StudyConfig, ds: Dataset, name: str, total: float) -> dict[str, Any]:
+def _device_plan(
+    cfg: StudyConfig, ds: Dataset, name: str, flops_per_replica: float
+) -> dict[str, Any]:
     """Plan on one data-sheet device (one chip), at ASSUMED_EFFICIENCY."""
     dev = DEVICES[name]
     sizes = _sizes(cfg, ds, dev.backend, dev.memory_bytes, 1)
     bf16 = cfg.train.compute_dtype == "bfloat16"
     peak = dev.bfloat16_flops if bf16 else dev.float32_flops
     out = {"device": dev.name, **sizes}
-    out.update(_timing(total, cfg.replicas, sizes, peak, ASSUMED_EFFICIENCY, 0.0))
+    out.update(_timing(flops_per_replica, sizes, peak, ASSUMED_EFFICIENCY, 0.0))
     out["peak_source"] = f"data sheet, {'bfloat16' if bf16 else dev.float32_path} dense"
     out["efficiency_source"] = "assumed (not measured on this device); no per-chunk overhead"
     return out
@@ -314,9 +351,8 @@ def _local_plan(
         peak = devices * (dev.bfloat16_flops if dtype == "bfloat16" else dev.float32_flops)
         label, device = "data sheet", f"{devices} x {dev.name}"
     rate, overhead = _calibrate(cfg, ds, sizes["group_size"], work["forward_flops_per_example"])
-    total = cfg.replicas * work["flops_per_replica"]
     out = {"device": device, **sizes}
-    out.update(_timing(total, cfg.replicas, sizes, peak, rate / peak, overhead))
+    out.update(_timing(work["flops_per_replica"], sizes, peak, rate / peak, overhead))
     out["peak_source"] = label
     out["efficiency_source"] = (
         "measured here: two short runs of this model and batch (rate and per-chunk overhead)"
@@ -338,7 +374,8 @@ def plan_study(
     work = _work(cfg, ds)
     total = cfg.replicas * work["flops_per_replica"]
     mem = replica_memory(cfg.model, ds, cfg.train)
-    per_device = {name: _device_plan(cfg, ds, name, total) for name in DEVICES}
+    per_replica = work["flops_per_replica"]
+    per_device = {name: _device_plan(cfg, ds, name, per_replica) for name in DEVICES}
     chosen = per_device[device] if device else _local_plan(cfg, ds, work, measure)
     gflop = {k: round(v / 1e9, 4) for k, v in work["flops_per_replica_epoch_by_layer"].items()}
     return {

@@ -813,6 +813,10 @@ def open_store(path: str) -> Store:
         meta = json.loads(loc.read_text(META))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is not a memjax study directory (no {META})") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise StoreMismatchError(
+            f"{loc.show(META)} is not valid JSON (truncated or damaged: {err})"
+        ) from None
     if not isinstance(meta, dict):
         raise StoreMismatchError(f"{loc.show(META)} is not a JSON object")
     fmt = meta.get("store_format", 1)

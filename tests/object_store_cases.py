@@ -25,6 +25,7 @@ import zarr
 from zarr.storage import FsspecStore
 
 from memjax.cli import EXIT_CODES, main
+from memjax.location import locate
 from memjax.report import estimate_study
 from memjax.results import open_study
 from memjax.study import StudyConfig, run_study
@@ -225,3 +226,16 @@ def test_two_concurrent_runs_on_one_url_give_the_single_run(s3, cfg_path, refere
     ]
     code, out, err = cli(capsys, "verify", url)
     assert code == 0 and f"{N_CHUNKS} verified, 0 damaged" in out, out + err
+
+
+def test_a_url_with_empty_segments_names_the_same_objects(s3):
+    """``s3://bucket//study/`` is ``s3://bucket/study``: a marker written through one spelling
+    is listed through the other (S3 lists normalized keys; unnormalized, listing never found
+    the markers, so every run retrained)."""
+    locate(f"s3://{BUCKET}//spelled//").write_text("done/chunk-000000", "{}")
+    assert s3.ls(f"{BUCKET}/spelled/done", detail=False) == [f"{BUCKET}/spelled/done/chunk-000000"]
+    plain = locate(f"S3://{BUCKET}/spelled")
+    assert plain.listdir("done") == ["chunk-000000"] and plain.files("done") == {
+        "done/chunk-000000"
+    }
+    plain.remove_tree()

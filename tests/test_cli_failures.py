@@ -398,3 +398,75 @@ def test_non_finite_margins_drop_only_the_columns_that_need_them():
     summary = rel.summary()
     assert summary["missing"] == rel.missing
     strict_loads(json.dumps(summary, allow_nan=False))
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["status", "estimate", "verify", "report"])
+@pytest.mark.parametrize("record", ["study.json", "family.json"])
+def test_a_truncated_study_or_family_json_is_named_with_exit_3(tmp_path, capsys, command, record):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / record).write_text('{"name": "tiny", "seed"')
+    assert memjax.cli.main([command, str(tmp_path / "s")]) == EXIT_CODES["store"]
+    err = one_line(capsys)
+    assert f"{tmp_path / 's' / record} is not valid JSON (truncated or damaged" in err
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"num_classes": np.array([10, 10])}, "num_classes must be one integer"),
+        ({"x_train": np.full((8, 3), np.nan)}, "x_train contains NaN"),
+        ({"y_test": np.arange(4)}, "y_test must have shape (5,)"),
+    ],
+)
+def test_data_errors_name_the_file_before_anything_is_written(tmp_path, capsys, arrays, message):
+    rng = np.random.default_rng(0)
+    xy = {"x_train": rng.random((8, 3)), "y_train": np.arange(8) % 2}
+    xy.update(x_test=rng.random((5, 3)), y_test=np.arange(5) % 2)
+    np.savez(tmp_path / "data.npz", **{**xy, **arrays})
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "dataset": {"name": str(tmp_path / "data.npz")}}))
+    out = tmp_path / "s"
+    assert memjax.cli.main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = one_line(capsys)
+    assert f"{tmp_path / 'data.npz'}: {message}" in err
+    assert not out.exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("credentials", [False, True], ids=["no-credentials", "closed-port"])
+def test_an_object_store_refusing_is_one_line_with_exit_4(monkeypatch, capsys, credentials):
+    """Without credentials, or with an endpoint where nothing listens (a closed loopback
+    port: no traffic leaves this machine), the command ends in one line naming the URL."""
+    s3fs = pytest.importorskip("s3fs")
+    for name in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    port = _closed_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance service
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    if credentials:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "memjax-test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "memjax-test")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        assert memjax.cli.main(["status", "s3://memjax-none/s"]) == EXIT_CODES["os"]
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    err = one_line(capsys)
+    assert "the object store refused at s3://memjax-none/s" in err
+    why = f"127.0.0.1:{port}" if credentials else "Unable to locate credentials"
+    assert why in err

@@ -372,8 +372,9 @@ def test_load_cifar_errors(tmp_path: Path):
     with pytest.raises(ValueError, match=r"'data' must be \(N, 3072\)"):
         load_cifar(tmp_path)
     write_pickle(tmp_path / "data_batch_1", {b"data": np.zeros((2, 3072), np.uint8)})
-    with pytest.raises(ValueError, match="expected keys 'data' and 'labels'"):
+    with pytest.raises(ValueError, match="expected keys 'data' and 'labels'") as err:
         load_cifar(tmp_path)
+    assert str(tmp_path / "data_batch_1") in str(err.value)  # the file, not just its name
 
 
 @pytest.mark.parametrize("protocol", ["python2", 0, 1, 2, 3, 4, 5])

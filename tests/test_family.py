@@ -249,6 +249,12 @@ def test_cli_status_estimate_verify_on_a_family(single, tmp_path, capsys):
             table["memorization"], study.memorization.value, rtol=1e-5, equal_nan=True
         )
         assert summary["replicas_finished"] == 6
+    capsys.readouterr()
+    reports = tmp_path / "reports"
+    assert cli(["report", single, "--out", str(reports)]) == 0  # a page per member
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {reports / d / 'report.html'}" for d in MEMBERS
+    ]
 
 
 def test_cli_runs_a_family_and_reports_unstarted_members(tmp_path, capsys):

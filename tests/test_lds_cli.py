@@ -109,3 +109,11 @@ def test_memjax_lds_refuses_a_non_eval_study(studies, capsys):
     train, _ = studies
     assert main(["lds", train, "--eval", train, "--data-root", os.path.dirname(train)]) == 2
     assert "is not an evaluation design" in capsys.readouterr().err
+
+
+def test_memjax_lds_refuses_no_bootstrap_replicates_by_name(studies, capsys):
+    train, evaluation = studies
+    root = os.path.dirname(train)
+    assert main(["lds", train, "--eval", evaluation, "--n-boot", "0", "--data-root", root]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--n-boot" in err and "got 0" in err

@@ -44,6 +44,47 @@ def test_locate_parses_paths_and_urls(given, protocol, root, local):
     assert joined == f"{root}/done/chunk-000001"
 
 
+@pytest.mark.parametrize(
+    "given",
+    ["s3://bucket/study", "s3://bucket//study", "S3://bucket/study/", "s3://bucket///study//"],
+)
+def test_urls_are_normalized_once(given):
+    """Empty segments, trailing slashes and the scheme's case make no other study: the
+    object store lists normalized keys, so markers written below ``bucket//study`` were
+    never found again."""
+    loc = locate(given)
+    assert (loc.url, loc.protocol, loc.root) == ("s3://bucket/study", "s3", "bucket/study")
+    assert loc.show("done") == "s3://bucket/study/done"
+    assert locate("memory://x//s/").root == "/x/s"
+    assert locate("GCS://b//s").url == "gcs://b/s"
+
+
+@pytest.mark.parametrize(
+    ("bucket", "why"),
+    [
+        ("My_Bucket", "lowercase letters"),
+        ("ab", "3-63"),
+        ("a" * 64, "3-63"),
+        ("-bucket", "at each end"),
+        ("my..bucket", "adjacent dots"),
+        ("192.168.1.1", "IP address"),
+        ("xn--bucket", "reserved"),
+    ],
+)
+def test_an_invalid_bucket_name_is_reported_as_invalid(bucket, why):
+    with pytest.raises(ValueError, match="invalid S3 bucket name") as err:
+        locate(f"s3://{bucket}/study")
+    assert why in str(err.value) and f"s3://{bucket}/study" in str(err.value)
+
+
+def test_the_cli_names_an_invalid_bucket_in_one_line(capsys):
+    from memjax.cli import main
+
+    assert main(["status", "s3://Bad_Bucket/study"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid S3 bucket name 'Bad_Bucket'" in err
+
+
 def test_file_url_is_the_local_directory(tmp_path):
     loc = locate(f"file://{tmp_path}")
     loc.write_text("done/chunk-000000", "{}")

@@ -3,6 +3,7 @@ the CPU time prediction against the measured time of the study it plans."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,7 +16,7 @@ from memjax.config import TrainConfig
 from memjax.layer_census import layer_census
 from memjax.plan import ASSUMED_EFFICIENCY, DEVICES, plan_study
 from memjax.study import StudyConfig
-from memjax.train_memory import ACCELERATOR_GROUP_FRACTION, replica_bytes
+from memjax.train_memory import ACCELERATOR_GROUP_FRACTION, output_bytes, replica_bytes
 
 
 def resnet18_cifar_flops(w: int, classes: int) -> int:
@@ -86,8 +87,10 @@ def test_plan_flops_of_resnet18_on_32x32_within_5_percent():
     assert p["gflop_eval_per_replica"] == pytest.approx(
         120 * resnet18_cifar_flops(64, 10) / 1e9, rel=1e-3
     )
-    # time on a data-sheet device: all FLOPs at the assumed fraction of the TF32 peak
-    total = 2000 * (3 * expected + p["gflop_eval_per_replica"]) * 1e9
+    # time on a data-sheet device: all FLOPs at the assumed fraction of the TF32 peak, of
+    # 16 chunks of 128 replicas (the last padded to the chunk size: 2048 trained)
+    assert (p["chunk_size"], p["chunks"], p["replicas_trained"]) == (128, 16, 2048)
+    total = 2048 * (3 * expected + p["gflop_eval_per_replica"]) * 1e9
     assert p["predicted_s"] == pytest.approx(
         total / (DEVICES["H200"].float32_flops * ASSUMED_EFFICIENCY), rel=1e-3
     )
@@ -114,6 +117,49 @@ def test_group_and_chunk_fit_each_device_memory():
         assert plan["chunks"] == math.ceil(500 / plan["chunk_size"])
     assert p["group_size"] == p["per_device"]["TPU-v5e"]["group_size"] < 128
     assert p["per_device"]["H200"]["group_size"] > p["group_size"]
+
+
+def test_plan_counts_padded_replicas_in_time_and_memory():
+    """16 replicas in chunks of 2 with a group of 8 train 8 chunks of 8 replicas: 64 trained
+    for 16, four times the time of chunks of 8, and the plan says so."""
+    ds = image_data(100, 20)
+    base = study(models.ResNet18(width=64), replicas=16, group_size=8)
+    small = plan_study(dataclasses.replace(base, chunk_size=2), ds, device="H100")
+    per_replica = 3 * small["gflop_per_replica_epoch"] + small["gflop_eval_per_replica"]
+    peak = DEVICES["H100"].float32_flops * ASSUMED_EFFICIENCY / 1e9
+    assert (small["chunks"], small["padded_chunk_size"], small["replicas_trained"]) == (8, 8, 64)
+    assert small["predicted_s"] == pytest.approx(64 * per_replica / peak, rel=1e-2)
+    assert small["chunk_s"] == pytest.approx(8 * per_replica / peak, rel=1e-2)
+    outputs = output_bytes(ds, base.train)
+    per = replica_bytes(base.model, ds, base.train)
+    data = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    assert small["memory_used_bytes"] == 8 * per + data + 8 * outputs
+    assert len(small["warnings"]) == 1 and "wastes 75% of the work" in small["warnings"][0]
+    full = plan_study(dataclasses.replace(base, chunk_size=8), ds, device="H100")
+    assert (full["replicas_trained"], full["warnings"]) == (16, [])
+    assert small["predicted_s"] == pytest.approx(4 * full["predicted_s"], rel=1e-2)
+    # 10 replicas in chunks of 4 (group 4): the last chunk is padded to 4 too, 12 for 10
+    ten = study(models.ResNet18(width=64), replicas=10, group_size=4)
+    p = plan_study(dataclasses.replace(ten, chunk_size=4), ds, device="H100")
+    assert (p["padded_chunk_size"], p["replicas_trained"], p["warnings"]) == (4, 12, [])
+    assert p["predicted_s"] == pytest.approx(12 * per_replica / peak, rel=1e-2)
+
+
+def test_plan_never_plans_a_group_larger_than_the_chunk(tmp_path, capsys):
+    """On an H100 the automatic group of a small MLP is 128; for chunks of 2 the plan plans
+    a group of 2, and says the run needs train.group_size=2 to use it."""
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: p\ndataset: digits\nmodel: {type: MLP, widths: [32]}\n"
+        "subsets: {replicas: 16}\ntrain: {epochs: 2}\nchunk_size: 2\n"
+    )
+    assert cli.main(["plan", str(path), "--device", "H100"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["per_device"]["H100"]["group_size"] == 2 == out["group_size"]
+    assert (out["padded_chunk_size"], out["replicas_trained"]) == (2, 16)
+    assert len(out["warnings"]) == 1 and "train.group_size=2" in out["warnings"][0]
+    assert captured.err == f"memjax plan: warning: {out['warnings'][0]}\n"
 
 
 def test_cli_plan_prints_one_json_object(tmp_path, capsys):

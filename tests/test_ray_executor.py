@@ -9,17 +9,20 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from memjax import ray_executor
 from memjax.cli import main
 from memjax.location import Location, locate
 from memjax.progress import JobProgress
@@ -159,7 +162,8 @@ def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_
             "drop --job, --jobs and --distributed",
         ),
         (["--executor", "ray", "--distributed"], "drop --job, --jobs and --distributed"),
-        (["--address", "127.0.0.1:6379"], "--address is the Ray cluster's"),
+        (["--address", "127.0.0.1:6379"], "--address and --ray-timeout are the Ray cluster's"),
+        (["--ray-timeout", "5"], "--address and --ray-timeout are the Ray cluster's"),
     ],
 )
 def test_static_job_flags_and_ray_flags_do_not_mix(tmp_path, capsys, flags, message):
@@ -169,3 +173,82 @@ def test_static_job_flags_and_ray_flags_do_not_mix(tmp_path, capsys, flags, mess
     assert main(["run", str(config), "--out", str(out), "--quiet", *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # refused before anything was written
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_closed_port_fails_at_once_in_one_line_and_writes_nothing(tmp_path, capsys):
+    """Nothing listens at the address (a closed loopback port: no traffic leaves this
+    machine): one line naming it, exit 4, no study directory; Ray would retry for minutes."""
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out, address = tmp_path / "s", f"127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    code = main(["run", str(config), "--out", str(out), "--quiet", "--executor", "ray",
+                 "--address", address, "--ray-timeout", "5"])  # fmt: skip
+    assert code == 4 and time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Ray cluster answers" in err and address in err
+    assert not out.exists()
+
+
+def test_connecting_is_bounded_and_never_joins_another_jobs_cluster(monkeypatch):
+    """Without an address Ray is started here (address "local"), not looked up among the
+    clusters recorded on this host; a connection that hangs ends at the deadline."""
+    calls = []
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_executor._connect(fake, None, 5)
+    assert calls[0]["address"] == "local"
+    fake.init = lambda **kw: time.sleep(10)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="within --ray-timeout 0.2 s") as err:
+        ray_executor._connect(fake, None, 0.2)
+    assert time.monotonic() - start < 2 and err.value.filename.startswith("a new Ray instance")
+    with pytest.raises(ValueError, match="--ray-timeout must be a positive"):
+        ray_executor._connect(fake, None, 0)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "gpus", "need"),
+    [
+        ([{"CPU": 4.0, "memory": 1e9}], 0, None),
+        ([{"CPU": 8.0, "GPU": 2.0}, {"CPU": 2.0}], 1, None),
+        ([{"CPU": 0.0, "memory": 1e9}], 0, "1 CPU a chunk task needs"),
+        ([{"CPU": 0.0, "GPU": 1.0}, {"CPU": 4.0}], 1, "1 CPU and 1 GPU a chunk task needs"),
+    ],
+)
+def test_a_cluster_without_the_resources_of_a_task_is_refused(nodes, gpus, need):
+    if need is None:
+        assert ray_executor._task_gpus(nodes, "10.0.0.1:6379") == gpus
+        return
+    with pytest.raises(OSError, match=need) as err:
+        ray_executor._task_gpus(nodes, "10.0.0.1:6379")
+    assert err.value.filename == "10.0.0.1:6379"
+
+
+def test_a_tasks_bad_input_error_stops_the_driver_with_that_error():
+    """A ValueError inside a task is raised at the driver (exit 2 there); a crash of another
+    kind leaves its chunk unfinished (exit 1) with the error's last line."""
+    import ray
+
+    lost = RuntimeError("device lost")
+    crash = ray.exceptions.RayTaskError("f", "Traceback: ...\nRuntimeError: device lost", lost)
+    errors = iter([crash, ray.exceptions.RayTaskError("f", "tb", ValueError("x_train has NaN"))])
+
+    def get(ref):
+        raise next(errors)
+
+    fake = types.SimpleNamespace(
+        wait=lambda pending, num_returns: (pending[:1], pending[1:]),
+        get=get,
+        exceptions=ray.exceptions,
+    )
+    with pytest.raises(ValueError, match="x_train has NaN"):
+        ray_executor._wait(fake, {"a": 0, "b": 1}, progress=False)
+    errors = iter([crash])
+    assert ray_executor._wait(fake, {"a": 3}, progress=False) == {3: "RuntimeError: device lost"}
