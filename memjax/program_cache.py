@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 __all__ = ["DEFAULT_SIZE", "ProgramCache"]
 
@@ -69,9 +69,9 @@ class ProgramCache:
     def clear(self) -> None:
         self._programs.clear()
 
-    def keys(self) -> list[Hashable]:
+    def __iter__(self) -> Iterator[Hashable]:
         """Keys from least to most recently used."""
-        return list(self._programs)
+        return iter(list(self._programs))
 
     def __len__(self) -> int:
         return len(self._programs)

@@ -19,9 +19,9 @@ def test_lru_order_and_bound():
     cache.put("b", abs)
     assert cache.get("a") is len  # "a" is now the most recently used
     cache.put("c", min)
-    assert cache.keys() == ["a", "c"] and cache.get("b") is None
+    assert list(cache) == ["a", "c"] and cache.get("b") is None
     cache.resize(1)
-    assert cache.keys() == ["c"]
+    assert list(cache) == ["c"]
 
 
 @pytest.mark.parametrize("size", [0, -1, 1.5, True, "4"])
@@ -51,11 +51,11 @@ def test_training_more_shapes_than_the_bound_keeps_the_bound(tiny):
             cfg = mj.TrainConfig(epochs=epochs, batch_size=16, optimizer="sgd", learning_rate=0.1)
             runs[epochs] = mj.train_replicas(SPEC, tiny, masks, cfg, seed=0)
             assert len(PROGRAMS) == min(epochs, 2)
-        assert [key[1].epochs for key in PROGRAMS.keys()] == [3, 4]
+        assert [key[1].epochs for key in PROGRAMS] == [3, 4]
         cfg = mj.TrainConfig(epochs=1, batch_size=16, optimizer="sgd", learning_rate=0.1)
         again = mj.train_replicas(SPEC, tiny, masks, cfg, seed=0)
         assert len(PROGRAMS) == 2
-        assert [key[1].epochs for key in PROGRAMS.keys()] == [4, 1]
+        assert [key[1].epochs for key in PROGRAMS] == [4, 1]
         np.testing.assert_array_equal(again.train_margin, runs[1].train_margin)
     finally:
         PROGRAMS.resize(bound)
