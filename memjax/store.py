@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
-from zarr.errors import ContainsArrayError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from memjax import subsets
 from memjax.jsonio import json_text
@@ -609,7 +609,10 @@ def _create_arrays(
     never delete; an array that exists already (a concurrent creator of the same study on an
     object store may be writing to it, or a killed one left it) is kept if its shape, dtype
     and chunks are this study's."""
-    group = zarr.open_group(loc.zarr_store(ARRAYS, False), mode="a")
+    try:
+        group = zarr.open_group(loc.zarr_store(ARRAYS, False), mode="a")
+    except ContainsGroupError:  # a concurrent creator made the group between look and write
+        group = zarr.open_group(loc.zarr_store(ARRAYS, False), mode="r+")
     for name, (shape, dtype, chunks) in array_specs(meta).items():
         if names is not None and name not in names:
             continue

@@ -6,8 +6,8 @@ tracing, lowering and compiling inside it (``jax.monitoring`` duration events) a
 JSON lines, one file per process, so a run under pytest-xdist merges them; the terminal summary
 prints the costliest tests with both figures and the persistent cache's hit rate.
 
-A program compiled in one module (or one process) is loaded from the cache, not compiled
-again, after conftest's per-module ``jax.clear_caches()`` or in the next process.
+A program compiled in one module is loaded from the cache, not compiled again, after
+conftest's per-module ``jax.clear_caches()``.
 
 Environment:
   MEMJAX_TEST_COMPILATION_CACHE  a directory for the persistent cache, ``off`` to disable it;
@@ -72,16 +72,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_TIMINGS_VAR] = _temporary("memjax-test-timings-")
     cache = os.environ[_CACHE_VAR]
     if cache != "off":
-        # In this process (JAX is imported already) and, through JAX's environment variables,
-        # in every process a test starts: the CLI, Ray workers, a child pytest.
-        settings = {
-            "jax_compilation_cache_dir": cache,
-            "jax_persistent_cache_min_compile_time_secs": 0.0,
-            "jax_persistent_cache_min_entry_size_bytes": 0,
-        }
-        for name, value in settings.items():
-            jax.config.update(name, value)
-            os.environ[name.upper()] = str(value)
+        # This process only: JAX writes a cache entry in place (not atomically), so processes
+        # that tests kill mid-run or run side by side (the CLI under signals, two jobs on one
+        # study, Ray workers) would leave or read truncated entries. A child pytest (the
+        # private-network tests) shares the directory while this process waits for it.
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
     jax.monitoring.register_event_listener(_on_event)
 

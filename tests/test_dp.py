@@ -268,17 +268,20 @@ def test_epsilon_is_dp_accountings_and_bounds_the_exact_one():
         mj.privacy.dp_epsilon(1.0, 0.0, 10, 1e-5)
 
 
-def test_dp_study_records_its_budget(tmp_path, tiny):
-    from memjax.study import StudyConfig, open_or_create
+def _digits_dp_study(*, epochs: int, dp: mj.DPConfig):
+    """4 fixed-design replicas on halves of digits, batches of 100, under ``dp``."""
+    from memjax.study import StudyConfig
 
-    cfg = StudyConfig(
-        dataset={"name": "digits"},
-        model=SPEC,
-        replicas=4,
-        ratio=0.5,
-        design="fixed",
-        train=mj.TrainConfig(epochs=3, batch_size=100, dp=mj.DPConfig(1.0, 1.5, delta=1e-4)),
+    train = mj.TrainConfig(epochs=epochs, batch_size=100, dp=dp)
+    return StudyConfig(
+        dataset={"name": "digits"}, model=SPEC, replicas=4, ratio=0.5, design="fixed", train=train
     )
+
+
+def test_dp_study_records_its_budget(tmp_path, tiny):
+    from memjax.study import open_or_create
+
+    cfg = _digits_dp_study(epochs=3, dp=mj.DPConfig(1.0, 1.5, delta=1e-4))
     digits = mj.data.load("digits")
     open_or_create(cfg, str(tmp_path / "s"), digits)
     meta = json.loads((tmp_path / "s" / "study.json").read_text())["dp"]
@@ -297,16 +300,9 @@ def test_a_noiseless_dp_study_records_an_unbounded_epsilon_as_strict_json_null(t
     """noise_multiplier 0 has no finite epsilon: study.json says null (no bare Infinity,
     which strict parsers refuse), and recorded_epsilon reads it back as inf."""
     from memjax.accountant import recorded_epsilon
-    from memjax.study import StudyConfig, open_or_create
+    from memjax.study import open_or_create
 
-    cfg = StudyConfig(
-        dataset={"name": "digits"},
-        model=SPEC,
-        replicas=4,
-        ratio=0.5,
-        design="fixed",
-        train=mj.TrainConfig(epochs=1, batch_size=100, dp=mj.DPConfig(1.0, 0.0)),
-    )
+    cfg = _digits_dp_study(epochs=1, dp=mj.DPConfig(1.0, 0.0))
     open_or_create(cfg, str(tmp_path / "s"), mj.data.load("digits"))
 
     def refuse(constant: str):
