@@ -337,11 +337,14 @@ class Store:
         ]
         return f"differing settings (this study's vs the chunk's): {'; '.join(differences[:8])}"
 
+    def foreign_chunks(self, scan: DoneScan) -> dict[int, str]:
+        """Finished chunks (by index, ascending) that another study wrote, with how it differs."""
+        return {k: p for k, m in sorted(scan.valid.items()) if (p := self.foreign_problem(m))}
+
     def check_markers(self, scan: DoneScan | None = None) -> None:
         """Refuse (ForeignChunkError) finished chunks that another study wrote: reads the
         markers only, so resuming runs it before trusting them."""
-        scan = self.scan_done() if scan is None else scan
-        foreign = {k: p for k, m in scan.valid.items() if (p := self.foreign_problem(m))}
+        foreign = self.foreign_chunks(self.scan_done() if scan is None else scan)
         if foreign:
             k = min(foreign)
             raise self._foreign(k, foreign[k], sorted(foreign))

@@ -557,7 +557,7 @@ def study_status(store: Store) -> dict[str, Any]:
     chunks whose files exist and that this study wrote, and what else lies in ``done/``."""
     scan = store.scan_done()
     damaged = store.damaged_chunks(sorted(scan.valid))
-    foreign = {k: p for k, m in sorted(scan.valid.items()) if (p := store.foreign_problem(m))}
+    foreign = store.foreign_chunks(scan)
     finished = [k for k in sorted(scan.valid) if k not in damaged and k not in foreign]
     return {
         "study": store.meta.get("name"),
