@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,27 @@ pytest_plugins = ["tests.suite_timing"]
 
 # Like the `memjax` command: one CPU device per core, so trainer tests shard their replicas.
 mj.use_cpu_cores()
+
+
+# "all": every test compiles with XLA's full backend optimization (a release check).
+_OPTIMIZE_ALL = os.environ.get("MEMJAX_TEST_XLA_OPTIMIZE") == "all"
+
+
+@pytest.fixture(autouse=True)
+def _compile_effort(request):
+    """Compile with XLA's backend optimizations off, except in tests marked ``optimized``.
+
+    Half the suite's time is XLA:CPU compiling programs that then run for milliseconds, and
+    LLVM's optimization passes are most of a compile (a ResNet test: 69 s to 26 s without
+    them). The programs' operations, shapes and dtypes are unchanged: the tests check what
+    they compute, and speed is measured by ``memjax bench`` and ``memjax plan``, never here.
+    Tests whose running time exceeds their compiling time (long training) are marked
+    ``optimized``; subprocesses (the CLI tests) compile as users' processes do.
+    """
+    full = _OPTIMIZE_ALL or request.node.get_closest_marker("optimized") is not None
+    jax.config.update("jax_disable_most_optimizations", not full)
+    yield
+    jax.config.update("jax_disable_most_optimizations", False)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -254,6 +254,7 @@ def test_bad_flipped_mask_fails_early():
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_mnist1d_label_noise_found_by_memorization():
     """128 replicas on MNIST-1D with 10% flipped labels, as in the experiment's quick mode.
     Memorization AUC measured with seed s for the noise, masks and training, s = 0..4 (the

@@ -210,6 +210,7 @@ def test_kernel_study_refuses_a_changed_source_or_another_model(tiny_family, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_quick_mode_tiny_setting_correlation_rises_with_width(tmp_path):
     from experiments.theory_vs_width.__main__ import main
     from experiments.theory_vs_width.agreement import METRICS, PAIRS, QUANTITIES, correlations

@@ -425,6 +425,7 @@ def test_mlp_reaches_62_percent_on_mnist1d(mnist1d):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_cnn1d_reaches_90_percent_on_mnist1d(mnist1d):
     """One replica. Measured on 10 (seeds 0-5, and replicas 1-2 of seeds 0-1): 0.911-0.925,
     mean 0.9175, sd 0.0048, so the bar is 3.6 seed-to-seed sds below (three replicas and
@@ -460,6 +461,7 @@ NOISE_STUDIES = {
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 @pytest.mark.parametrize("name", list(NOISE_STUDIES))
 def test_memorization_separates_flipped_labels(name):
     """Feldman-Zhang memorization of correctness ranks the 10% flipped examples above the

@@ -196,6 +196,7 @@ def test_augmentation_changes_results_and_uint8_equals_standardized_floats(
 
 
 @pytest.mark.slow
+@pytest.mark.optimized
 def test_resnet_with_batchnorm_and_augmentation_learns_digits_in_float32_and_bfloat16():
     """ResNet-9 (BatchNorm, random crops: flips would turn digits into other classes) on
     16x16 digits, 8 replicas on halves: >= 90% test accuracy, and bfloat16 compute within 2
