@@ -19,25 +19,38 @@ pytest_plugins = ["tests.suite_timing"]
 mj.use_cpu_cores()
 
 
-# "all": every test compiles with XLA's full backend optimization (a release check).
+# Compile with XLA's backend optimizations off, except in tests marked ``optimized``.
+#
+# Half the suite's time is XLA:CPU compiling programs that then run for milliseconds, and
+# LLVM's optimization passes are most of a compile (a ResNet test: 69 s to 26 s without
+# them). The programs' operations, shapes and dtypes are unchanged: the tests check what they
+# compute, and speed is measured by `memjax bench` and `memjax plan`, never here. It is the
+# whole run's default (set here, before any fixture trains), so module and session fixtures
+# and the tests that compare with them compile alike; subprocesses (CLI runs, Ray workers)
+# inherit it through JAX's environment variable, so results computed here and there come
+# from the same code and compare bit for bit. MEMJAX_TEST_XLA_OPTIMIZE=all optimizes every
+# test (a release check).
 _OPTIMIZE_ALL = os.environ.get("MEMJAX_TEST_XLA_OPTIMIZE") == "all"
+
+
+def _optimize(full: bool) -> None:
+    jax.config.update("jax_disable_most_optimizations", not full)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "0" if full else "1"
+
+
+_optimize(_OPTIMIZE_ALL)
 
 
 @pytest.fixture(autouse=True)
 def _compile_effort(request):
-    """Compile with XLA's backend optimizations off, except in tests marked ``optimized``.
-
-    Half the suite's time is XLA:CPU compiling programs that then run for milliseconds, and
-    LLVM's optimization passes are most of a compile (a ResNet test: 69 s to 26 s without
-    them). The programs' operations, shapes and dtypes are unchanged: the tests check what
-    they compute, and speed is measured by ``memjax bench`` and ``memjax plan``, never here.
-    Tests whose running time exceeds their compiling time (long training) are marked
-    ``optimized``; subprocesses (the CLI tests) compile as users' processes do.
-    """
-    full = _OPTIMIZE_ALL or request.node.get_closest_marker("optimized") is not None
-    jax.config.update("jax_disable_most_optimizations", not full)
+    """Tests whose running time exceeds their compiling time (long training) are marked
+    ``optimized`` and compile, with their subprocesses, as users' programs do."""
+    if _OPTIMIZE_ALL or request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    _optimize(True)
     yield
-    jax.config.update("jax_disable_most_optimizations", False)
+    _optimize(False)
 
 
 @pytest.fixture(autouse=True, scope="module")

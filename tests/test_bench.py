@@ -74,6 +74,7 @@ def test_bench_images_are_class_templates_plus_noise():
         assert within < 4 and between > 10 * within
 
 
+@pytest.mark.optimized
 @pytest.mark.slow
 def test_bench_resnet_workload_prints_the_peer_fields():
     res = subprocess.run(

@@ -101,6 +101,7 @@ def training_worker(study: Location, timeout: float) -> tuple[int, int]:
     raise AssertionError("no Ray worker was seen training a chunk")
 
 
+@pytest.mark.optimized
 @pytest.mark.slow
 @in_private_network
 def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_path, request):
@@ -140,6 +141,18 @@ def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_
         pid, killed = training_worker(study, timeout=300)
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = driver.communicate(timeout=400)
+        # a bad-input error inside a worker (training diverges) is the driver's exit 2
+        diverging = tmp_path / "diverging.yaml"
+        train = {**TINY["train"], "optimizer": "sgd", "learning_rate": 1e30}
+        diverging.write_text(yaml.safe_dump({**TINY, "train": train}))
+        diverged = subprocess.run(
+            [sys.executable, "-m", "memjax", "run", str(diverging), "--out", str(tmp_path / "d")]
+            + ["--executor", "ray", "--address", "127.0.0.1:6399"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
     assert driver.returncode == 0, stderr
@@ -152,6 +165,10 @@ def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_
     assert sorted(got.array_keys()) == sorted(ref.array_keys())
     for name in ref.array_keys():
         np.testing.assert_array_equal(got[name][:], ref[name][:], err_msg=name)
+    assert diverged.returncode == 2, diverged.stderr
+    last = diverged.stderr.strip().splitlines()[-1]
+    assert "non-finite" in last and "train.learning_rate 1e+30" in last, diverged.stderr
+    assert not (tmp_path / "d" / "done").exists() or not os.listdir(tmp_path / "d" / "done")
 
 
 @pytest.mark.parametrize(
