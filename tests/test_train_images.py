@@ -172,6 +172,7 @@ def test_two_forced_devices_and_a_fresh_process_give_the_same_replicas(
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # the two inputs reach the same roundoff only when fused alike
 def test_augmentation_changes_results_and_uint8_equals_standardized_floats(
     pixels, masks, reference
 ):
