@@ -128,9 +128,9 @@ def run_bench(
     workload: str = "mlp",
 ) -> dict[str, Any]:
     """Time whole calls of E and of 2E epochs, each compiled first and timed by its fastest
-    repeat; their difference is E
-    epochs of training alone (initialization, final evaluation and per-call costs cancel),
-    the quantity the peers' ``train_s`` measures. ``call_s`` is one whole E-epoch call."""
+    repeat; their difference is E epochs of training alone (initialization, final evaluation
+    and per-call costs cancel), the quantity the peers' ``train_s`` measures. ``call_s`` is
+    one whole E-epoch call."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}: use one of {sorted(WORKLOADS)}")
     spec, load, make_config = WORKLOADS[workload]
