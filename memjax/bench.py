@@ -10,6 +10,9 @@ over the examples actually trained on:
   uint8 32x32x3, class templates plus noise), ResNet-9 with widths 16-32-64-128 and
   BatchNorm, random crop (pad 4, reflect) and flip, per-channel standardization on device,
   SGD lr 0.05 with Nesterov momentum 0.9 and weight decay 5e-4.
+
+``examples`` shrinks either workload (test examples: a quarter of it) for a quick check; its
+figures then no longer compare with the peers'.
 """
 
 from __future__ import annotations
@@ -87,10 +90,21 @@ def resnet_config(epochs: int, group_size: int = 0, vectorize: str = "auto") -> 
     )
 
 
-# workload name -> (spec, data, config)
+PEER_EXAMPLES = 4000  # training examples of both peer workloads (and 1000 test examples)
+
+
+def _mnist1d(n_train: int, n_test: int) -> data.Dataset:
+    return data.load("mnist1d", n_train=n_train, n_test=n_test)
+
+
+def _images(n_train: int, n_test: int) -> data.Dataset:
+    return bench_images(n_train=n_train, n_test=n_test)
+
+
+# workload name -> (spec, data of (n_train, n_test), config)
 WORKLOADS = {
-    "mlp": (STANDARD_SPEC, lambda: data.load("mnist1d"), standard_config),
-    "resnet": (RESNET_SPEC, bench_images, resnet_config),
+    "mlp": (STANDARD_SPEC, _mnist1d, standard_config),
+    "resnet": (RESNET_SPEC, _images, resnet_config),
 }
 
 
@@ -126,15 +140,23 @@ def run_bench(
     seed: int = 0,
     vectorize: str = "auto",
     workload: str = "mlp",
+    *,
+    examples: int = PEER_EXAMPLES,
 ) -> dict[str, Any]:
     """Time whole calls of E and of 2E epochs, each compiled first and timed by its fastest
     repeat; their difference is E epochs of training alone (initialization, final evaluation
     and per-call costs cancel), the quantity the peers' ``train_s`` measures. ``call_s`` is
-    one whole E-epoch call."""
+    one whole E-epoch call. ``examples`` training examples (and a quarter as many test
+    examples); each replica's half of them must hold at least one batch of 128."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}: use one of {sorted(WORKLOADS)}")
+    if not 256 <= examples <= PEER_EXAMPLES:
+        raise ValueError(
+            f"examples={examples}: use 256 to {PEER_EXAMPLES} (a replica trains on half of"
+            " them in batches of 128)"
+        )
     spec, load, make_config = WORKLOADS[workload]
-    ds = load()
+    ds = load(examples, examples // 4)
     masks = subsets.sample(ds.n_train, replicas, 0.5, seed, design="fixed")
     cfg = make_config(epochs, group_size, vectorize)
     (first, out), first_s, call_s = _steady_seconds(spec, ds, masks, cfg, seed)
@@ -146,8 +168,8 @@ def run_bench(
             " the machine's load swamped the measurement; rerun with more epochs"
         )
     steps = int(masks.sum(1).min()) // cfg.batch_size
-    examples = steps * cfg.batch_size
-    gflop = 3 * spec.matmul_flops(ds.input_shape, ds.num_classes) * examples / 1e9
+    trained = steps * cfg.batch_size  # examples per replica-epoch
+    gflop = 3 * spec.matmul_flops(ds.input_shape, ds.num_classes) * trained / 1e9
     rate = replicas * epochs / train_s
 
     def sig(v: float) -> float:
@@ -157,6 +179,7 @@ def run_bench(
         "workload": workload,
         "replicas": replicas,
         "epochs": epochs,
+        "examples": examples,
         "replica_epochs_per_s": sig(rate),
         "gflops": sig(rate * gflop),
         "replica_epochs_per_s_e2e": sig(replicas * epochs / call_s),

@@ -259,7 +259,14 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from memjax.bench import run_bench
 
-    rec = run_bench(args.replicas, args.epochs, args.group_size, args.seed, workload=args.workload)
+    rec = run_bench(
+        args.replicas,
+        args.epochs,
+        args.group_size,
+        args.seed,
+        workload=args.workload,
+        examples=args.examples,
+    )
     print(json_text(strict_json(rec)))
 
 
@@ -417,6 +424,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--epochs", type=int, default=10)
     bench.add_argument("--group-size", type=int, default=0, help="0: automatic")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--examples",
+        type=int,
+        default=4000,
+        help="training examples (test: a quarter); below the peers' 4000 a quick check whose "
+        "figures do not compare with theirs",
+    )
     bench.set_defaults(fn=_cmd_bench)
 
     plan = sub.add_parser(

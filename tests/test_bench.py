@@ -74,34 +74,35 @@ def test_bench_images_are_class_templates_plus_noise():
         assert within < 4 and between > 10 * within
 
 
-@pytest.mark.optimized
 @pytest.mark.slow
 def test_bench_resnet_workload_prints_the_peer_fields():
+    """The ResNet workload on 512 of its examples (a replica's half: 2 steps of 128): the
+    fields and the peers' FLOP model per trained example, at a tenth of the full size's cost."""
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "memjax",
-            "bench",
-            "--workload",
-            "resnet",
-            "--replicas",
-            "1",
-            "--epochs",
-            "1",
-        ],
+        [sys.executable, "-m", "memjax", "bench", "--workload", "resnet"]
+        + ["--replicas", "1", "--epochs", "1", "--examples", "512"],
         capture_output=True,
         text=True,
     )
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec["workload"] == "resnet" and rec["replicas"] == 1 and rec["deterministic"]
+    assert rec["examples"] == 512
     assert_training_only_rates(rec)
-    # the peer's FLOP model: 3 x forward FLOPs of ResNet-9 16-32-64-128 x 15 steps x 128
+    # the peer's FLOP model: 3 x forward FLOPs of ResNet-9 16-32-64-128 x 2 steps x 128
     c1, c2, c3, c4 = 16, 32, 64, 128
     fwd = 2 * 9 * (1024 * (3 * c1 + c1 * c2) + 256 * (2 * c2 * c2 + c2 * c3))
     fwd += 2 * 9 * (64 * c3 * c4 + 2 * 16 * c4 * c4) + 2 * c4 * 10
-    assert rec["gflop_per_replica_epoch"] == pytest.approx(3 * fwd * 15 * 128 / 1e9, abs=1e-4)
+    assert rec["gflop_per_replica_epoch"] == pytest.approx(3 * fwd * 2 * 128 / 1e9, abs=1e-4)
     assert rec["gflops"] == pytest.approx(
-        rec["replica_epochs_per_s"] * 3 * fwd * 1920 / 1e9, rel=0.02
+        rec["replica_epochs_per_s"] * 3 * fwd * 256 / 1e9, rel=0.02
     )
+
+
+@pytest.mark.parametrize("examples", [255, 4001])
+def test_bench_refuses_examples_outside_its_range(examples, capsys):
+    from memjax import cli
+
+    assert cli.main(["bench", "--examples", str(examples), "--replicas", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"examples={examples}: use 256 to 4000" in err[0], err
