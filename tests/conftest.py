@@ -109,6 +109,18 @@ def blobs(
 
 
 @pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> str:
+    """The directory of ``tests.studies.TINY``, run once per test run: read it, never write
+    it (a test that changes a finished study changes a copy)."""
+    from memjax.study import StudyConfig, run_study
+    from tests.studies import TINY
+
+    out = str(tmp_path_factory.mktemp("tiny-study") / "s")
+    run_study(StudyConfig.from_dict(TINY), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny() -> mj.data.Dataset:
     """48 train / 20 test examples, 6 features, 3 classes: trains in milliseconds."""
     return blobs(48, 20, 6, 3, seed=0)

@@ -33,16 +33,8 @@ from memjax.study import (
     check_writable,
     run_study,
 )
+from tests.studies import TINY
 
-TINY = {
-    "name": "tiny",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
-    "chunk_size": 4,
-}
 # Chunks of 2 replicas that train for about a second each: a signal lands inside one.
 SLOW = {**TINY, "train": {**TINY["train"], "epochs": 60}, "chunk_size": 2}
 
@@ -180,6 +172,7 @@ def test_check_writable_fails_on_a_read_only_filesystem(tmp_path):
 
 
 @needs_mount
+@pytest.mark.slow
 def test_read_only_study_fails_before_training(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(TINY))
@@ -202,6 +195,7 @@ def test_read_only_study_fails_before_training(tmp_path):
 
 
 @needs_mount
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_leaves_no_half_study(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(TINY))
@@ -311,11 +305,12 @@ def test_other_memjax_version_warns_and_is_recorded(tmp_path):
         run_study(cfg, str(b), job=1, jobs=3, progress=False)  # same version: no warning
 
 
-def test_cli_warns_in_one_line(tmp_path):
+@pytest.mark.slow
+def test_cli_warns_in_one_line(tmp_path, tiny_study):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "s"
-    run_study(StudyConfig.from_dict(TINY), str(out), progress=False)
+    shutil.copytree(tiny_study, out)
     _pretend_written_by(out, "0.0.1")
     res = subprocess.run(
         memjax_cmd("run", str(cfg_path), "--out", str(out), "--quiet"),
@@ -330,6 +325,7 @@ def test_cli_warns_in_one_line(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_partial_estimate_names_missing_columns_in_strict_json(tmp_path):
     out = tmp_path / "s"
     run_study(StudyConfig.from_dict(TINY), str(out), progress=False, max_chunks=1)
@@ -357,6 +353,7 @@ def test_partial_estimate_names_missing_columns_in_strict_json(tmp_path):
         assert row["ci_low"] <= row["memorization"] <= row["ci_high"]
 
 
+@pytest.mark.slow
 def test_ranking_skips_examples_without_an_interval(tmp_path):
     """With bernoulli subsets of 6 replicas, some examples are IN or OUT only once: they have
     no standard error and must not lead the ranking however large their point estimate."""

@@ -20,16 +20,7 @@ from memjax import schema, study
 from memjax.config import TrainConfig
 from memjax.models import MLP, spec_from_dict
 from memjax.study import StudyConfig, StudyTooLargeError, build_dataset, load_config, run_study
-
-TINY = {
-    "name": "tiny",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
-    "chunk_size": 4,
-}
+from tests.studies import TINY
 
 
 def with_setting(setting: str, value) -> dict:

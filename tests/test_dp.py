@@ -72,6 +72,7 @@ def _brute_force(apply, params, x, y, valid, clip, denom):
     ],
     ids=["mlp", "cnn1d", "cnn2d"],
 )
+@pytest.mark.slow
 def test_clipped_gradient_equals_brute_force(spec, shape):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((10, *shape)), jnp.float32)
@@ -140,6 +141,7 @@ def _same(a, b, rows_a=slice(None), rows_b=slice(None)):
         )
 
 
+@pytest.mark.slow
 def test_unclipped_noiseless_dp_sgd_is_ordinary_sgd_bit_for_bit(tiny):
     masks = mj.subsets.sample(tiny.n_train, 4, 0.5, seed=1)
     huge = mj.DPConfig(clip_norm=1e9, noise_multiplier=0.0, sampling="shuffle")

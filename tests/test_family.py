@@ -135,6 +135,7 @@ def test_bad_sweeps_are_refused_naming_the_setting(sweep, message):
         FamilyConfig.from_dict({**BASE, "sweep": sweep})
 
 
+@pytest.mark.slow
 def test_family_directory_records_members_and_reads_back(cfg, single):
     record = json.loads((Path(single) / "family.json").read_text())
     assert [m["dir"] for m in record["members"]] == list(MEMBERS)
@@ -227,6 +228,7 @@ def test_statements_do_not_block_a_resume(cfg, single, tmp_path):
     assert store.is_complete() and mj.open_study(out).config.description == "new words"
 
 
+@pytest.mark.slow
 def test_cli_status_estimate_verify_on_a_family(single, tmp_path, capsys):
     assert cli(["status", single]) == 0
     status = json.loads(capsys.readouterr().out)

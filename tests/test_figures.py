@@ -395,6 +395,7 @@ def _record(out: Path, name: str) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_every_figure_writes_png_pdf_json_of_paper_size(synthetic):
     _, out = synthetic
     for name in FAST_FIGURES:
@@ -1051,6 +1052,7 @@ def test_registry_refuses_misnamed_duplicate_and_missing_figures():
         collect({"fig03_three": SimpleNamespace()})
 
 
+@pytest.mark.slow
 def test_command_line_lists_the_figures_from_the_repository_root():
     """``python -m paper_figures`` runs from a checkout's root with nothing on PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

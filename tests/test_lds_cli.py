@@ -66,6 +66,7 @@ def test_eval_study_averages_each_subsets_seeds(studies):
     np.testing.assert_array_equal(ev.blocks, np.arange(20) // 2)
 
 
+@pytest.mark.slow
 def test_memjax_lds_table(studies, tmp_path, capsys):
     train, ev = studies
     out = str(tmp_path / "out")

@@ -94,6 +94,7 @@ def test_file_url_is_the_local_directory(tmp_path):
     assert loc.listdir("done") == [] and not loc.exists("done/chunk-000000")
 
 
+@pytest.mark.slow
 def test_study_at_a_memory_url_resumes_to_the_local_bytes(tmp_path):
     cfg = StudyConfig.from_dict(SMALL)
     local = tmp_path / "s"

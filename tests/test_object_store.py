@@ -33,6 +33,7 @@ def _namespace_refusal() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_study_life_on_s3_in_a_private_network(tmp_path):
     refusal = _namespace_refusal()
     if refusal:

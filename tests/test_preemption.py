@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from memjax.cli import EXIT_CODES
@@ -29,6 +30,7 @@ SPEC = {
 }
 
 
+@pytest.mark.slow
 def test_sigterm_mid_chunk_abandons_that_chunk_and_the_rerun_resumes(tmp_path):
     config, out = tmp_path / "study.yaml", tmp_path / "s"
     config.write_text(yaml.safe_dump(SPEC))

@@ -38,6 +38,7 @@ def test_environment_sets_the_bound(monkeypatch):
         ProgramCache()
 
 
+@pytest.mark.slow
 def test_training_more_shapes_than_the_bound_keeps_the_bound(tiny):
     """Four epoch counts are four program shapes; with a bound of 2 the cache holds the last
     two, and the evicted first shape, trained again, gives the same outputs bit for bit."""

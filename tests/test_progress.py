@@ -69,6 +69,7 @@ class Recorder:
     [(7, 3, "vmap"), (5, 2, "unroll"), (13, 1, "unroll")],
     ids=["vmap-g3", "unroll-g2", "unroll-g1-many-groups"],
 )
+@pytest.mark.slow
 def test_reports_every_epoch_of_every_group_and_change_nothing(
     tiny, replicas, group_size, vectorize
 ):
@@ -119,6 +120,7 @@ _FOUR_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_reports_on_four_devices(tmp_path):
     """Sharded over 4 forced host devices, one replica per group (6 replicas padded to 8)."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -142,6 +144,7 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_status_reports_throughput_and_eta(tmp_path, capsys):
     cfg = StudyConfig.from_dict(STUDY)
     out = tmp_path / "s"
@@ -171,6 +174,7 @@ def test_status_reports_throughput_and_eta(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "progress").iterdir()} == files
 
 
+@pytest.mark.slow
 def test_running_and_killed_job_heartbeat(tmp_path, capsys):
     """Job 0 of 2 in a subprocess: its heartbeat shows the chunk advancing while it runs; killed
     mid-chunk, it is reported stopped, and the ETA comes from its in-chunk rate."""

@@ -200,6 +200,7 @@ def test_the_store_holds_view_arrays_only_when_asked():
     assert TrainConfig(queries="mirror").result_dict()["queries"] == "mirror"
 
 
+@pytest.mark.slow
 def test_a_study_with_views_stores_and_verifies_them(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 4, 4, 1)).astype(np.float32)

@@ -31,16 +31,7 @@ from memjax.study import StudyConfig, build_dataset, open_or_create, run_study, 
 from memjax.verify import verify_study
 from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
 from tests.private_network import ROOT, in_private_network
-
-TINY = {
-    "name": "tiny",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
-    "chunk_size": 4,
-}
+from tests.studies import TINY
 
 
 def chunk_bytes(path: str, k: int) -> dict[str, bytes]:
@@ -55,6 +46,7 @@ def train(cfg: StudyConfig, path: str, k: int) -> None:
         train_chunk(cfg, build_dataset(cfg.dataset), store, k, bar)
 
 
+@pytest.mark.slow
 def test_a_chunk_written_twice_or_concurrently_has_the_same_bytes(tmp_path):
     cfg = StudyConfig.from_dict(TINY)
     first, shared = str(tmp_path / "first"), str(tmp_path / "shared")

@@ -182,6 +182,7 @@ EXPERIMENT_STUDY = {
 }
 
 
+@pytest.mark.slow
 def test_experiment_analysis_equals_memjax_estimate(tmp_path):
     """The experiment's per-example table and summary are `memjax estimate`'s (plus the fit
     of the flipped labels and the ROC points), on one tiny study with flipped labels."""
@@ -336,6 +337,7 @@ def test_delong_standard_error_matches_a_bootstrap_over_examples(seed):
     assert (high - low) / 2 == pytest.approx(1.96 * boot.std(), rel=0.15)
 
 
+@pytest.mark.slow
 def test_auc_interval_covers_the_true_auc():
     """Binormal scores, true AUC Phi(shift / sqrt 2); coverage of 95% intervals over 1000
     studies per seed, median over 5 seeds. Measured over 8 seeds: 0.951 (sd 0.0089) at AUC

@@ -133,6 +133,7 @@ def test_drawing_by_input_shape():
     assert _drawing(load("digits"), "digits") == ("image", (8, 8))
 
 
+@pytest.mark.slow
 def test_page_is_self_contained_and_complete(digits_study):
     with open(os.path.join(digits_study, "report.html")) as fh:
         text = fh.read()
@@ -172,6 +173,7 @@ def test_page_is_self_contained_and_complete(digits_study):
     assert "16 / 16" in text and s.meta["dataset_fingerprint"] in text
 
 
+@pytest.mark.slow
 def test_signal_study_draws_line_plots_and_says_why_attacks_are_missing(signal_study):
     with open(os.path.join(signal_study, "report.html")) as fh:
         text = fh.read()

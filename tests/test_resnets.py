@@ -78,6 +78,7 @@ def test_resnet9_flops_are_the_benchmark_peers_formula():
 
 
 @pytest.mark.parametrize("spec", [SMALL[0], *SMALL[2:]], ids=lambda s: repr(s))
+@pytest.mark.slow
 def test_native_and_patch_convolutions_compute_the_same_network(spec):
     """Same parameters, same logits, same gradients and BatchNorm updates on CPU, in float64
     so that a real difference is not hidden by float32 rounding through 8-17 layers."""
@@ -113,6 +114,7 @@ def _same_in_float64(nets, params, state):
     jax.tree.map(close, sa, sb)
 
 
+@pytest.mark.slow
 def test_batchnorm_uses_only_valid_rows_and_only_its_own_replica():
     """The first BatchNorm's running averages after one training pass equal numpy's
     statistics of the stem convolution over the valid rows (momentum 0.9); the valid rows'
@@ -150,6 +152,7 @@ def _check_batch_statistics(net, params, state, x):
         np.testing.assert_allclose(batched[0][r], single[0], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_evaluation_uses_running_averages():
     net = build_network(ResNet18(2), (8, 8, 1), 3, conv="patches")
     apply = jax.jit(net.apply, static_argnums=3)
@@ -166,6 +169,7 @@ def test_evaluation_uses_running_averages():
     )
 
 
+@pytest.mark.slow
 def test_specs_round_trip_and_refuse_bad_settings(tiny):
     for spec in [*SMALL, WideResNet(16, 4, "none")]:
         assert spec_from_dict(mj.models.spec_to_dict(spec)) == spec

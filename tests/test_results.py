@@ -34,6 +34,7 @@ def study_dir(tmp_path_factory) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_open_study_reads_aligned_verified_arrays(study_dir):
     s = mj.open_study(study_dir)
     assert s.complete and s.replicas == 8 and s.name == "tiny-results"

@@ -38,6 +38,7 @@ def test_one_device_per_usable_core_by_default():
     assert rec["n"] == rec["devices"] == rec["cores"]
 
 
+@pytest.mark.slow
 def test_explicit_count_and_a_users_forced_count_is_kept():
     code = """
         import json, jax, memjax

@@ -60,6 +60,7 @@ def test_bad_or_conflicting_scheduler_values_are_named(jobs, env, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_slurm_array_task_trains_exactly_its_chunks(tmp_path, monkeypatch, capsys):
     config = tmp_path / "study.yaml"
     config.write_text(

@@ -89,6 +89,7 @@ def study(original, tmp_path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_chunk_files_are_checksummed_and_markers_record_versions(original):
     for name in raw_arrays(original):
         meta = json.loads((original / "arrays.zarr" / name / "zarr.json").read_text())

@@ -19,16 +19,8 @@ from memjax import subsets, train_replicas
 from memjax.estimators import memorization
 from memjax.store import StoreMismatchError, merge, open_store
 from memjax.study import StudyConfig, build_dataset, load_config, open_or_create, run_study
+from tests.studies import TINY
 
-TINY = {
-    "name": "tiny",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
-    "chunk_size": 4,
-}
 FIELDS = (
     "train_correct",
     "train_margin",
@@ -54,9 +46,9 @@ def direct(cfg):
 
 
 @pytest.fixture(scope="module")
-def finished(cfg, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("study") / "s")
-    return run_study(cfg, out, progress=False)
+def finished(tiny_study):
+    """TINY, run by ``run_study`` once for the whole test run."""
+    return open_store(tiny_study)
 
 
 def assert_same_outputs(store, masks, reference) -> None:
@@ -69,6 +61,7 @@ def assert_same_outputs(store, masks, reference) -> None:
         )
 
 
+@pytest.mark.slow
 def test_chunked_study_equals_one_call(finished, direct):
     masks, reference = direct
     assert finished.is_complete() and finished.n_chunks == 3
@@ -189,6 +182,7 @@ def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_errors_exit_2_and_write_nothing(tmp_path):
     cfg_path = tmp_path / "bad.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "dataset": {"name": "nope"}}))
@@ -199,6 +193,7 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path):
     assert res.returncode == 2 and "not a memjax study directory" in res.stderr
 
 
+@pytest.mark.slow
 def test_cli_status_and_estimate(finished, tmp_path):
     res = _cli("status", finished.path)
     assert res.returncode == 0, res.stderr
@@ -239,6 +234,7 @@ def test_cli_refuses_another_study_with_exit_3(finished, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_estimate_refuses_unfinished_study(cfg, tmp_path):
     out = str(tmp_path / "s")
     run_study(cfg, out, progress=False, max_chunks=1)

@@ -24,6 +24,7 @@ def brute_force(apply_fn, params, x1, x2):
     return np.einsum("icp,jdp->ijcd", jac(x1), jac(x2))
 
 
+@pytest.mark.slow
 def test_flax_mlp_equals_brute_force_for_both_methods_and_blocks():
     init, apply = build(MLP(widths=(12, 9), activation="gelu", b_std=0.2), (5,), 3)
     rng = np.random.default_rng(0)

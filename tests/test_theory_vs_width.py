@@ -123,6 +123,7 @@ def tiny_family(tmp_path_factory):
     return cfg, out, before
 
 
+@pytest.mark.slow
 def test_family_members_share_masks_and_resume_without_retraining(tiny_family):
     cfg, out, before = tiny_family
     assert [m.dir for m in cfg.members] == ["widths_8-linearize_false", "widths_16-linearize_false"]
@@ -165,6 +166,7 @@ def test_two_jobs_split_the_family_and_equal_one_job(tiny_family, tmp_path):
             np.testing.assert_array_equal(_arrays(b)[name], value, err_msg=name)
 
 
+@pytest.mark.slow
 def test_kernel_study_is_a_verified_resumable_study_of_the_source_masks(tiny_family, tmp_path):
     _, out, _ = tiny_family
     source = open_family(str(out)).members["theory-vs-width-widths_16-linearize_false"][1]

@@ -122,6 +122,7 @@ def test_tracin_with_batchnorm_uses_each_checkpoints_running_averages():
         assert all(np.any(v[0, 1] != v[0, 2]) for v in stats)  # the averages moved
 
 
+@pytest.mark.slow
 def test_checkpoints_are_the_replicas_own_runs():
     ds = _digits(60, 10)
     masks = _masks(3, 60, 2)
@@ -140,6 +141,7 @@ def test_checkpoints_are_the_replicas_own_runs():
     assert all(np.any(a[0] != a[1]) for a in jax.tree.leaves(first))  # own initializations
 
 
+@pytest.mark.slow
 def test_diagonal_is_minus_self_influence():
     """With the training set as test set, the test loss as output and no label smoothing,
     TracIn's diagonal is -(learning rate x squared gradient norm) summed over checkpoints:
@@ -154,6 +156,7 @@ def test_diagonal_is_minus_self_influence():
     np.testing.assert_allclose(-diag, self_inf, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused():
     ds = _digits(20, 4)
     with pytest.raises(ValueError, match="record_every"):

@@ -197,6 +197,7 @@ _SUBPROCESS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_device_count_invariance(tmp_path: Path, tiny, masks, full_run):
     """The same chunk sharded over 4 forced host devices (2 replicas each) in a subprocess."""
     inputs, result = tmp_path / "in.npz", tmp_path / "out.npz"
@@ -220,6 +221,7 @@ def test_device_count_invariance(tmp_path: Path, tiny, masks, full_run):
     assert_same_rows(full_run, sharded, slice(None), exact=unrolled(CFG.vectorize))
 
 
+@pytest.mark.slow
 def test_full_batch_sgd_mse_equals_hand_written_gradient_descent(tiny, masks):
     """batch_size=None + plain sgd + mse is gradient descent on the subset's mean loss, from
     the init that replica_keys prescribes for the replica id."""
@@ -252,6 +254,7 @@ def test_full_batch_sgd_mse_equals_hand_written_gradient_descent(tiny, masks):
         )
 
 
+@pytest.mark.slow
 def test_recorded_trajectory_starts_at_init_and_ends_at_final_metrics(tiny, masks):
     cfg = mj.TrainConfig(**{**CFG.to_dict(), "epochs": 4, "record_every": 2})
     out = mj.train_replicas(SPEC, tiny, masks[:2], cfg, seed=SEED, devices=one_device())
@@ -284,6 +287,7 @@ def forgetting_by_hand(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return events, first
 
 
+@pytest.mark.slow
 def test_full_batch_forgetting_equals_transitions_of_the_recordings(tiny, masks):
     """Full-batch training recorded every epoch: the step of epoch e+1 sees the parameters
     recorded at epoch e, so the per-presentation counts are the correct -> incorrect
@@ -342,6 +346,7 @@ def python_loop(ds, mask: np.ndarray, r: int, cfg: mj.TrainConfig) -> tuple[np.n
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.slow
 def test_minibatch_forgetting_equals_a_python_loop(tiny, masks, drop_last):
     """Shuffled minibatches (the last one partial, or dropped): counts equal a plain loop's.
     With drop_last=True an IN example may miss an epoch (or every epoch: first_learned -1)."""
@@ -480,6 +485,7 @@ def test_memorization_separates_flipped_labels(name):
     assert auc >= 0.9
 
 
+@pytest.mark.slow
 def test_a_constant_uint8_channel_trains_to_finite_margins(tiny):
     """An alpha channel of 255 has std 0: it is standardized to zeros (std taken as 1), not
     divided by zero into NaN in every loss and margin."""

@@ -88,6 +88,7 @@ def assert_same(a: mj.ReplicaOutputs, b: mj.ReplicaOutputs, rows_a, rows_b, exac
             assert (x == y).mean() >= 0.95, name
 
 
+@pytest.mark.slow
 def test_chunks_and_reruns_reproduce_each_replica(pixels, masks, reference):
     """Replicas 2 and 3 trained alone (padded to the same program) and a rerun: bit for bit."""
     part = mj.train_replicas(
