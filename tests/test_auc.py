@@ -24,6 +24,7 @@ def pooled_pairs(seed: int, n: int = 300, targets: int = 8):
     return members.ravel(), scores.ravel(), clusters.ravel(), truth
 
 
+@pytest.mark.slow
 def test_clustered_interval_covers_pooled_pairs_and_pairwise_one_does_not():
     covered = {"clustered": [], "pairs": []}
     for seed in range(200):

@@ -139,6 +139,7 @@ open(sys.argv[1], "a").write(", then went on")
 """
 
 
+@pytest.mark.slow
 def test_a_stop_waits_for_an_uncut_step_then_ends_the_process(tmp_path):
     """SIGTERM inside ``uncut()`` (e.g. between creating and removing a probe file): the
     step runs to its end, then the process ends at once with its one line."""
@@ -151,6 +152,7 @@ def test_a_stop_waits_for_an_uncut_step_then_ends_the_process(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1 and "terminated by SIGTERM" in res.stderr
 
 
+@pytest.mark.slow
 def test_check_writable_fails_on_a_read_only_filesystem(tmp_path):
     check_writable_script = (
         "from memjax.study import check_writable; import sys; check_writable(sys.argv[1])"

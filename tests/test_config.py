@@ -174,6 +174,7 @@ def test_size_estimate_matches_the_stored_arrays(tmp_path):
         ("model.widths", [1_000_000_000], r"one replica needs about .* of device memory"),
     ],
 )
+@pytest.mark.slow
 def test_huge_studies_are_refused_fast_with_nothing_written(tmp_path, setting, value, message):
     cfg_path = tmp_path / "huge.yaml"
     cfg_path.write_text(yaml.safe_dump(with_setting(setting, value)))

@@ -190,6 +190,7 @@ def test_two_jobs_split_the_family_into_one_directory(cfg, single, tmp_path):
     assert_bitwise_equal(member_outputs(out), member_outputs(single))
 
 
+@pytest.mark.slow
 def test_two_jobs_in_separate_directories_merge_member_wise(cfg, single, tmp_path, capsys):
     a, b, merged = (str(tmp_path / n) for n in ("a", "b", "merged"))
     run_family(cfg, a, job=0, jobs=2, progress=False)

@@ -26,6 +26,7 @@ def _fresh(code: str, xla_flags: str = "") -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_one_device_per_usable_core_by_default():
     rec = _fresh(
         """
@@ -50,6 +51,7 @@ def test_explicit_count_and_a_users_forced_count_is_kept():
     assert forced == {"n": 5, "devices": 5}
 
 
+@pytest.mark.slow
 def test_too_late_once_jax_has_run():
     rec = _fresh(
         """

@@ -223,6 +223,7 @@ def test_cli_status_and_estimate(finished, tmp_path):
     assert "lira_online" in table.dtype.names and "lira_online" not in summary["missing"]
 
 
+@pytest.mark.slow
 def test_cli_refuses_another_study_with_exit_3(finished, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({**TINY, "seed": 4}))
