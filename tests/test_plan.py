@@ -193,7 +193,7 @@ def test_cpu_plan_measures_its_efficiency_and_the_study(model, side):
     positive. How close they come to the real run is a benchmark's question, not a timed
     assertion's (README, `memjax plan`, gives the figures measured on a 2-core machine)."""
     ds = image_data(512, 128, side=side)
-    cfg = study(model, replicas=8, epochs=8)
+    cfg = study(model, replicas=2, epochs=8)
     p = plan_study(cfg, ds, measure=True)
     assert "measured" in p["efficiency_source"] and 0 < p["efficiency"] < 1
     assert np.isfinite(p["predicted_s"]) and p["predicted_s"] > 0
