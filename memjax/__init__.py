@@ -1,34 +1,27 @@
 """memjax: memorization, influence and privacy from many replicas trained in one JAX program."""
 
-from memjax import (
-    auc,
+from memjax import data, errors, estimators, models, privacy, subsets, theory
+from memjax._version import __version__
+from memjax.analysis import proxies, relations, tracin
+from memjax.estimators import auc
+from memjax.outputs import ReplicaOutputs
+from memjax.study import Family, Study, open_family, open_study
+from memjax.train import (
+    DPConfig,
+    TrainConfig,
     augment,
-    data,
-    estimators,
-    models,
-    privacy,
-    proxies,
     queries,
     recipes,
-    relations,
-    subsets,
-    theory,
-    tracin,
+    train_checkpoints,
+    train_replicas,
+    use_cpu_cores,
 )
-from memjax.config import TrainConfig
-from memjax.dp import DPConfig
-from memjax.family import Family, open_family
-from memjax.outputs import ReplicaOutputs
-from memjax.results import Study, open_study
-from memjax.runtime import use_cpu_cores
-from memjax.train import train_checkpoints, train_replicas
-
-__version__ = "0.1.0"
 
 __all__ = [
     "augment",
     "auc",
     "data",
+    "errors",
     "estimators",
     "models",
     "privacy",

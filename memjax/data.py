@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from memjax.errors import DataError, DataTypeError
+
 __all__ = [
     "Dataset",
     "from_arrays",
@@ -118,17 +120,17 @@ class Dataset:
 def _check_features(x: np.ndarray, split: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 2:
-        raise ValueError(f"x_{split} must have shape (examples, features...), got {x.shape}")
+        raise DataError(f"x_{split} must have shape (examples, features...), got {x.shape}")
     if x.shape[0] == 0:
-        raise ValueError(f"x_{split} is empty: the {split} split needs at least one example")
+        raise DataError(f"x_{split} is empty: the {split} split needs at least one example")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise TypeError(f"x_{split} must be numeric, got dtype {x.dtype}")
+        raise DataTypeError(f"x_{split} must be numeric, got dtype {x.dtype}")
     if x.dtype == np.uint8:  # pixels: standardized on device (Dataset.channel_stats)
         return x
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-        raise ValueError(f"x_{split} contains NaN or inf values in {bad} example(s)")
+        raise DataError(f"x_{split} contains NaN or inf values in {bad} example(s)")
     return x
 
 
@@ -136,7 +138,7 @@ def _integer_labels(y: np.ndarray, n: int, split: str) -> np.ndarray:
     """Shape and dtype checks of a label vector (integral floats are accepted)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"y_{split} must have shape ({n},) to match x_{split}, got {y.shape}")
+        raise DataError(f"y_{split} must have shape ({n},) to match x_{split}, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         if (
             np.issubdtype(y.dtype, np.floating)
@@ -145,13 +147,13 @@ def _integer_labels(y: np.ndarray, n: int, split: str) -> np.ndarray:
         ):
             y = y.astype(np.int64)
         else:
-            raise TypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}")
+            raise DataTypeError(f"y_{split} must hold integer class ids, got dtype {y.dtype}")
     return y
 
 
 def _check_labels(y: np.ndarray, split: str, num_classes: int) -> np.ndarray:
     if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(
+        raise DataError(
             f"y_{split} has labels outside [0, {num_classes}): min {y.min()}, max {y.max()}"
         )
     return y.astype(np.int32)
@@ -171,11 +173,11 @@ def from_arrays(
     x_train = _check_features(x_train, "train")
     x_test = _check_features(x_test, "test")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise DataError(
             f"train and test features differ in shape: {x_train.shape[1:]} vs {x_test.shape[1:]}"
         )
     if x_train.dtype != x_test.dtype:
-        raise TypeError(
+        raise DataTypeError(
             f"x_train and x_test must both be uint8 pixels or both other numbers, got "
             f"{x_train.dtype} and {x_test.dtype}"
         )
@@ -185,13 +187,13 @@ def from_arrays(
     if num_classes is None:
         num_classes = int(max(y_train.max(), y_test.max())) + 1
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise DataError(f"num_classes must be at least 2, got {num_classes}")
     y_train = _check_labels(y_train, "train", num_classes)
     y_test = _check_labels(y_test, "test", num_classes)
     for split, info, n in (("train", train_info, len(x_train)), ("test", test_info, len(x_test))):
         for k, v in (info or {}).items():
             if len(v) != n:
-                raise ValueError(f"{split}_info[{k!r}] has length {len(v)}, expected {n}")
+                raise DataError(f"{split}_info[{k!r}] has length {len(v)}, expected {n}")
     return Dataset(
         x_train,
         y_train,
@@ -218,7 +220,7 @@ def _mnist1d(
     with ``subset_seed``; named ``mnist1d[n_train/n_test]``), e.g. for kernel experiments.
     """
     if not (2 <= n_train <= MNIST1D_TRAIN and 1 <= n_test <= MNIST1D_TEST):
-        raise ValueError(
+        raise DataError(
             f"mnist1d needs 2 <= n_train <= {MNIST1D_TRAIN} and 1 <= n_test <= {MNIST1D_TEST}"
         )
     full = _mnist1d_full()
@@ -316,7 +318,7 @@ def longtail(
     )
 
 
-class DataFileError(ValueError):
+class DataFileError(DataError):
     """A dataset file is not what its format says (truncated, another kind of file)."""
 
 
@@ -489,7 +491,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-class DatasetPathError(ValueError):
+class DatasetPathError(DataError):
     """A dataset path from a study's config leads outside the data root it is read under."""
 
 
@@ -521,7 +523,7 @@ def load(name: str, **kwargs) -> Dataset:
         return load_npz(name)
     if os.path.isdir(name):
         return load_cifar(name)
-    raise ValueError(
+    raise DataError(
         f"unknown dataset {name!r}: use one of {sorted(DATASETS)}, an .npz file path, "
         "or a CIFAR python-format directory"
     )
@@ -534,7 +536,7 @@ def with_label_noise(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset, 
     ``train_info`` gains ``flipped`` and ``clean_label``) and the boolean flipped mask.
     """
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"label-noise rate must be in [0, 1), got {rate}")
+        raise DataError(f"label-noise rate must be in [0, 1), got {rate}")
     rng = np.random.default_rng([seed, 0x6E6F6973])
     n = ds.n_train
     flipped = np.zeros(n, bool)
@@ -552,7 +554,7 @@ def with_random_labels(ds: Dataset, rate: float, seed: int = 0) -> tuple[Dataset
     (``train_info`` gains ``flipped``, the examples whose label changed, and
     ``clean_label``) and the flipped mask."""
     if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"random-label rate must be in [0, 1], got {rate}")
+        raise DataError(f"random-label rate must be in [0, 1], got {rate}")
     rng = np.random.default_rng([seed, 0x72616E64])
     n = ds.n_train
     drawn = np.zeros(n, bool)
@@ -569,16 +571,16 @@ def without_examples(ds: Dataset, indices: np.ndarray) -> Dataset:
     (each remaining example's index in ``ds``, or in the dataset ``ds`` was itself cut from)."""
     idx = np.asarray(indices)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"indices to remove must be a 1-D list of integers, got {idx!r}")
+        raise DataError(f"indices to remove must be a 1-D list of integers, got {idx!r}")
     if idx.size and (idx.min() < 0 or idx.max() >= ds.n_train):
-        raise ValueError(
+        raise DataError(
             f"indices to remove must lie in [0, {ds.n_train}) (the training examples of "
             f"{ds.name}), got min {idx.min()}, max {idx.max()}"
         )
     if len(np.unique(idx)) != len(idx):
-        raise ValueError("indices to remove must be distinct")
+        raise DataError("indices to remove must be distinct")
     if len(idx) > ds.n_train - 2:
-        raise ValueError(f"removing {len(idx)} of {ds.n_train} examples leaves fewer than 2")
+        raise DataError(f"removing {len(idx)} of {ds.n_train} examples leaves fewer than 2")
     keep = np.ones(ds.n_train, bool)
     keep[idx.astype(np.int64)] = False
     info = {"original_index": np.arange(ds.n_train), **ds.train_info}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from memjax.errors import DataError
+
 __all__ = ["LEVEL", "quantile", "wilson", "newcombe", "clopper_pearson", "normal"]
 
 LEVEL = 0.95
@@ -82,7 +84,7 @@ def clopper_pearson(
     x = np.asarray(successes, np.float64)
     n = np.asarray(n, np.float64)
     if np.any(n < 1) or np.any((x < 0) | (x > n)):
-        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {x} of {n}")
+        raise DataError(f"need 0 <= successes <= n and n >= 1, got {x} of {n}")
     a = (1 - level) / 2
     with np.errstate(invalid="ignore"):
         low = np.where(x > 0, stats.beta.ppf(a, x, n - x + 1), 0.0)

@@ -5,7 +5,7 @@ which other parsers (JavaScript, Go, jq, Rust's serde_json) refuse. memjax never
 ``json_text`` refuses a non-finite value (ValueError) instead, and a value that may hold one
 is encoded first, explicitly: ``strict_json`` writes it as ``null`` ("undefined": no
 finite value, e.g. an estimate without enough replicas), and a reader that gives null
-another meaning says so (e.g. memjax.accountant.recorded_epsilon: null is unbounded).
+another meaning says so (e.g. memjax.privacy.recorded_epsilon: null is unbounded).
 """
 
 from __future__ import annotations

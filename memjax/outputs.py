@@ -63,7 +63,7 @@ class ReplicaOutputs:
     epoch (for TracIn-style sums).
 
     ``train_margin_views`` / ``test_margin_views`` (optional, (R, n, K) / (R, m, K)) are
-    the margins under the K views of ``TrainConfig.queries`` (``memjax.queries``), in its
+    the margins under the K views of ``TrainConfig.queries`` (``memjax.train.queries``), in its
     view order; the identity view equals ``*_margin``.
     """
 

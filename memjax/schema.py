@@ -19,8 +19,11 @@ from typing import Any
 
 import yaml
 
+from memjax.errors import ConfigError, SettingError
+
 __all__ = [
     "ConfigError",
+    "SettingError",
     "integer",
     "number",
     "flag",
@@ -33,21 +36,6 @@ __all__ = [
     "MAX_YAML_NODES",
     "MAX_YAML_DEPTH",
 ]
-
-
-class ConfigError(ValueError):
-    """A setting's value is not allowed: ``setting`` (dotted path), ``value``, ``allowed``."""
-
-    def __init__(self, setting: str, value: Any, allowed: str, unknown: bool = False) -> None:
-        self.setting, self.value, self.allowed, self.unknown = setting, value, allowed, unknown
-        if unknown:
-            super().__init__(f"unknown setting {setting} (value {value!r}); {allowed}")
-        else:
-            super().__init__(f"setting {setting}: got {value!r}; allowed: {allowed}")
-
-    def within(self, prefix: str) -> ConfigError:
-        """The same error for the setting seen from an enclosing section ``prefix``."""
-        return ConfigError(f"{prefix}.{self.setting}", self.value, self.allowed, self.unknown)
 
 
 def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -72,13 +60,13 @@ def integer(value: Any, setting: str, low: int | None = None, high: int | None =
     """An int in [low, high]; integral floats (1e4) are accepted, bools and strings are not."""
     allowed = " ".join(filter(None, ("an integer", _bounds(low, high, False, False))))
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     integral = isinstance(value, numbers.Integral)
     if not integral and (not math.isfinite(value) or value != math.floor(value)):
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     out = int(value)
     if not _in_bounds(out, low, high, False, False):
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     return out
 
 
@@ -94,31 +82,31 @@ def number(
     bounds = _bounds(low, high, low_open, high_open)
     allowed = " ".join(filter(None, ("a finite number", bounds)))
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     out = float(value)
     if not math.isfinite(out) or not _in_bounds(out, low, high, low_open, high_open):
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     return out
 
 
 def flag(value: Any, setting: str) -> bool:
     """true or false, nothing else (``"no"`` and 0 are refused)."""
     if not isinstance(value, bool):
-        raise ConfigError(setting, value, "true or false")
+        raise SettingError(setting, value, "true or false")
     return value
 
 
 def choice(value: Any, setting: str, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(setting, value, f"one of {list(allowed)}")
+        raise SettingError(setting, value, f"one of {list(allowed)}")
     return value
 
 
 def text(value: Any, setting: str, pattern: str | None = None, what: str = "a string") -> str:
     """A string, matching ``pattern`` (a full match) if given; ``what`` describes it."""
     if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
-        raise ConfigError(setting, value, what)
+        raise SettingError(setting, value, what)
     return value
 
 
@@ -129,9 +117,9 @@ def positive_ints(
     size = "a non-empty list" if length is None else f"a list of {length}"
     allowed = f"{size} of integers in [1, {high}]"
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     if length is not None and len(value) != length:
-        raise ConfigError(setting, value, allowed)
+        raise SettingError(setting, value, allowed)
     return tuple(integer(v, f"{setting}[{i}]", 1, high) for i, v in enumerate(value))
 
 
@@ -141,15 +129,15 @@ def section(
     """A mapping with string keys among ``allowed`` holding every key of ``required``."""
     allowed = sorted(allowed)
     if not isinstance(value, Mapping):
-        raise ConfigError(setting, value, f"a mapping of the settings {allowed}")
+        raise SettingError(setting, value, f"a mapping of the settings {allowed}")
     unknown = sorted((k for k in value if k not in allowed), key=str)
     if unknown:
         where = f"{setting}." if setting else ""
         known = f"the {setting or 'study'} settings are {allowed}"
-        raise ConfigError(f"{where}{unknown[0]}", value[unknown[0]], known, unknown=True)
+        raise SettingError(f"{where}{unknown[0]}", value[unknown[0]], known, unknown=True)
     for key in required:
         if key not in value:
-            raise ConfigError(f"{setting}.{key}" if setting else key, None, "a value (required)")
+            raise SettingError(f"{setting}.{key}" if setting else key, None, "a value (required)")
     return dict(value)
 
 

@@ -13,6 +13,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from memjax.errors import ConfigError
+
 __all__ = [
     "DESIGNS",
     "WHOLE_SET_DESIGNS",
@@ -35,7 +37,7 @@ def balanced_block_size(ratio: float) -> tuple[int, int]:
     """Smallest block b (<= 1000) and k with k/b == ratio: each example is IN in k of b replicas."""
     frac = Fraction(ratio).limit_denominator(MAX_BLOCK)
     if abs(float(frac) - ratio) > 1e-9:
-        raise ValueError(
+        raise ConfigError(
             f"ratio {ratio} is not a fraction k/b with b <= {MAX_BLOCK}; the balanced design "
             "needs one (use design='fixed' or 'bernoulli' for arbitrary ratios)"
         )
@@ -45,15 +47,15 @@ def balanced_block_size(ratio: float) -> tuple[int, int]:
 def validate_design(ratio: float, design: str) -> None:
     """Fail early on a design name or ratio that no dataset could use."""
     if design not in DESIGNS:
-        raise ValueError(f"unknown subset design {design!r}: use one of {DESIGNS}")
+        raise ConfigError(f"unknown subset design {design!r}: use one of {DESIGNS}")
     if design in WHOLE_SET_DESIGNS:
         if ratio != 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"the design {design!r} trains on the whole training set: ratio 1, got {ratio}"
             )
         return
     if not (0.0 < ratio < 1.0):
-        raise ValueError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
+        raise ConfigError(f"subset ratio must lie strictly between 0 and 1, got {ratio}")
     if design == "balanced":
         balanced_block_size(ratio)
 
@@ -61,9 +63,9 @@ def validate_design(ratio: float, design: str) -> None:
 def check_seeds(seeds: int, design: str) -> None:
     """``seeds`` (replicas per subset) must be a positive integer, and 1 except under eval."""
     if not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
     if design != "eval" and seeds != 1:
-        raise ValueError(
+        raise ConfigError(
             f"seeds (replicas per subset) applies to the design 'eval' only, not {design!r}"
         )
 
@@ -82,7 +84,7 @@ def block_ids(
     check_seeds(seeds, design)
     ids = np.asarray(replica_ids)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
-        raise ValueError("replica_ids must be a 1-D array of non-negative integers")
+        raise ConfigError("replica_ids must be a 1-D array of non-negative integers")
     if design == "eval":
         return ids.astype(np.int64) // seeds
     if design != "balanced":
@@ -94,9 +96,9 @@ def block_ids(
 def _check(n: int, ratio: float, design: str) -> None:
     validate_design(ratio, design)
     if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n (number of training examples) must be an integer >= 2, got {n}")
+        raise ConfigError(f"n (number of training examples) must be an integer >= 2, got {n}")
     if design in ("fixed", "eval") and not 1 <= round(ratio * n) <= n - 1:
-        raise ValueError(f"ratio {ratio} of n={n} gives an empty or full subset")
+        raise ConfigError(f"ratio {ratio} of n={n} gives an empty or full subset")
 
 
 def _replica_mask(n: int, ratio: float, seed: int, design: str, r: int) -> np.ndarray:
@@ -140,11 +142,11 @@ def sample(
     check_seeds(seeds, design)
     if replica_ids is None:
         if not isinstance(replicas, (int, np.integer)) or replicas < 1:
-            raise ValueError(f"replicas must be a positive integer, got {replicas}")
+            raise ConfigError(f"replicas must be a positive integer, got {replicas}")
         replica_ids = np.arange(replicas)
     ids = np.asarray(replica_ids, np.int64)
     if ids.ndim != 1 or (ids < 0).any():
-        raise ValueError("replica_ids must be a 1-D array of non-negative integers")
+        raise ConfigError("replica_ids must be a 1-D array of non-negative integers")
     if design == "all":
         return np.ones((len(ids), n), bool)
     if design == "loo":

@@ -12,8 +12,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from memjax.config_file import read, resolve
-from memjax.family import Family, FamilyConfig
+from memjax.study import Family, FamilyConfig, read, resolve
 from paper_figures.studies import (
     StudyData,
     StudyRef,

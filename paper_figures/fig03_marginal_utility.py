@@ -29,9 +29,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from memjax.family import Family, FamilyConfig
-from memjax.results import Study
-from memjax.study import StudyConfig
+from memjax.study import Family, FamilyConfig, Study, StudyConfig
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import difference_statement, unit_difference, unit_mean

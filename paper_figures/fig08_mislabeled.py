@@ -6,8 +6,8 @@ needs many replicas, against proxies computed from single training runs.
 
 Intervals (95%) treat the examples as the units (labels are flipped at random) and hold the
 per-example scores fixed: AUCs have DeLong intervals on the logit scale
-(``memjax.auc.auc_interval``), memorization minus the highest-AUC proxy a paired DeLong
-interval (``memjax.auc.auc_difference``), with the caption's wording chosen from it,
+(``memjax.estimators.auc.auc_interval``), memorization minus the highest-AUC proxy a paired DeLong
+interval (``memjax.estimators.auc.auc_difference``), with the caption's wording chosen from it,
 and each ROC point a Clopper-Pearson interval of its TPR (the threshold held fixed).
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from memjax.auc import auc_difference
-from memjax.proxies import FINAL_PROXIES, PRESENTATION_PROXIES, TRAJECTORY_PROXIES
-from memjax.relations import SUSPICIOUS_WHEN_HIGH
+from memjax.analysis.proxies import FINAL_PROXIES, PRESENTATION_PROXIES, TRAJECTORY_PROXIES
+from memjax.analysis.relations import SUSPICIOUS_WHEN_HIGH
+from memjax.estimators.auc import auc_difference
 from paper_figures.context import Context
 from paper_figures.spec import Data, FigureSpec
 from paper_figures.stats import difference_statement, roc_points

@@ -12,7 +12,7 @@ example's replica average fixed: group and bin means have t intervals over examp
 (``stats.unit_mean``, ``stats.binned_means``), flipped-minus-clean differences Welch t
 intervals (``stats.unit_difference``, the caption's wording chosen from them), Spearman
 correlations Fisher-z intervals with the Bonett-Wright standard error (from
-``memjax.relations``).
+``memjax.analysis.relations``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A family over noise multipliers (no DP first), every member on the same masks
 (experiments/privacy_preservation, ``dp.yaml``). Against the accountant's epsilon (RDP, at
 the members' delta): (a) mean memorization, (b) LiRA online's TPR at FPR 0.01, (c) the
-attack's empirical epsilon lower bound (memjax.audit, 95% confidence) beside the
+attack's empirical epsilon lower bound (memjax.privacy (audit), 95% confidence) beside the
 accountant's bound (the diagonal): a point above it would refute the accounting.
 """
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from memjax.store import atomic_write_text
+from memjax.study import atomic_write_text
 from paper_figures.output import FORMATS
 
 __all__ = ["write_index", "INDEX"]

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from memjax.report import strict_json
+from memjax.jsonio import strict_json
 from paper_figures.spec import Data, FigureSpec
 
 __all__ = ["to_json", "from_json", "write_figure", "FORMATS"]

@@ -17,13 +17,24 @@ from typing import Any
 import numpy as np
 
 from memjax import data
+from memjax.analysis.relations import Relations
 from memjax.estimators import Estimate
-from memjax.family import Family, FamilyConfig, family_status, is_family, open_family, run_family
 from memjax.outputs import ReplicaOutputs
-from memjax.relations import Relations
-from memjax.results import Study
-from memjax.store import META, Store, open_store
-from memjax.study import StudyConfig, load_config, run_study
+from memjax.study import (
+    META,
+    Family,
+    FamilyConfig,
+    Store,
+    Study,
+    StudyConfig,
+    family_status,
+    is_family,
+    load_config,
+    open_family,
+    open_store,
+    run_family,
+    run_study,
+)
 
 __all__ = [
     "StudyRef",

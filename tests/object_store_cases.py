@@ -25,10 +25,8 @@ import zarr
 from zarr.storage import FsspecStore
 
 from memjax.cli import EXIT_CODES, main
-from memjax.location import locate
 from memjax.report import estimate_study
-from memjax.results import open_study
-from memjax.study import StudyConfig, run_study
+from memjax.study import StudyConfig, locate, open_study, run_study
 
 BUCKET = "memjax-tests"
 # 5 chunks of 2 replicas, each trained for well under a second: a kill lands inside one.

@@ -1,4 +1,5 @@
-"""memjax.auc's clustered AUC interval against the binormal truth of pooled attack pairs."""
+"""The clustered AUC interval (memjax.estimators.auc) against the binormal truth of pooled
+attack pairs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from memjax.auc import auc_interval, delong
+from memjax.estimators.auc import auc_interval, delong
 
 
 def pooled_pairs(seed: int, n: int = 300, targets: int = 8):

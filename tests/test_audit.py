@@ -1,8 +1,8 @@
-"""memjax.audit: the empirical epsilon lower bound against mechanisms of known epsilon.
+"""memjax.privacy (audit): the empirical epsilon lower bound against mechanisms of known epsilon.
 
 Scores of members ~ N(mu, 1) and of non-members ~ N(0, 1) are exactly what the best
 membership test sees of a mu-Gaussian-DP mechanism, whose epsilon at delta has a closed
-form (memjax.audit.gaussian_dp_epsilon, itself checked against dp-accounting's PLD
+form (memjax.privacy (audit).gaussian_dp_epsilon, itself checked against dp-accounting's PLD
 accountant): the bound must stay below it on every seed, grow with mu, and be informative.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax.audit import audit_epsilon, gaussian_dp_epsilon
+from memjax.privacy import audit_epsilon, gaussian_dp_epsilon
 
 DELTA = 1e-5
 

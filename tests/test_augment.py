@@ -1,4 +1,4 @@
-"""memjax.augment: crops, flips and cutout checked against numpy, per image, and keys that
+"""memjax.train.augment: crops, flips and cutout checked against numpy, per image, and keys that
 depend on (replica, epoch, step) only."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from memjax import augment
+from memjax.train import augment
 
 X = np.random.default_rng(0).integers(0, 256, (64, 10, 9, 2), dtype=np.uint8)
 

@@ -56,7 +56,7 @@ def test_bench_images_are_class_templates_plus_noise():
     noise (templates of 8x8 values, each repeated over a 4x4 block)."""
     import numpy as np
 
-    from memjax.bench import bench_images
+    from memjax.train import bench_images
 
     ds = bench_images(seed=0)
     assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (4000, 32, 32, 3)

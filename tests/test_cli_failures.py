@@ -22,15 +22,16 @@ import yaml
 
 import memjax
 import memjax.cli
+from memjax.analysis.relations import relations
 from memjax.cli import EXIT_CODES
 from memjax.outputs import ReplicaOutputs
-from memjax.relations import relations
-from memjax.store import merge, open_store
 from memjax.study import (
     NonFiniteTrainingError,
     StudyConfig,
     check_finite,
     check_writable,
+    merge,
+    open_store,
     run_study,
 )
 from tests.studies import TINY
@@ -53,8 +54,8 @@ def strict_loads(text: str):
 
 
 def stored_arrays(path: str) -> dict[str, np.ndarray]:
-    group = open_store(path)._group()
-    return {name: group[name][:] for name in group.array_keys()}
+    root = open_store(path)._zarr_root()
+    return {name: root[name][:] for name in root.array_keys()}
 
 
 def can_mount() -> bool:
@@ -128,9 +129,10 @@ def test_signal_stops_with_one_line_and_resumes_bit_identically(
 
 UNCUT_STEP = """
 import os, signal, sys, time
-from memjax import cli, uncut
-cli._catch_signals("run")
-with uncut.uncut():
+from memjax.cli._main import _catch_signals
+from memjax.study.uncut import uncut
+_catch_signals("run")
+with uncut():
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.5)
     open(sys.argv[1], "w").write("step finished")

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from memjax import schema, study
-from memjax.config import TrainConfig
 from memjax.models import MLP, spec_from_dict
 from memjax.study import StudyConfig, StudyTooLargeError, build_dataset, load_config, run_study
+from memjax.train import TrainConfig
 from tests.studies import TINY
 
 
@@ -162,8 +162,8 @@ def test_size_estimate_matches_the_stored_arrays(tmp_path):
     assert size.disk_bytes == cfg.replicas * per_replica
     assert size.mask_cells == 10 * 1437 and size.problems() == []
     store = run_study(cfg, str(tmp_path / "s"), progress=False, max_chunks=0)
-    group = store._group()
-    stored = sum(group[k].nbytes for k in group.array_keys())
+    root = store._zarr_root()
+    stored = sum(root[k].nbytes for k in root.array_keys())
     assert stored == size.disk_bytes
 
 

@@ -1,4 +1,4 @@
-"""Control variates for memorization and influence (memjax.control).
+"""Control variates for memorization and influence (memjax.estimators (control variates)).
 
 Simulated data with a known truth: per-replica values v_ri = a_i m_ri + sum_j W_ij m_rj +
 s_i (sqrt(rho) z_ri + sqrt(1 - rho) e_ri) and a control c_ri = b_i m_ri + 0.8 sum_j W_ij m_rj
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax.control import KernelControl, fold_ids
+from memjax.estimators import KernelControl, fold_ids
 from memjax.subsets import block_ids, sample
 
 N = 30  # training examples
@@ -141,7 +141,7 @@ def test_memorization_and_influence_match_a_brute_force_loop():
     tc = tv + rng.normal(size=(r, m))
     extra_tc = rng.normal(size=(200, m))
     infl = mj.estimators.influence(
-        masks, tv, control=KernelControl(tc, extra_masks, extra_tc), block_size=3
+        masks, tv, control=KernelControl(tc, extra_masks, extra_tc), tile_size=3
     )
     for i in range(n):
         for j in range(m):

@@ -7,9 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.linear_model import Lasso, Ridge
 
-from memjax.datamodels import cv_folds, datamodels
-from memjax.estimators import lds
-from memjax.lds import seed_average, spearman_columns
+from memjax.estimators import cv_folds, datamodels, lds, seed_average, spearman_columns
 
 
 def linear_data(seed: int, replicas: int, n: int = 30, m: int = 6, noise: float = 0.5):
@@ -126,7 +124,7 @@ def test_lds_equals_per_example_scipy_spearman():
 
 def test_lds_bootstrap_ranks_equal_ranks_of_the_resampled_rows():
     """The bootstrap's weighted ranks are scipy's on the duplicated rows."""
-    from memjax.lds import _TieGroups, _weighted_pearson
+    from memjax.estimators._lds import _TieGroups, _weighted_pearson
 
     rng = np.random.default_rng(8)
     x = rng.integers(0, 4, (12, 5)).astype(float)

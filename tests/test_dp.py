@@ -1,4 +1,4 @@
-"""DP-SGD in the replica trainer (memjax.dp) and its privacy budget (memjax.accountant).
+"""DP-SGD in the replica trainer (memjax.train (DP-SGD)) and its privacy budget (memjax.privacy).
 
 Clipped gradients are checked against per-example gradients computed and clipped one by one
 in a Python loop; the step against ordinary SGD; the Poisson batches against their rate; the
@@ -19,10 +19,10 @@ import pytest
 from scipy.stats import norm
 
 import memjax as mj
-from memjax import dp
 from memjax.jsonio import json_text
 from memjax.models import build
 from memjax.outputs import FINAL_FIELDS, PRESENTATION_FIELDS, loss_from_logits
+from memjax.train import _dp as dp
 
 
 def one_device() -> list:
@@ -34,7 +34,7 @@ def _losses(apply, params, x, y):
 
 
 def _dp_gradient(apply, params, x, y, valid, clip, sampling="shuffle", expected=0.0, sigma=0.0):
-    """memjax.dp.private_gradient with the trainer's batch loss."""
+    """memjax.train.private_gradient with the trainer's batch loss."""
 
     def batch_loss(p, weight, denom):
         logits = apply(p, x)
@@ -301,7 +301,7 @@ def test_dp_study_records_its_budget(tmp_path, tiny):
 def test_a_noiseless_dp_study_records_an_unbounded_epsilon_as_strict_json_null(tmp_path):
     """noise_multiplier 0 has no finite epsilon: study.json says null (no bare Infinity,
     which strict parsers refuse), and recorded_epsilon reads it back as inf."""
-    from memjax.accountant import recorded_epsilon
+    from memjax.privacy import recorded_epsilon
     from memjax.study import open_or_create
 
     cfg = _digits_dp_study(epochs=1, dp=mj.DPConfig(1.0, 0.0))

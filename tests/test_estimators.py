@@ -94,20 +94,32 @@ def test_influence_matches_loop_and_blocking(binary):
     np.testing.assert_allclose(e.stderr, se, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert e.value.dtype == np.float32 and e.value.shape == (11, 7)
     np.testing.assert_array_equal(e.n_in, masks.sum(0))
-    for block_size in (1, 2, 3, 5, 100):
-        b = est.influence(masks, test, block_size=block_size)
+    for tile_size in (1, 2, 3, 5, 100):
+        b = est.influence(masks, test, tile_size=tile_size)
         np.testing.assert_array_equal(b.value, e.value)
         np.testing.assert_array_equal(b.stderr, e.stderr)
 
 
-@pytest.mark.parametrize("block_size", [2, 3, 4, 1000])
+def test_the_old_block_size_keyword_is_tile_size_with_a_warning():
+    """``block_size`` (a memory tile, not a block of the design) is still accepted for one
+    release: same result as ``tile_size``, a DeprecationWarning, and never both at once."""
+    rng = np.random.default_rng(3)
+    masks, test = rng.random((12, 9)) < 0.5, rng.random((12, 4))
+    with pytest.warns(DeprecationWarning, match=r"influence\(block_size=...\) is now tile_size="):
+        old = est.influence(masks, test, block_size=2)
+    np.testing.assert_array_equal(old.value, est.influence(masks, test, tile_size=2).value)
+    with pytest.raises(TypeError, match="got both block_size= and tile_size="):
+        est.influence(masks, test, block_size=2, tile_size=2)
+
+
+@pytest.mark.parametrize("tile_size", [2, 3, 4, 1000])
 @pytest.mark.parametrize("k", [1, 5, 12])
-def test_top_influence_pairs_equal_full_argsort(k, block_size):
+def test_top_influence_pairs_equal_full_argsort(k, tile_size):
     masks, _, test = random_case(3)
     full = est.influence(masks, test).value.astype(np.float64)
     order = np.argsort(np.where(np.isnan(full), -np.inf, full), axis=None)[::-1][:k]
     expected = [divmod(int(t), full.shape[1]) for t in order]
-    pairs = est.top_influence_pairs(masks, test, k=k, block_size=block_size)
+    pairs = est.top_influence_pairs(masks, test, k=k, tile_size=tile_size)
     assert [pair[:2] for pair in pairs] == expected
     e = est.influence(masks, test)
     for i, j, value, stderr, low, high in pairs:
@@ -227,7 +239,7 @@ def test_influence_stderr_coverage():
         beta = np.where(rng.random((n, m)) < 0.2, rng.normal(0, 1, (n, m)), 0.0)
         masks = sample(n, R, 0.5, seed=seed, design="bernoulli")
         v = rng.normal(0, 1, m) + masks.astype(float) @ beta + rng.normal(0, 0.5, (R, m))
-        e = est.influence(masks, v, block_size=16)
+        e = est.influence(masks, v, tile_size=16)
         fractions.append(_coverage_fraction(e.value, e.stderr, beta))
     _assert_coverage(fractions, n * m)
 
@@ -293,7 +305,7 @@ def test_blocked_stderr_matches_definition(ratio):
     masks = sample(9, R, ratio, seed=4)
     blocks = block_ids(np.arange(R), ratio, "balanced")
     values = rng.normal(size=(R, 6))
-    e = est.influence(masks, values, blocks=blocks, block_size=4)
+    e = est.influence(masks, values, blocks=blocks, tile_size=4)
     np.testing.assert_allclose(e.stderr, loop_cluster_stderr(masks, values, blocks), rtol=1e-5)
     value, _ = loop_influence(masks, values)
     np.testing.assert_allclose(e.value, value, rtol=1e-5, atol=1e-6)

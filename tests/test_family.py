@@ -15,11 +15,21 @@ import yaml
 
 import memjax as mj
 from memjax.cli import main as cli
-from memjax.family import FamilyConfig, load, load_family, run_family
 from memjax.outputs import ReplicaOutputs
 from memjax.schema import ConfigError
-from memjax.store import StoreMismatchError, open_store
-from memjax.study import JobPartitionError, StudyConfig, job_chunks, load_config, run_study
+from memjax.study import (
+    FamilyConfig,
+    JobPartitionError,
+    StoreMismatchError,
+    StudyConfig,
+    job_chunks,
+    load,
+    load_config,
+    load_family,
+    open_store,
+    run_family,
+    run_study,
+)
 
 BASE = {
     "name": "fam",

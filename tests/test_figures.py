@@ -32,8 +32,7 @@ from experiments.privacy_preservation import experiment as privacy_experiment
 from experiments.theory_vs_width import experiment as theory_experiment
 from memjax.outputs import ReplicaOutputs
 from memjax.report import estimate_study
-from memjax.store import open_store
-from memjax.study import StudyConfig, build_dataset, open_or_create
+from memjax.study import StudyConfig, build_dataset, open_or_create, open_store
 from paper_figures import figure_names, figure_spec, figures, make_figures
 from paper_figures.__main__ import figure_table
 from paper_figures.__main__ import main as figures_main
@@ -751,7 +750,7 @@ def test_marginal_utility_families_remove_the_memorized_or_as_many_random_exampl
     """Members of figure 3's retraining: the all-data baseline, one member per distinct set
     of examples above a threshold (design all), one per distinct count removed at random
     (design fixed: each replica leaves out its own k); datasets and masks checked directly."""
-    from memjax.family import FamilyConfig
+    from memjax.study import FamilyConfig
     from paper_figures.fig03_marginal_utility import removed_sets, retraining_families
 
     n = digits.n_train

@@ -10,10 +10,7 @@ import pytest
 import zarr
 
 import memjax as mj
-from memjax.location import locate
-from memjax.store import open_store
-from memjax.study import StudyConfig, run_study
-from memjax.verify import verify_study
+from memjax.study import StudyConfig, locate, open_store, run_study, verify_study
 
 SMALL = {
     "name": "small",

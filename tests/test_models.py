@@ -194,7 +194,7 @@ def test_patch_conv_is_flax_conv_same(shape, kernel):
     computes its output and gradients, odd and even kernels alike."""
     from flax import linen as nn
 
-    from memjax.patch_conv import Conv
+    from memjax.models import Conv
 
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     ref, ours = nn.Conv(4, kernel, padding="SAME"), Conv(4, kernel)

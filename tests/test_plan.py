@@ -12,11 +12,9 @@ import pytest
 
 import memjax as mj
 from memjax import cli, models
-from memjax.config import TrainConfig
-from memjax.layer_census import layer_census
-from memjax.plan import ASSUMED_EFFICIENCY, DEVICES, plan_study
-from memjax.study import StudyConfig
-from memjax.train_memory import ACCELERATOR_GROUP_FRACTION, output_bytes, replica_bytes
+from memjax.models import layer_census
+from memjax.study import ASSUMED_EFFICIENCY, DEVICES, StudyConfig, plan_study
+from memjax.train import ACCELERATOR_GROUP_FRACTION, TrainConfig, output_bytes, replica_bytes
 
 
 def resnet18_cifar_flops(w: int, classes: int) -> int:

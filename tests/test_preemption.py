@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from memjax.cli import EXIT_CODES
-from memjax.store import open_store
-from memjax.study import study_status
+from memjax.study import open_store, study_status
 
 # 3 chunks of 4 replicas, each training for seconds: the signal lands inside one.
 SPEC = {

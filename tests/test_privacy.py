@@ -17,8 +17,7 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 import memjax as mj
 from memjax import intervals, privacy
 from memjax.estimators import memorization
-from memjax.store import open_store
-from memjax.study import StudyConfig, build_dataset, run_study
+from memjax.study import StudyConfig, build_dataset, open_store, run_study
 
 FPRS = (1e-5, 1e-3, 1e-2)
 ALPHAS = (1e-3, 3e-3, 1e-2, 0.05, 0.1)  # resolvable by the simulated sets below
@@ -148,7 +147,7 @@ def test_paper_convention_matches_paper_equations_on_simulated_scores():
 def test_passes_over_examples_change_nothing(monkeypatch, convention):
     masks, scores, _ = simulated(R=20, n=100, design="bernoulli")
     whole = [privacy.lira_eval(masks, scores, 6, m, f, convention).scores for m, f in MODES]
-    monkeypatch.setattr(privacy, "COLUMNS_PER_PASS", 7)
+    monkeypatch.setattr(privacy._lira, "COLUMNS_PER_PASS", 7)  # its tile size
     for (m, f), expected in zip(MODES, whole, strict=True):
         got = privacy.lira_eval(masks, scores, 6, m, f, convention).scores
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)

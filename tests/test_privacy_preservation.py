@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax.audit import audit_epsilon
 from memjax.estimators import memorization
 from memjax.intervals import clopper_pearson
+from memjax.privacy import audit_epsilon
 from memjax.study import StudyConfig, build_dataset
 
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax.program_cache import ProgramCache
-from memjax.train import PROGRAMS
+from memjax.train import PROGRAMS, ProgramCache
 
 SPEC = mj.models.MLP(widths=(8,), parameterization="standard")
 

@@ -22,8 +22,7 @@ import yaml
 
 import memjax as mj
 from memjax.cli import main
-from memjax.progress import HEARTBEAT_S
-from memjax.study import StudyConfig, run_study
+from memjax.study import HEARTBEAT_S, StudyConfig, run_study
 
 SPEC = mj.models.MLP(widths=(16,), parameterization="standard")
 EPOCHS = 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax import proxies
+from memjax.analysis import proxies
 from memjax.estimators import masked_mean
 from memjax.models import build
 from memjax.outputs import ReplicaOutputs

@@ -12,11 +12,10 @@ from scipy.stats import norm
 
 import memjax as mj
 from memjax import privacy, schema
-from memjax.config import TrainConfig
-from memjax.queries import check_queries, num_views, query_views, view_offsets
-from memjax.relations import relations
-from memjax.store import ARRAYS, array_specs, open_store
-from memjax.study import StudyConfig, run_study
+from memjax.analysis.relations import relations
+from memjax.study import ARRAYS, StudyConfig, array_specs, open_store, run_study
+from memjax.train import TrainConfig
+from memjax.train.queries import check_queries, num_views, query_views, view_offsets
 
 MODES = [("online", False), ("online", True), ("offline", False), ("offline", True)]
 

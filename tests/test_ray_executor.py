@@ -22,13 +22,20 @@ import numpy as np
 import pytest
 import yaml
 
-from memjax import ray_executor
 from memjax.cli import main
-from memjax.location import Location, locate
-from memjax.progress import JobProgress
-from memjax.store import open_store
-from memjax.study import StudyConfig, build_dataset, open_or_create, run_study, train_chunk
-from memjax.verify import verify_study
+from memjax.study import (
+    JobProgress,
+    Location,
+    StudyConfig,
+    build_dataset,
+    locate,
+    open_or_create,
+    open_store,
+    run_study,
+    train_chunk,
+    verify_study,
+)
+from memjax.study import _ray as ray_executor
 from tests.object_store_cases import BUCKET, s3  # noqa: F401 (a fixture)
 from tests.private_network import ROOT, in_private_network
 from tests.studies import TINY
@@ -153,7 +160,7 @@ def test_ray_cluster_finishes_an_s3_study_when_a_worker_is_killed_mid_chunk(tmp_
     assert sorted(study.listdir("done")) == [f"chunk-{k:06d}" for k in range(3)]
     assert study.read_bytes("progress/chunk-000000.json") == timed  # chunk 0 never rerun
     assert verify_study(open_store(url)).ok
-    ref, got = open_store(reference)._group(), open_store(url)._group()
+    ref, got = open_store(reference)._zarr_root(), open_store(url)._zarr_root()
     assert sorted(got.array_keys()) == sorted(ref.array_keys())
     for name in ref.array_keys():
         np.testing.assert_array_equal(got[name][:], ref[name][:], err_msg=name)

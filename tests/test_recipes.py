@@ -1,4 +1,4 @@
-"""Training recipes (memjax.recipes): each against values computed independently.
+"""Training recipes (memjax.train.recipes): each against values computed independently.
 
 The optimizer against a numpy loop of torch.optim.SGD's / AdamW's update rule, schedules
 against their closed forms at sample points, label smoothing against the smoothed-target
@@ -18,10 +18,10 @@ import pytest
 from scipy.special import log_softmax
 
 import memjax as mj
-from memjax import recipes, schema
+from memjax import schema
 from memjax.outputs import loss_from_logits
 from memjax.study import load_config
-from memjax.train import replica_keys
+from memjax.train import recipes, replica_keys
 
 SPEC = mj.models.MLP(widths=(16,), parameterization="standard")
 SEED = 5

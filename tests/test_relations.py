@@ -10,10 +10,10 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 import memjax as mj
+from memjax.analysis.relations import SUSPICIOUS_WHEN_HIGH, relations
 from memjax.estimators import counterfactual_memorization, memorization
 from memjax.outputs import ReplicaOutputs
 from memjax.privacy import FPR_GRID
-from memjax.relations import SUSPICIOUS_WHEN_HIGH, relations
 
 FINAL = ["memorization", "cf_memorization_margin", "cf_memorization_neg_loss", "held_out_accuracy"]
 ATTACKS = ["lira_online", "lira_offline", "loss_attack"]

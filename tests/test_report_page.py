@@ -18,10 +18,9 @@ from PIL import Image
 from memjax.cli import main
 from memjax.data import from_arrays, load
 from memjax.estimators import Estimate
-from memjax.report import ranked_examples
-from memjax.report_page import EXAMPLES_PER_SIDE, _drawing, load_report_study
-from memjax.store import seal
-from memjax.study import StudyConfig, run_study
+from memjax.report import EXAMPLES_PER_SIDE, load_report_study, ranked_examples
+from memjax.report._page import _drawing
+from memjax.study import StudyConfig, run_study, seal
 
 CHROMIUM = "/usr/bin/chromium"
 DIGITS = {

@@ -1,4 +1,4 @@
-"""memjax.resnets and models.build_network: architectures (parameter counts, FLOPs counted
+"""memjax.models' residual nets and build_network: architectures (parameter counts, FLOPs counted
 from the traced program), the two convolution paths, per-replica BatchNorm statistics."""
 
 from __future__ import annotations

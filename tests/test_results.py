@@ -12,9 +12,7 @@ import pytest
 
 import memjax as mj
 from memjax.cli import main
-from memjax.results import DatasetMismatchError, attack_targets
-from memjax.store import seal
-from memjax.study import StudyConfig, run_study
+from memjax.study import DatasetMismatchError, StudyConfig, attack_targets, run_study, seal
 
 TINY = {
     "name": "tiny-results",

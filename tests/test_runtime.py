@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from memjax.runtime import usable_cores, use_cpu_cores
+from memjax.train import usable_cores, use_cpu_cores
 
 
 def _fresh(code: str, xla_flags: str = "") -> dict:

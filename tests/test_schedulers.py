@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from memjax.cli import main
-from memjax.schedulers import scheduler_job
-from memjax.store import open_store
+from memjax.study import open_store, scheduler_job
 
 
 def slurm(task: int, count: int, low: int | None = None, high: int | None = None, step=None):

@@ -22,16 +22,19 @@ import zarr
 
 import memjax
 from memjax.cli import main
-from memjax.store import (
+from memjax.study import (
     CorruptChunkError,
     ForeignChunkError,
+    JobPartitionError,
     StoreMismatchError,
+    StudyConfig,
     StudyEditedError,
     merge,
     open_store,
+    run_study,
+    study_status,
+    verify_study,
 )
-from memjax.study import JobPartitionError, StudyConfig, run_study, study_status
-from memjax.verify import verify_study
 
 SMALL = {
     "name": "small",

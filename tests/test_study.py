@@ -17,8 +17,16 @@ import yaml
 
 from memjax import subsets, train_replicas
 from memjax.estimators import memorization
-from memjax.store import StoreMismatchError, merge, open_store
-from memjax.study import StudyConfig, build_dataset, load_config, open_or_create, run_study
+from memjax.study import (
+    StoreMismatchError,
+    StudyConfig,
+    build_dataset,
+    load_config,
+    merge,
+    open_or_create,
+    open_store,
+    run_study,
+)
 from tests.studies import TINY
 
 FIELDS = (

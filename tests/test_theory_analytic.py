@@ -150,7 +150,7 @@ def test_blocks_symmetry_dtype_and_flattening(monkeypatch):
     with jax.enable_x64(True):
         full_n, full_t = theory.kernel(spec)(x)
         cross_n, cross_t = theory.kernel(spec)(x[:5], x)
-        monkeypatch.setattr(analytic, "BLOCK_ENTRIES", 23 * 4)  # 4-row blocks, ragged last
+        monkeypatch.setattr(analytic, "TILE_ENTRIES", 23 * 4)  # 4-row tiles, ragged last
         blk_n, blk_t = theory.kernel(spec)(x)
     assert full_n.dtype == np.float64 and full_n.shape == (23, 23)
     np.testing.assert_array_equal(full_n, full_n.T)

@@ -37,13 +37,13 @@ def test_flax_mlp_equals_brute_force_for_both_methods_and_blocks():
         def check(actual, expected):
             np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
 
-        check(theory.empirical_ntk(apply, params, x1, x2, method="jacobian", block_size=3), ref)
+        check(theory.empirical_ntk(apply, params, x1, x2, method="jacobian", tile_size=3), ref)
         check(theory.empirical_ntk(apply, params, x1, method="ntvp"), ref_sym)
         trace = np.einsum("ijcc->ij", ref)
         check(theory.empirical_ntk(apply, params, x1, x2, trace=True, method="jacobian"), trace)
         trace_sym = np.einsum("ijcc->ij", ref_sym)
         check(
-            theory.empirical_ntk(apply, params, x1, trace=True, method="ntvp", block_size=3),
+            theory.empirical_ntk(apply, params, x1, trace=True, method="ntvp", tile_size=3),
             trace_sym,
         )
 
@@ -78,7 +78,7 @@ def test_weight_shared_cnn_equals_brute_force_and_auto_picks_jacobian():
         assert flops > 5 * n_params  # a conv reuses each weight at every position
         assert choose_method(n_params, 2, flops, trace=False) == "jacobian"
         np.testing.assert_allclose(
-            theory.empirical_ntk(apply, params, x, block_size=2),
+            theory.empirical_ntk(apply, params, x, tile_size=2),
             brute_force(apply, params, x, x),
             rtol=1e-10,
             atol=1e-12,

@@ -15,8 +15,7 @@ import pytest
 
 import memjax as mj
 from experiments.theory_vs_width import agreement, experiment
-from memjax.family import family_status, open_family, run_family
-from memjax.store import StoreMismatchError, seal
+from memjax.study import StoreMismatchError, family_status, open_family, run_family, seal
 
 # a tiny quick mode: 2 members (2 widths, not linearized) of 2 chunks of 2 replicas each
 TINY = (

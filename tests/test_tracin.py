@@ -1,4 +1,4 @@
-"""TracIn train -> test attributions (memjax.tracin) from replicas' checkpoints."""
+"""TracIn train -> test attributions (memjax.analysis.tracin) from replicas' checkpoints."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from memjax import data
+from memjax.analysis.tracin import tracin
 from memjax.models import MLP, ResNet9, build_network
 from memjax.outputs import loss_from_logits, margin_from_logits
-from memjax.tracin import tracin
 from memjax.train import TrainConfig, train_checkpoints, train_replicas
 
 SPEC = MLP(widths=(8,))
@@ -145,7 +145,7 @@ def test_checkpoints_are_the_replicas_own_runs():
 def test_diagonal_is_minus_self_influence():
     """With the training set as test set, the test loss as output and no label smoothing,
     TracIn's diagonal is -(learning rate x squared gradient norm) summed over checkpoints:
-    the recorded gradient norms of the trainer (memjax.proxies.self_influence's input)."""
+    the recorded gradient norms of the trainer (memjax.analysis.proxies.self_influence's input)."""
     ds = _digits(30, 0, test_is_train=True)
     cfg = replace(CFG, label_smoothing=0.0, record_grad_norm=True)
     ckpt = train_checkpoints(SPEC, ds, _masks(2, 30, 3), cfg, seed=1)

@@ -7,8 +7,8 @@ import json
 import os
 from typing import Any
 
-from memjax.location import atomic_write_text
-from memjax.report import strict_json
+from memjax.jsonio import strict_json
+from memjax.study import atomic_write_text
 
 __all__ = ["tables", "write", "interval"]
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from memjax.estimators import memorization
-from memjax.results import Study
+from memjax.study import Study
 from memjax.theory.control import kernel_controls
 
 __all__ = ["OUTPUTS", "control_rows", "bootstrap_mean"]

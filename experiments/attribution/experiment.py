@@ -5,7 +5,7 @@ them), settings in ``config.yaml`` (quick and full modes):
 
 * ``lds``: per dataset (MNIST-1D, digits) a balanced training study and an evaluation study
   (design ``eval``: subsets at ratio 1/2, several seeds each), scored by ``memjax lds``'s
-  table (``memjax.attribution.lds_table``): LDS of each estimator versus the replicas used.
+  table (``memjax.report.lds_table``): LDS of each estimator versus the replicas used.
 * ``loo``: a tiny MNIST-1D training set under design ``loo`` (the full set and every
   one-example-removed set, K seeds each) and balanced subset studies at several ratios on
   the same data; per ratio and output (correctness, margin), the Pearson correlation over
@@ -25,12 +25,9 @@ from typing import Any
 import numpy as np
 
 from experiments.attribution.control import bootstrap_mean, control_rows
-from memjax.attribution import lds_table
-from memjax.config_file import read, resolve
-from memjax.estimators import memorization
-from memjax.loo import loo_memorization
-from memjax.results import Study, open_study
-from memjax.study import StudyConfig, run_study
+from memjax.estimators import loo_memorization, memorization
+from memjax.report import lds_table
+from memjax.study import Study, StudyConfig, open_study, read, resolve, run_study
 
 __all__ = ["CONFIG", "PARTS", "load_config", "run"]
 

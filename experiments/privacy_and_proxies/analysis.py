@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from memjax.jsonio import strict_json
 from memjax.privacy import FPR_GRID, FPRS
-from memjax.report import csv_text, strict_json, study_columns, summary
-from memjax.results import Study
-from memjax.store import atomic_write_text
+from memjax.report import csv_text, study_columns, summary
+from memjax.study import Study, atomic_write_text
 
 __all__ = ["analyze", "tables", "write", "FILES"]
 

@@ -2,7 +2,7 @@
 
 ``dp_rows`` reads the DP-SGD family (one member per noise multiplier, no DP first, all on
 the same masks): per member the accountant's epsilon (study.json), the empirical lower
-bound of LiRA (online) through ``memjax.audit``, mean memorization and its quantiles, and
+bound of LiRA (online) through ``memjax.privacy (audit)``, mean memorization and its quantiles, and
 LiRA's TPR at FPR 1e-2. ``label_rows`` reads the random-label family (rate x width): train
 (in-subset) and test accuracy, epochs to fit, the fraction of examples memorized above
 ``MEMORIZED``, and mean memorization of flipped and clean examples. Every number comes
@@ -18,14 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from memjax.accountant import recorded_epsilon
-from memjax.audit import audit_epsilon
 from memjax.estimators import replica_mean
-from memjax.family import Family
 from memjax.intervals import clopper_pearson, normal
-from memjax.report import strict_json
-from memjax.results import Study
-from memjax.store import atomic_write_text
+from memjax.jsonio import strict_json
+from memjax.privacy import audit_epsilon, recorded_epsilon
+from memjax.study import Family, Study, atomic_write_text
 
 __all__ = ["dp_rows", "label_rows", "tables", "write", "MEMORIZED", "FIT", "NO_DP_DELTA"]
 
@@ -169,7 +166,7 @@ def tables(result: dict[str, list[dict[str, Any]]]) -> str:
     lines += [
         "",
         f"Epsilon at the member's delta (no DP: audited at delta {NO_DP_DELTA:g}); the audit "
-        "bound holds with 95% confidence (memjax.audit).",
+        "bound holds with 95% confidence (memjax.privacy (audit)).",
         "",
         "## Random labels: model-level memorization",
         "",

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from experiments.privacy_preservation.analysis import dp_rows, label_rows
-from memjax.family import family_status, load_family, open_family, run_family
+from memjax.study import family_status, load_family, open_family, run_family
 
 __all__ = ["FAMILIES", "run"]
 

@@ -43,15 +43,15 @@ import numpy as np
 
 import memjax as mj
 from experiments.theory_vs_width.agreement import PAIRS, accuracy, compare
-from memjax.family import (
+from memjax.study import (
     Family,
     FamilyConfig,
+    Study,
     family_status,
     load_family,
     open_family,
     run_family,
 )
-from memjax.results import Study
 
 __all__ = [
     "CONFIG",
@@ -200,7 +200,7 @@ def run(
     (None while other jobs' chunks are unfinished)."""
     cfg = load_config(mode, sets)
     family_dir = os.path.join(out, FAMILY_DIR)
-    run_family(cfg, family_dir, job, jobs, progress)
+    run_family(cfg, family_dir, job=job, jobs=jobs, progress=progress)
     if not family_status(family_dir)["complete"]:
         return None
     family = open_family(family_dir)

@@ -7,7 +7,7 @@
 * ``kernel_replicas``: kernel models on the engine's subset masks, as ReplicaOutputs;
 * ``kernel_study``: those models on a study's masks, stored as a derived study;
 * ``kernel_control``/``kernel_controls``: those models as control variates for a study's
-  memorization and influence (memjax.control);
+  memorization and influence (memjax.estimators (control variates));
 * ``KernelMatrices``, ``dataset_kernels``, ``load_kernel_file``: the train/test kernel
   matrices of a dataset, from a spec or from a precomputed file.
 """

@@ -44,11 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.errors import ConfigError
 from memjax.models import MLP
 
 __all__ = ["kernel", "activation_dual", "float_dtype"]
 
-BLOCK_ENTRIES = 2**22  # matrix entries per block: ~10 temporaries of this size stay < 0.5 GB
+TILE_ENTRIES = 2**22  # matrix entries per tile: ~10 temporaries of this size stay < 0.5 GB
 
 KernelFn = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
 
@@ -96,7 +97,7 @@ def activation_dual(
         k = c * P + (c**2 + q1 * q2 * D) / (2 * pi * AB * sqrt_d)
         kdot = P + c / (2 * pi * sqrt_d) * (1 + 1 / D + (1 - q1 * q2) / AB)
         return k, kdot
-    raise ValueError(f"no closed-form kernel for activation {activation!r}")
+    raise ConfigError(f"no closed-form kernel for activation {activation!r}")
 
 
 class _Numbers(NamedTuple):
@@ -185,10 +186,10 @@ def _block(
 def _flat(x: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (examples, features...), got {x.shape}")
+        raise ConfigError(f"{name} must have shape (examples, features...), got {x.shape}")
     x = x.reshape(len(x), -1).astype(dtype)
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise ConfigError(f"{name} contains NaN or inf")
     return x
 
 
@@ -210,11 +211,11 @@ def kernel(spec: MLP) -> KernelFn:
         a = _flat(x1, dtype, "x1")
         b = a if x2 is None else _flat(x2, dtype, "x2")
         if a.shape[1] != b.shape[1]:
-            raise ValueError(f"x1 and x2 differ in features: {a.shape[1]} vs {b.shape[1]}")
+            raise ConfigError(f"x1 and x2 differ in features: {a.shape[1]} vs {b.shape[1]}")
         structure, h = _structure(spec), _numbers(spec, a.shape[1], dtype)
         qa = _variances(structure, h, np.sum(a**2, axis=1))
         qb = qa if x2 is None else _variances(structure, h, np.sum(b**2, axis=1))
-        rows = max(1, min(len(a), BLOCK_ENTRIES // len(b)))
+        rows = max(1, min(len(a), TILE_ENTRIES // len(b)))
         nngp = np.empty((len(a), len(b)), dtype)
         ntk = np.empty((len(a), len(b)), dtype)
         for start in range(0, len(a), rows):

@@ -16,9 +16,10 @@ import jax
 import numpy as np
 
 from memjax import subsets
-from memjax.control import KernelControl
+from memjax.errors import DataError
+from memjax.estimators import KernelControl
 from memjax.models import MLP
-from memjax.results import Study
+from memjax.study import Study
 from memjax.theory.derived import KINDS, _fit, initial_outputs
 from memjax.theory.kernel_files import dataset_kernels
 from memjax.theory.memorization import kernel_replicas
@@ -55,16 +56,16 @@ def kernel_controls(
     models are fit once for all outputs."""
     unknown = [o for o in outputs if o not in OUTPUTS]
     if unknown or not outputs:
-        raise ValueError(f"unknown outputs {unknown or outputs!r}: use some of {OUTPUTS}")
+        raise DataError(f"unknown outputs {unknown or outputs!r}: use some of {OUTPUTS}")
     if kind not in KINDS:
-        raise ValueError(f"unknown kernel model {kind!r}: use one of {KINDS}")
+        raise DataError(f"unknown kernel model {kind!r}: use one of {KINDS}")
     if not isinstance(extra, (int, np.integer)) or extra < 1:
-        raise ValueError(f"extra (new replicas per study replica) must be >= 1, got {extra!r}")
+        raise DataError(f"extra (new replicas per study replica) must be >= 1, got {extra!r}")
     cfg = study.config
     if not isinstance(cfg.model, MLP):
-        raise ValueError(f"kernel controls need an MLP study, {study.name} has {cfg.model}")
+        raise DataError(f"kernel controls need an MLP study, {study.name} has {cfg.model}")
     if cfg.design not in ("balanced", "fixed", "bernoulli"):
-        raise ValueError(
+        raise DataError(
             f"{study.name}: design {cfg.design!r} has no subset estimator to control; use a "
             "balanced, fixed or bernoulli study"
         )

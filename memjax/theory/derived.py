@@ -33,11 +33,11 @@ from typing import Any
 import jax
 import numpy as np
 
-import memjax
 from memjax import data
+from memjax._version import __version__
+from memjax.errors import DataError
 from memjax.models import MLP, build
-from memjax.results import Study, open_study
-from memjax.store import META, StoreMismatchError, create_or_open, open_store
+from memjax.study import META, StoreMismatchError, Study, create_or_open, open_store, open_study
 from memjax.theory.kernel_files import dataset_kernels
 from memjax.theory.memorization import kernel_replicas
 from memjax.train import replica_init_keys
@@ -80,13 +80,13 @@ def _fit(source: Study, kind: str) -> dict[str, Any]:
     """The fit's settings, refused (ValueError) where the kind does not apply to ``source``."""
     cfg = source.config
     if not isinstance(cfg.model, MLP):
-        raise ValueError(f"kernel models need an MLP source study, {source.name} has {cfg.model}")
+        raise DataError(f"kernel models need an MLP source study, {source.name} has {cfg.model}")
     if kind not in GRADIENT_DESCENT:
         return {"fit": "ridge"}
     t = cfg.train
     gd = (t.batch_size, t.optimizer, t.loss, t.schedule, t.weight_decay)
     if gd != (None, "sgd", "mse", "constant", 0.0) or t.warmup_epochs or t.ema_decay:
-        raise ValueError(
+        raise DataError(
             f"{kind} follows full-batch gradient descent on MSE; {source.name} trains with "
             f"batch_size={t.batch_size}, optimizer={t.optimizer}, loss={t.loss}, "
             f"schedule={t.schedule}, weight_decay={t.weight_decay}, "
@@ -109,7 +109,7 @@ def _meta(source: Study, kind: str, kernel: dict[str, Any]) -> dict[str, Any]:
         **{k: sm[k] for k in ("dataset_fingerprint", "dataset_name", "n_train", "n_test")},
         "num_classes": sm["num_classes"],
         "data_packages": data.package_versions(),
-        "memjax_version": memjax.__version__,
+        "memjax_version": __version__,
         "replicas": source.store.replicas,
         "chunk_size": source.store.chunk_size,
         "jobs": 1,
@@ -143,7 +143,7 @@ def kernel_study(source: Study, kind: str, out: str, max_chunks: int | None = No
     (its unfinished chunks, at most ``max_chunks``); returns the derived study. The fits run
     in float64 on the analytic kernels of the source's MLP."""
     if kind not in KINDS:
-        raise ValueError(f"unknown kernel model {kind!r}: use one of {KINDS}")
+        raise DataError(f"unknown kernel model {kind!r}: use one of {KINDS}")
     fit = _fit(source, kind)
     kernel = {
         "kind": kind,

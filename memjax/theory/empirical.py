@@ -26,12 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax._deprecation import renamed_keyword
+from memjax.errors import ConfigError
 from memjax.theory.analytic import float_dtype
 
 __all__ = ["empirical_ntk", "choose_method", "forward_flops"]
 
 METHODS = ("auto", "jacobian", "ntvp")
-BLOCK_ELEMENTS = 2**25  # parameter-space floats held per block (b * C * P)
+TILE_ELEMENTS = 2**25  # parameter-space floats held per tile (b * C * P)
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -95,45 +97,46 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
 
 
+@renamed_keyword("block_size", "tile_size")
 def empirical_ntk(
     apply_fn: ApplyFn,
     params: Any,
     x1: np.ndarray,
     x2: np.ndarray | None = None,
     trace: bool = False,
-    block_size: int | None = None,
+    tile_size: int | None = None,
     method: str = "auto",
 ) -> np.ndarray:
     """The NTK of ``apply_fn(params, x) -> (b, C)`` (or (b,)) at ``params``: (n1, n2, C, C),
     or (n1, n2) with ``trace`` (the sum over c of Theta[..., c, c]).
 
-    Blocks of ``block_size`` examples of x1 and of x2 are computed one pair at a time (default:
+    Tiles of ``tile_size`` examples of x1 and of x2 are computed one pair at a time (default:
     as many as keep ``block * C * P`` under 32M floats); with ``x2=None`` only the upper
     triangle of blocks is computed and mirrored. Computed in float64 when x64 is enabled.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+        raise ConfigError(f"unknown method {method!r}: use one of {METHODS}")
     dtype = float_dtype()
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     a = np.asarray(x1, dtype)
     b = a if x2 is None else np.asarray(x2, dtype)
     if a.ndim < 2 or b.ndim < 2 or a.shape[1:] != b.shape[1:] or 0 in (len(a), len(b)):
-        raise ValueError(
+        raise ConfigError(
             f"x1 and x2 must be non-empty (n, ...) with equal trailing shapes, got "
             f"{a.shape} and {b.shape}"
         )
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
     C = jax.eval_shape(lambda p, x: _outputs(apply_fn, p, x), params, a[:1]).shape[1]
-    if block_size is None:
-        block_size = max(1, min(256, BLOCK_ELEMENTS // (C * n_params)))
-    if block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size}")
+    if tile_size is None:
+        tile_size = max(1, min(256, TILE_ELEMENTS // (C * n_params)))
+    if tile_size < 1:
+        raise ConfigError(f"tile_size must be a positive integer, got {tile_size}")
     if method == "auto":
         flops = forward_flops(apply_fn, params, jnp.asarray(a)) or 2.0 * n_params
         method = choose_method(n_params, C, flops, trace)
     compute = _compiled_block(apply_fn, method, trace)
 
-    ra, rb = min(block_size, len(a)), min(block_size, len(b))
+    ra, rb = min(tile_size, len(a)), min(tile_size, len(b))
     ap, bp = _pad_rows(a, ra), _pad_rows(b, rb)
     shape = (len(ap), len(bp)) if trace else (len(ap), len(bp), C, C)
     out = np.empty(shape, dtype)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from memjax.data import Dataset
+from memjax.errors import DataError, MissingArraysError
 from memjax.models import MLP, spec_to_dict
 from memjax.theory.analytic import kernel
 
@@ -49,23 +50,23 @@ class KernelMatrices:
         for name, shape in expected.items():
             a = getattr(self, name)
             if a.shape != shape or n < 1 or m < 1:
-                raise ValueError(
+                raise DataError(
                     f"kernel matrices: {name} has shape {a.shape}, expected {shape} "
                     "(train/train (n, n) and test/train (m, n))"
                 )
             if not np.isfinite(a).all():
-                raise ValueError(f"kernel matrices: {name} contains NaN or inf")
+                raise DataError(f"kernel matrices: {name} contains NaN or inf")
 
     def train_test(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """(train/train, test/train) matrices of ``kind`` ("ntk" or "nngp")."""
         if kind not in ("ntk", "nngp"):
-            raise ValueError(f"unknown kernel kind {kind!r}: use 'ntk' or 'nngp'")
+            raise DataError(f"unknown kernel kind {kind!r}: use 'ntk' or 'nngp'")
         return getattr(self, f"{kind}_train_train"), getattr(self, f"{kind}_test_train")
 
     def check_dataset(self, ds: Dataset) -> None:
         """Fail unless these matrices were computed on exactly this dataset."""
         if self.dataset_fingerprint != ds.fingerprint:
-            raise ValueError(
+            raise DataError(
                 f"kernel matrices were computed on a dataset with fingerprint "
                 f"{self.dataset_fingerprint}, but the dataset given ({ds.name!r}) has "
                 f"fingerprint {ds.fingerprint}: recompute the kernels for this dataset"
@@ -100,7 +101,7 @@ def load_kernel_file(path: str | os.PathLike, ds: Dataset | None = None) -> Kern
     with np.load(path, allow_pickle=False) as f:
         missing = sorted({*MATRICES, "dataset_fingerprint", "architecture"} - set(f.files))
         if missing:
-            raise KeyError(
+            raise MissingArraysError(
                 f"{path}: not a kernel file, missing {missing} (found {sorted(f.files)})"
             )
         arrays = {name: np.asarray(f[name], np.float64) for name in MATRICES}
@@ -108,7 +109,7 @@ def load_kernel_file(path: str | os.PathLike, ds: Dataset | None = None) -> Kern
         try:
             architecture = json.loads(str(f["architecture"][()]))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: 'architecture' is not valid JSON ({e})") from None
+            raise DataError(f"{path}: 'architecture' is not valid JSON ({e})") from None
     km = KernelMatrices(**arrays, dataset_fingerprint=fingerprint, architecture=architecture)
     if ds is not None:
         km.check_dataset(ds)

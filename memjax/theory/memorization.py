@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.data import Dataset
+from memjax.errors import DataError
 from memjax.models import MLP
 from memjax.outputs import ReplicaOutputs, per_example_metrics
 from memjax.theory.analytic import float_dtype
@@ -71,11 +72,11 @@ def _check_f0(f0: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.nd
         return np.zeros(shape, float_dtype())
     f0 = np.asarray(f0, float_dtype())
     if f0.shape != shape:
-        raise ValueError(
+        raise DataError(
             f"{name} must have shape (replicas, examples, classes) = {shape}, got {f0.shape}"
         )
     if not np.isfinite(f0).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise DataError(f"{name} contains NaN or inf")
     return f0
 
 
@@ -92,6 +93,7 @@ def kernel_replicas(
     kernels: KernelMatrices | MLP,
     ds: Dataset,
     masks: np.ndarray,
+    *,
     kind: str = "ntk",
     ridge: float | None = None,
     lr: float | None = None,
@@ -115,20 +117,20 @@ def kernel_replicas(
     km.check_dataset(ds)
     masks = np.asarray(masks)
     if masks.ndim != 2 or masks.dtype != bool or masks.shape[1] != ds.n_train:
-        raise ValueError(
+        raise DataError(
             f"masks must be boolean (replicas, {ds.n_train}), got {masks.dtype} {masks.shape}"
         )
     if not masks.any(axis=1).all():
-        raise ValueError(
+        raise DataError(
             f"replica(s) {np.flatnonzero(~masks.any(axis=1))[:5].tolist()} have an empty subset"
         )
     ids = np.arange(len(masks)) if replica_ids is None else np.asarray(replica_ids, np.int64)
     if ids.shape != (len(masks),):
-        raise ValueError(f"replica_ids must have one id per mask row, got shape {ids.shape}")
+        raise DataError(f"replica_ids must have one id per mask row, got shape {ids.shape}")
     if (lr is None) != (steps is None):
-        raise ValueError("give both lr and steps (gradient-descent fit) or neither (ridge fit)")
+        raise DataError("give both lr and steps (gradient-descent fit) or neither (ridge fit)")
     if lr is not None and (not lr > 0 or int(steps) < 0 or ridge is not None):
-        raise ValueError(
+        raise DataError(
             f"gradient-descent fit needs lr > 0, steps >= 0 and no ridge; got "
             f"lr={lr}, steps={steps}, ridge={ridge}"
         )
@@ -136,7 +138,7 @@ def kernel_replicas(
     if ridge is None:
         ridge = DEFAULT_JITTER * float(jnp.mean(jnp.diagonal(K_tt)))
     if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+        raise DataError(f"ridge must be >= 0, got {ridge}")
     R, C = len(masks), ds.num_classes
     f0_tr = _check_f0(f0_train, (R, ds.n_train, C), "f0_train")
     f0_te = _check_f0(f0_test, (R, ds.n_test, C), "f0_test")

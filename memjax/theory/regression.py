@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax.errors import DataError
 from memjax.theory.analytic import float_dtype
 
 __all__ = ["kernel_ridge", "krr_loo", "gradient_descent", "gradient_flow", "spectral_filter"]
@@ -39,10 +40,10 @@ def _as_matrix(K: np.ndarray, name: str) -> jax.Array:
     K = jnp.asarray(K, float_dtype())
     if K.ndim == 4:
         if K.shape[2] != K.shape[3]:
-            raise ValueError(f"{name} must be (n, n', C, C), got {K.shape}")
+            raise DataError(f"{name} must be (n, n', C, C), got {K.shape}")
         return K.transpose(0, 2, 1, 3).reshape(K.shape[0] * K.shape[2], -1)
     if K.ndim != 2:
-        raise ValueError(f"{name} must be (n, n') or (n, n', C, C), got shape {K.shape}")
+        raise DataError(f"{name} must be (n, n') or (n, n', C, C), got shape {K.shape}")
     return K
 
 
@@ -56,21 +57,19 @@ def _prepare(
     K_cross = K_train if K_cross is None else np.asarray(K_cross)
     n = K_train.shape[0]
     if K_cross.ndim != K_train.ndim or K_train.shape[:2] != (n, n) or K_cross.shape[1] != n:
-        raise ValueError(
+        raise DataError(
             f"kernel shapes do not fit: train {K_train.shape}, cross {K_cross.shape} "
             "(need (n, n[, C, C]) and (m, n[, C, C]))"
         )
     if y.shape[0] != n or y.ndim > 2:
-        raise ValueError(f"targets must be (n,) or (n, C) with n = {n}, got {y.shape}")
+        raise DataError(f"targets must be (n,) or (n, C) with n = {n}, got {y.shape}")
     for name, a in (("K_train", K_train), ("K_cross", K_cross), ("targets", y)):
         if not np.isfinite(a).all():
-            raise ValueError(f"{name} contains NaN or inf")
+            raise DataError(f"{name} contains NaN or inf")
     if K_train.ndim == 4:
         C = K_train.shape[2]
         if y.shape != (n, C):
-            raise ValueError(
-                f"a (n, n, C, C) kernel needs targets (n, C) = {(n, C)}, got {y.shape}"
-            )
+            raise DataError(f"a (n, n, C, C) kernel needs targets (n, C) = {(n, C)}, got {y.shape}")
         m = K_cross.shape[0]
         return (
             _as_matrix(K_train, "K_train"),
@@ -83,7 +82,7 @@ def _prepare(
 
 def _check_ridge(ridge: float) -> None:
     if not ridge >= 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+        raise DataError(f"ridge must be >= 0, got {ridge}")
 
 
 def _solve_psd(K: jax.Array, b: jax.Array, ridge: float) -> jax.Array:
@@ -120,7 +119,7 @@ def krr_loo(K: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     _check_ridge(ridge)
     K = np.asarray(K)
     if K.ndim != 2:
-        raise ValueError(f"krr_loo needs a (n, n) kernel, got shape {K.shape}")
+        raise DataError(f"krr_loo needs a (n, n) kernel, got shape {K.shape}")
     Kt, yv, _, _ = _prepare(K, y, None)
     A = _solve_psd(Kt, jnp.eye(len(Kt), dtype=Kt.dtype), ridge)
     Ay = A @ yv
@@ -160,9 +159,9 @@ def _spectral(
     f0_cross: np.ndarray | None,
 ) -> np.ndarray:
     if K_cross is None and f0_cross is not None:
-        raise ValueError("f0_cross was given without K_cross")
+        raise DataError("f0_cross was given without K_cross")
     if K_cross is not None and (f0_train is None) != (f0_cross is None):
-        raise ValueError("give both f0_train and f0_cross, or neither")
+        raise DataError("give both f0_train and f0_cross, or neither")
     Kt, yv, Kc, unflatten = _prepare(K_train, y, K_cross)
     dtype = Kt.dtype
     f0t = jnp.zeros_like(yv) if f0_train is None else jnp.asarray(f0_train, dtype).reshape(yv.shape)
@@ -192,7 +191,7 @@ def gradient_descent(
     ``f0_*`` are the outputs at initialization (None: the infinite-width mean, zero).
     """
     if not eta > 0 or steps < 0:
-        raise ValueError(f"need eta > 0 and steps >= 0, got {eta}, {steps}")
+        raise DataError(f"need eta > 0 and steps >= 0, got {eta}, {steps}")
     return _spectral(K_train, y, K_cross, spectral_filter(eta, steps), f0_train, f0_cross)
 
 
@@ -207,5 +206,5 @@ def gradient_flow(
     """Outputs of gradient flow ``df/dt = -Theta(., S)(f(S) - Y)`` at time t (module doc);
     memjax's GD after k steps at learning rate lr corresponds to ``t = k lr / n_S``."""
     if not t >= 0:
-        raise ValueError(f"time must be >= 0, got {t}")
+        raise DataError(f"time must be >= 0, got {t}")
     return _spectral(K_train, y, K_cross, spectral_filter(t), f0_train, f0_cross)

@@ -1,0 +1,61 @@
+"""What a user reads: estimate tables (CSV, JSON), the HTML report page and the LDS table."""
+
+from memjax.report._estimate import (
+    HIST_BINS,
+    MIN_RANKED_SIDE,
+    TOP_K,
+    check_estimable,
+    csv_text,
+    estimate_study,
+    ranked_examples,
+    study_columns,
+    summary,
+)
+from memjax.report._lds_table import (
+    ESTIMATORS,
+    FRACTIONS,
+    KERNEL_RIDGE,
+    OUTPUTS,
+    TRACIN_CHECKPOINTS,
+    TRACIN_REPLICAS,
+    kernel_attributions,
+    lds_table,
+    tracin_rows,
+    write_table,
+)
+from memjax.report._page import (
+    EXAMPLES_PER_SIDE,
+    IMAGE_SHAPES,
+    REPORT,
+    load_report_study,
+    report_html,
+    write_report,
+)
+
+__all__ = [
+    "ESTIMATORS",
+    "EXAMPLES_PER_SIDE",
+    "FRACTIONS",
+    "HIST_BINS",
+    "IMAGE_SHAPES",
+    "KERNEL_RIDGE",
+    "MIN_RANKED_SIDE",
+    "OUTPUTS",
+    "REPORT",
+    "TOP_K",
+    "TRACIN_CHECKPOINTS",
+    "TRACIN_REPLICAS",
+    "check_estimable",
+    "csv_text",
+    "estimate_study",
+    "kernel_attributions",
+    "lds_table",
+    "load_report_study",
+    "ranked_examples",
+    "report_html",
+    "study_columns",
+    "summary",
+    "tracin_rows",
+    "write_report",
+    "write_table",
+]
