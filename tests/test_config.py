@@ -195,7 +195,7 @@ def test_huge_studies_are_refused_fast_with_nothing_written(tmp_path, setting, v
 
 def test_allow_large_overrides_the_limit(tmp_path, monkeypatch):
     cfg = StudyConfig.from_dict(TINY)
-    monkeypatch.setattr(study, "MAX_MASK_CELLS", 10 * 1437 - 1)  # one cell short
+    monkeypatch.setattr(study._runner, "MAX_MASK_CELLS", 10 * 1437 - 1)  # one cell short
     with pytest.raises(StudyTooLargeError, match=r"10 x 1437 = 1\.44e\+04 cells"):
         run_study(cfg, str(tmp_path / "s"), progress=False, max_chunks=0)
     assert os.listdir(tmp_path) == []

@@ -154,7 +154,7 @@ def test_one_view_is_the_single_query_evaluation(convention):
 def test_views_passes_change_nothing(monkeypatch):
     masks, scores = view_scores(R=16, n=60, k=3, design="bernoulli")
     whole = [privacy.lira_eval(masks, scores, 4, m, f).scores for m, f in MODES]
-    monkeypatch.setattr(privacy, "COLUMNS_PER_PASS", 7)  # 2 examples x 3 views per pass
+    monkeypatch.setattr(privacy._lira, "COLUMNS_PER_PASS", 7)  # 2 examples x 3 views per pass
     for (m, f), expected in zip(MODES, whole, strict=True):
         np.testing.assert_allclose(privacy.lira_eval(masks, scores, 4, m, f).scores, expected)
 

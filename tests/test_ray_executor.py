@@ -248,13 +248,16 @@ def test_a_cluster_without_the_resources_of_a_task_is_refused(nodes, gpus, need)
 
 
 def test_a_tasks_bad_input_error_stops_the_driver_with_that_error():
-    """A ValueError inside a task is raised at the driver (exit 2 there); a crash of another
-    kind leaves its chunk unfinished (exit 1) with the error's last line."""
+    """Bad input inside a task (a MemjaxError, a ValueError) is raised at the driver (exit 2
+    there); a crash of another kind leaves its chunk unfinished (exit 1) with the error's last
+    line."""
     import ray
+
+    from memjax.errors import DataError
 
     lost = RuntimeError("device lost")
     crash = ray.exceptions.RayTaskError("f", "Traceback: ...\nRuntimeError: device lost", lost)
-    errors = iter([crash, ray.exceptions.RayTaskError("f", "tb", ValueError("x_train has NaN"))])
+    errors = iter([crash, ray.exceptions.RayTaskError("f", "tb", DataError("x_train has NaN"))])
 
     def get(ref):
         raise next(errors)

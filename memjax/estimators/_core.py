@@ -56,7 +56,12 @@ class Estimate:
 
 
 def check_masks(
-    masks: np.ndarray, values: np.ndarray, what: str, same_shape: bool = False
+    masks: np.ndarray,
+    values: np.ndarray,
+    what: str,
+    *,
+    same_shape: bool = False,
+    columns: str = "examples",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``masks`` (R, n) bool and per-replica ``values`` (R, m) as arrays, or a specific error:
     one row per replica, at least 2 replicas, no NaN or inf; ``same_shape``: m == n (values
@@ -69,7 +74,7 @@ def check_masks(
         )
     if values.ndim != 2 or values.shape[0] != masks.shape[0]:
         raise DataError(
-            f"{what} must be (replicas, examples) with {masks.shape[0]} replicas like the masks, "
+            f"{what} must be (replicas, {columns}) with {masks.shape[0]} replicas like the masks, "
             f"got {values.shape}"
         )
     if same_shape and values.shape != masks.shape:

@@ -207,7 +207,7 @@ def _path_errors(method, x_tr, y_tr, x_he, y_he, grid, dtype) -> np.ndarray:
 def _check(masks, values, method, lam, folds):
     if method not in METHODS:
         raise DataError(f"unknown datamodels method {method!r}: use one of {METHODS}")
-    masks, values = check_masks(masks, values, "values")
+    masks, values = check_masks(masks, values, "values", columns="n_test")
     if not isinstance(folds, (int, np.integer)) or folds < 2:
         raise DataError(f"folds must be an integer >= 2, got {folds}")
     if lam is not None:
