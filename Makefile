@@ -24,11 +24,12 @@ readme-figure: install
 
 # tests/suite_timing.py gives the run one fresh persistent compilation cache and prints the
 # 30 costliest tests with their compile seconds and the cache's hit rate.
+# Two pytest-xdist workers, each test file on one (its module fixtures computed once).
 test: install
-	$(PY) -m pytest -m "slow or not slow" -q
+	$(PY) -m pytest -n 2 --dist loadfile -m "slow or not slow" -q
 
 test-fast: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -n 2 --dist loadfile -q
 
 lint: install
 	$(VENV)/bin/ruff check memjax tests experiments paper_figures docs

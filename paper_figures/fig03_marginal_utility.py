@@ -5,7 +5,7 @@ what is left, and compare their test accuracy with replicas trained after removi
 examples chosen at random. If memorized examples matter for generalization (the long-tail
 theory), the first costs more accuracy than the second.
 
-Retraining is two study families (memjax.family) built from the source study's config and
+Retraining is two study families (memjax.study) built from the source study's config and
 memorization estimates, trained on first use into ``OUT/studies/marginal_utility/`` and reused
 afterwards like any study: "memorized" holds one member per distinct removed set (dataset
 option ``exclude``; design ``all``: every replica trains on all that is left, differing in

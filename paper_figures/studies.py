@@ -4,7 +4,7 @@ Study configs are ordinary ``memjax run`` YAML files under ``configs/studies/``,
 study with its ``quick`` and ``full`` modes; the file stem is the name figures refer to. Each
 must state its cost in the field ``expected_runtime`` (per mode). A study directory is
 reused when it holds the finished study, resumed when it is unfinished, and refused (by
-memjax.store) when it holds a different config or dataset.
+memjax.study) when it holds a different config or dataset.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def ensure_study(ref: StudyRef, directory: Path, progress: bool = True) -> Store
 
 def ensure_family(cfg: FamilyConfig, directory: Path, progress: bool = True) -> Family:
     """The finished family ``cfg`` in ``directory``: its unfinished members trained now (a
-    directory holding another family is refused by memjax.family, naming the differences)."""
+    directory holding another family is refused by memjax.study, naming the differences)."""
     finished = is_family(str(directory)) and family_status(str(directory))["complete"]
     if not finished:
         log(f"family {cfg.name}: training {len(cfg.members)} member studies")

@@ -65,18 +65,23 @@ def _temporary(prefix: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Runs in the controller first: directories chosen there are inherited by xdist workers
-    (they start after it), so all processes share one cache and one timings folder."""
+    (they start after it), so all processes share one timings folder and one cache folder,
+    in which each worker keeps a cache of its own."""
     if os.environ.get(_CACHE_VAR) is None:
         os.environ[_CACHE_VAR] = _temporary("memjax-jax-cache-")
     if os.environ.get(_TIMINGS_VAR) is None:
         os.environ[_TIMINGS_VAR] = _temporary("memjax-test-timings-")
+    Path(os.environ[_TIMINGS_VAR]).mkdir(parents=True, exist_ok=True)
     cache = os.environ[_CACHE_VAR]
     if cache != "off":
         # This process only: JAX writes a cache entry in place (not atomically), so processes
         # that tests kill mid-run or run side by side (the CLI under signals, two jobs on one
-        # study, Ray workers) would leave or read truncated entries. A child pytest (the
-        # private-network tests) shares the directory while this process waits for it.
-        jax.config.update("jax_compilation_cache_dir", cache)
+        # study, Ray workers, the two xdist workers) would leave or read truncated entries:
+        # each xdist worker has its own. A child pytest (the private-network tests) shares its
+        # worker's directory while that worker waits for it.
+        own = Path(cache, os.environ.get("PYTEST_XDIST_WORKER", ""))
+        own.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(own))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.monitoring.register_event_duration_secs_listener(_on_duration)

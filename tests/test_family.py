@@ -26,6 +26,7 @@ from memjax.study import (
     load,
     load_config,
     load_family,
+    merge_families,
     open_store,
     run_family,
     run_study,
@@ -212,7 +213,7 @@ def test_two_jobs_in_separate_directories_merge_member_wise(cfg, single, tmp_pat
     other = str(tmp_path / "other")
     run_family(FamilyConfig.from_dict({**FAMILY, "seed": 4}), other, max_chunks=1, progress=False)
     with pytest.raises(StoreMismatchError, match=r"member widths_8-label_noise_0.0: seed \(3 vs 4"):
-        mj.family.merge_families([a, other], str(tmp_path / "m2"))
+        merge_families([a, other], str(tmp_path / "m2"))
 
 
 def test_a_different_family_is_refused_naming_the_difference(cfg, single, tmp_path):

@@ -184,17 +184,19 @@ FILE_SUFFIXES = {"py", "md", "yaml", "json", "csv", "png", "pdf", "html", "sbatc
 
 
 def _documented_names() -> set[str]:
-    """Every ``mj.a.b`` or ``memjax.a.b`` that the README, DESIGN.md and the docs mention."""
+    """Every ``mj.<name>...`` or ``memjax.<name>...`` that the README, DESIGN.md and the
+    docs mention, and that the code (its docstrings too) writes."""
     import re
 
-    paths = []
+    paths = _sources("memjax", *CLIENTS, "tests", "docs")
     for name in DOCUMENTS:
         path = (REPO / name).resolve()
         paths += sorted(path.rglob("*.md")) if path.is_dir() else [path] * path.is_file()
     found = set()
     for path in paths:
         for m in re.finditer(r"\b(?:mj|memjax)((?:\.[A-Za-z_]\w*)+)", path.read_text()):
-            if m.group(1).rsplit(".", 1)[-1] not in FILE_SUFFIXES:
+            last = m.group(1).rsplit(".", 1)[-1]
+            if last not in FILE_SUFFIXES and "__main__" not in m.group(1):  # importing runs it
                 found.add("memjax" + m.group(1))
     return found
 

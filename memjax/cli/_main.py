@@ -1,7 +1,7 @@
 """The `memjax` command line: run | status | verify | estimate | lds | report | merge | bench |
 plan.
 
-run, status, verify, estimate and merge work on a study family (memjax.family) as on a
+run, status, verify, estimate and merge work on a study family (memjax.study) as on a
 study: on every member.
 
 Every failure ends in one line on stderr that says what happened and where, and an exit
@@ -330,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="--executor ray: give up connecting to the cluster after this long, before "
-        "anything is written (default: memjax.ray_executor.DEFAULT_TIMEOUT_S, 45)",
+        "anything is written (default: memjax.study.DEFAULT_TIMEOUT_S, 45)",
     )
     run.add_argument("--chunk-size", type=int, help="replicas per stored chunk (new studies)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -5,7 +5,7 @@ Estimators (attributions (n_train, n_test) of the evaluation output, the test ma
 default):
 
 * ``influence``: Feldman & Zhang's subset influence (IN-minus-OUT mean), memjax.estimators;
-* ``datamodels-ridge``, ``datamodels-lasso``: memjax.datamodels, lam by cross-validation;
+* ``datamodels-ridge``, ``datamodels-lasso``: memjax.estimators.datamodels, lam by cross-validation;
 * ``kernel-ntk``: the representer weights of kernel ridge regression with the architecture's
   analytic NTK on the full training set (MLPs): with alpha = (K + ridge I)^-1 Y (n, C), train
   i's contribution to test j's margin is K(x_j, x_i) (alpha_{i, y_j} - alpha_{i, c_j}), c_j

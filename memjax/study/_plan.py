@@ -2,7 +2,7 @@
 
 Work: training FLOPs per replica-epoch = 3 x the forward matmul FLOPs (forward plus
 backward) of every example a replica trains on in one epoch, by layer type (the layer
-census of memjax.layer_census); plus the final evaluation (one forward pass over every
+census of memjax.models.layer_census); plus the final evaluation (one forward pass over every
 train and test example) and the recorded trajectories. Memory: one replica's working set
 (memjax.train's memory model: parameters, gradients, optimizer state, activations at the batch
 size), the data every device holds, and the group and chunk sizes that fit the device.

@@ -617,7 +617,7 @@ def run_study(
     directory's writability is checked before each chunk is trained; a new study's size
     before it is created (``check_size``, skipped if ``allow_large``). ``progress`` shows a bar
     that advances every epoch; the job's heartbeat and chunk timings are written either way
-    (memjax.progress).
+    (memjax.study's progress).
     """
     if not 0 <= job < jobs:
         raise ConfigError(f"job index {job} must be in [0, {jobs})")

@@ -11,7 +11,7 @@ Layout of a study directory::
     done/chunk-000012   marker per finished chunk: its rows, the sha256 of each array's rows,
                         the memjax/jax versions that wrote it, and the study that wrote it:
                         the settings that determine its bytes (``binding``) and their sha256
-    progress/           heartbeats of running jobs and chunk timings (memjax.progress):
+    progress/           heartbeats of running jobs and chunk timings (memjax.study's progress):
                         informational, never verified, no result depends on them
 
 Row r of every array belongs to replica r. A chunk counts as finished only when a valid

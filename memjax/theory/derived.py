@@ -2,7 +2,7 @@
 
 ``kernel_study(source, kind, out)`` fits a kernel model (``kernel_replicas``) on every
 replica's subset of the ``source`` study, chunk by chunk, into a study directory at ``out``
-written by ``memjax.store`` like any other: checksummed chunks, hashed markers, resumable
+written by ``memjax.study``'s store like any other: checksummed chunks, hashed markers, resumable
 (finished chunks are skipped), readable with ``mj.open_study``. Its ``study.json`` holds the
 source's config (hence the same dataset, masks and blocks) and a ``kernel`` section naming
 the model, its fit and the source: name, config and fingerprint. A directory holding

@@ -3,7 +3,7 @@
 The estimate is analytic (parameter count from the spec's abstract init, activations from
 the layer census of its forward pass at the batch size) so group and chunk sizes can be
 chosen without compiling a program that might not fit. ``device_memory`` and ``backend``
-let the planner (memjax.plan) size them for a device other than the local one.
+let the planner (memjax.study.plan_study) size them for a device other than the local one.
 """
 
 from __future__ import annotations
