@@ -209,13 +209,11 @@ def test_every_documented_name_resolves():
         parts = name.split(".")
         obj, path = importlib.import_module("memjax"), "memjax"
         for part in parts[1:]:
-            try:
-                obj = (
-                    getattr(obj, part)
-                    if hasattr(obj, part)
-                    else importlib.import_module(f"{path}.{part}")
-                )
-            except ImportError:
+            if hasattr(obj, part):
+                obj = getattr(obj, part)
+            elif _module_file(f"{path}.{part}") is not None:  # a module of this tree only
+                obj = importlib.import_module(f"{path}.{part}")
+            else:
                 unresolved.append(name)
                 break
             path = f"{path}.{part}"

@@ -263,7 +263,7 @@ def _exclude(value: Any, setting: str) -> list[int]:
 
 def load_config(path: str, mode: str | None = None, sets: tuple[str, ...] = ()) -> StudyConfig:
     """A study config from YAML with mode ``mode`` and ``--set`` overrides applied
-    (memjax.config_file); a family config (with ``sweep:``) is refused."""
+    (the config files of memjax.study); a family config (with ``sweep:``) is refused."""
     return study_from_document(config_file.read(path), path, mode, sets)
 
 

@@ -459,7 +459,7 @@ class GroupProgram:
         return evaluate(x, y), evaluate(xt, yt), traj, presentations
 
 
-# Compiled chunk programs, bounded (see memjax.program_cache): ``PROGRAMS.resize(n)``.
+# Compiled chunk programs, bounded (see ``ProgramCache``): ``PROGRAMS.resize(n)``.
 PROGRAMS = ProgramCache()
 # Progress sinks of the train_replicas calls in flight, by the token their program reports.
 _SINKS: dict[int, Callable[[int], None]] = {}
