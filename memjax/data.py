@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from memjax._registry import Registry
 from memjax.errors import DataError, DataTypeError
 
 __all__ = [
@@ -209,6 +210,11 @@ def from_arrays(
 MNIST1D_TRAIN, MNIST1D_TEST = 4000, 1000
 
 
+# dataset name -> loader(**settings): the names a study config's ``dataset.name`` accepts
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
+
+
+@DATASETS.register("mnist1d")
 def _mnist1d(
     n_train: int = MNIST1D_TRAIN, n_test: int = MNIST1D_TEST, subset_seed: int = 0
 ) -> Dataset:
@@ -254,6 +260,7 @@ DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
 
 
+@DATASETS.register("digits")
 def _digits() -> Dataset:
     """scikit-learn's 8x8 digits, pixels scaled to [0, 1], flattened to 64 features.
 
@@ -270,6 +277,7 @@ def _digits() -> Dataset:
     return from_arrays(xtr, ytr, xte, yte, 10, "digits")
 
 
+@DATASETS.register("longtail")
 def longtail(
     num_classes: int = 10,
     subpops_per_class: int = 40,
@@ -482,13 +490,6 @@ def load_cifar(directory: str | os.PathLike) -> Dataset:
         return from_arrays(xtr, ytr, xte, yte, num_classes, f"cifar{num_classes}")
     except (ValueError, TypeError) as err:
         raise DataFileError(f"{directory}: {err}") from None
-
-
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "mnist1d": _mnist1d,
-    "digits": _digits,
-    "longtail": longtail,
-}
 
 
 class DatasetPathError(DataError):

@@ -3,7 +3,8 @@ class per kind of problem, each with the exit status the command line gives it.
 
     MemjaxError                  bad input (exit 2)
     ├── ConfigError              a setting, argument or config file
-    │   └── SettingError         one setting's value: ``setting``, ``value``, ``allowed``
+    │   ├── SettingError         one setting's value: ``setting``, ``value``, ``allowed``
+    │   └── UnknownOptionError   a name no registry holds (also a ``KeyError``)
     ├── DataError                a dataset, data file or the arrays given to a function
     │   ├── DataTypeError        an array of the wrong dtype (also a ``TypeError``)
     │   └── MissingArraysError   a file without arrays it must hold (also a ``KeyError``)
@@ -26,6 +27,7 @@ __all__ = [
     "StoreError",
     "CorruptionError",
     "MissingArraysError",
+    "UnknownOptionError",
 ]
 
 
@@ -78,5 +80,11 @@ class CorruptionError(StoreError):
 
 class MissingArraysError(DataError, KeyError):
     """A file lacks arrays it must hold (also a ``KeyError``, printed as its plain message)."""
+
+    __str__ = ValueError.__str__
+
+
+class UnknownOptionError(ConfigError, KeyError):
+    """A name no registry holds (also a ``KeyError``, printed as its plain message)."""
 
     __str__ = ValueError.__str__

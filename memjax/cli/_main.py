@@ -287,11 +287,33 @@ DATA_ROOT_HELP = (
 )
 
 
+def _registered() -> str:
+    """The names a study config accepts, read from the registries (``memjax run --help``)."""
+    from memjax.data import DATASETS
+    from memjax.models import ACTIVATIONS, SPECS
+    from memjax.train import OPTIMIZERS, recipes
+
+    rows = (
+        ("dataset.name", DATASETS, " (or an .npz file, or a CIFAR directory)"),
+        ("model.type", SPECS, ""),
+        ("model.activation", ACTIVATIONS, ""),
+        ("train.optimizer", OPTIMIZERS, ""),
+        ("train.schedule", recipes.SCHEDULES, ""),
+    )
+    lines = [f"  {key}: {', '.join(names)}{more}" for key, names, more in rows]
+    return "registered names a study config accepts:\n" + "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memjax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run (or resume) a study; no CONFIG: the embedded default")
+    run = sub.add_parser(
+        "run",
+        help="run (or resume) a study; no CONFIG: the embedded default",
+        epilog=_registered(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", nargs="?", help="study or family config YAML")
     run.add_argument("--mode", help="apply the config's overrides of this mode (e.g. quick)")
     run.add_argument(

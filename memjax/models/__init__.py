@@ -1,5 +1,6 @@
 """Model specs and their networks: MLPs, CNNs, residual nets, convolutions, the layer census."""
 
+from memjax.models._activations import ACTIVATIONS, Activation, activation
 from memjax.models._layer_census import (
     KINDS,
     LayerCensus,
@@ -10,6 +11,7 @@ from memjax.models._patch_conv import (
     Conv,
     native_conv,
 )
+from memjax.models._registry import SPECS
 from memjax.models._resnets import (
     BN_MOMENTUM,
     GROUPS,
@@ -21,14 +23,12 @@ from memjax.models._resnets import (
     WideResNet,
 )
 from memjax.models._specs import (
-    ACTIVATIONS,
     CNN1D,
     CNN2D,
     COMPUTE_DTYPES,
     MAX_WIDTH,
     MLP,
     PARAMETERIZATIONS,
-    SPECS,
     ApplyFn,
     Network,
     NTDense,
@@ -43,6 +43,8 @@ from memjax.models._specs import (
 
 __all__ = [
     "ACTIVATIONS",
+    "Activation",
+    "activation",
     "ApplyFn",
     "BN_MOMENTUM",
     "CNN1D",

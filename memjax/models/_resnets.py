@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from memjax.errors import ConfigError
 from memjax.models._patch_conv import Conv
+from memjax.models._registry import SPECS
 
 __all__ = ["ResNet9", "ResNet18", "WideResNet", "NORMS"]
 
@@ -104,6 +105,7 @@ class _ResNet9Module(_Net):
         return nn.Dense(self.num_classes)(jnp.max(x, axis=(1, 2)))
 
 
+@SPECS.register("ResNet9")
 @dataclass(frozen=True)
 class ResNet9:
     """ResNet-9 (widths c1..c4 of its four conv stages; (64, 128, 256, 512) in the fast
@@ -176,6 +178,7 @@ class _ResNet18Module(_Net):
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
+@SPECS.register("ResNet18")
 @dataclass(frozen=True)
 class ResNet18:
     """CIFAR ResNet-18: 3x3 stem, no max pool, basic blocks [2, 2, 2, 2] of widths
@@ -222,6 +225,7 @@ class _WideResNetModule(_Net):
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
+@SPECS.register("WideResNet")
 @dataclass(frozen=True)
 class WideResNet:
     """Pre-activation wide residual net WRN-depth-k as in LiRA (Carlini et al. 2022): a 3x3

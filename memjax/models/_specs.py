@@ -26,7 +26,9 @@ import jax.numpy as jnp
 
 from memjax import schema
 from memjax.errors import ConfigError
+from memjax.models._activations import ACTIVATIONS
 from memjax.models._patch_conv import Conv, native_conv
+from memjax.models._registry import SPECS
 from memjax.models._resnets import NORMS, ResNet9, ResNet18, WideResNet
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "ResNet9",
     "ResNet18",
     "WideResNet",
-    "ACTIVATIONS",
     "NORMS",
     "COMPUTE_DTYPES",
     "Network",
@@ -52,18 +53,10 @@ ApplyFn = Callable[[Params, jax.Array], jax.Array]
 
 
 def _activation(name: str, negative_slope: float) -> Callable[[jax.Array], jax.Array]:
-    if name == "relu":
-        return jax.nn.relu
-    if name == "erf":
-        return jax.scipy.special.erf
-    if name == "gelu":
-        return lambda x: jax.nn.gelu(x, approximate=False)
-    if name == "leaky_relu":
-        return lambda x: jax.nn.leaky_relu(x, negative_slope)
-    raise ConfigError(f"unknown activation {name!r}: use one of {ACTIVATIONS}")
+    fn = ACTIVATIONS[name].fn
+    return lambda x: fn(x, negative_slope)
 
 
-ACTIVATIONS = ("relu", "erf", "gelu", "leaky_relu")
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
@@ -107,6 +100,7 @@ class _MLPModule(nn.Module):
         return NTDense(self.num_classes, s.W_std, s.b_std, s.parameterization)(x)
 
 
+@SPECS.register("MLP")
 @dataclass(frozen=True)
 class MLP:
     """Fully connected network; inputs are flattened. depth = len(widths) hidden layers."""
@@ -125,7 +119,9 @@ class MLP:
                 f"MLP widths must be a non-empty tuple of positive ints: {self.widths}"
             )
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}: use one of {ACTIVATIONS}")
+            raise ConfigError(
+                f"unknown activation {self.activation!r}: use one of {list(ACTIVATIONS)}"
+            )
         if self.parameterization not in PARAMETERIZATIONS:
             raise ConfigError(
                 f"unknown parameterization {self.parameterization!r}: use one of "
@@ -160,6 +156,7 @@ class _CNN1DModule(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+@SPECS.register("CNN1D")
 @dataclass(frozen=True)
 class CNN1D:
     """1-D convolutional net for signals such as MNIST-1D: conv stack, flatten, linear readout."""
@@ -202,6 +199,7 @@ class _CNN2DModule(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+@SPECS.register("CNN2D")
 @dataclass(frozen=True)
 class CNN2D:
     """Small image CNN: conv+pool blocks, one hidden dense layer. Flat inputs are reshaped
@@ -230,14 +228,6 @@ class CNN2D:
         return total + 2 * h * w * c * self.hidden + 2 * self.hidden * num_classes
 
 
-SPECS = {
-    "MLP": MLP,
-    "CNN1D": CNN1D,
-    "CNN2D": CNN2D,
-    "ResNet9": ResNet9,
-    "ResNet18": ResNet18,
-    "WideResNet": WideResNet,
-}
 Spec = MLP | CNN1D | CNN2D | ResNet9 | ResNet18 | WideResNet
 COMPUTE_DTYPES = ("float32", "bfloat16")
 

@@ -35,7 +35,6 @@ block), in float64 when the user has enabled ``jax_enable_x64`` and float32 othe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.errors import ConfigError
-from memjax.models import MLP
+from memjax.models import ACTIVATIONS, MLP
 
 __all__ = ["kernel", "activation_dual", "float_dtype"]
 
@@ -74,30 +73,7 @@ def activation_dual(
     the (leaky) ReLU angle is exactly 0 rather than sqrt(round-off), which would cost ~1e-4
     relative accuracy in float32.
     """
-    pi = math.pi
-    if activation in ("relu", "leaky_relu"):
-        a = negative_slope if activation == "leaky_relu" else 0.0
-        # theta = arccos(rho) as atan2(sqrt(q1 q2 - c^2), c): exact 0 when c**2 = q1 q2
-        sin_part = jnp.sqrt(jnp.maximum(q1 * q2 - c**2, 0.0))
-        theta = jnp.where(same, 0.0, jnp.arctan2(sin_part, c))
-        sin_part = jnp.where(same, 0.0, sin_part)
-        k = a * c + (1 - a) ** 2 / (2 * pi) * (sin_part + (pi - theta) * c)
-        kdot = a + (1 - a) ** 2 * (pi - theta) / (2 * pi)
-        return k, kdot
-    if activation == "erf":
-        Q = (1 + 2 * q1) * (1 + 2 * q2)
-        k = 2 / pi * jnp.arcsin(jnp.clip(2 * c / jnp.sqrt(Q), -1.0, 1.0))
-        kdot = 4 / (pi * jnp.sqrt(Q - 4 * c**2))
-        return k, kdot
-    if activation == "gelu":
-        AB = (1 + q1) * (1 + q2)
-        D = AB - c**2
-        sqrt_d = jnp.sqrt(D)
-        P = 0.25 + jnp.arcsin(jnp.clip(c / jnp.sqrt(AB), -1.0, 1.0)) / (2 * pi)
-        k = c * P + (c**2 + q1 * q2 * D) / (2 * pi * AB * sqrt_d)
-        kdot = P + c / (2 * pi * sqrt_d) * (1 + 1 / D + (1 - q1 * q2) / AB)
-        return k, kdot
-    raise ConfigError(f"no closed-form kernel for activation {activation!r}")
+    return ACTIVATIONS[activation].dual(negative_slope, q1, c, q2, same)
 
 
 class _Numbers(NamedTuple):

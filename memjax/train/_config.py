@@ -16,7 +16,7 @@ from memjax.train.queries import QUERIES
 
 __all__ = ["TrainConfig"]
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = recipes.OPTIMIZERS  # registered in recipes, beside their implementations
 LOSSES = ("xent", "mse")
 VECTORIZE = ("auto", "vmap", "unroll")
 MAX_EPOCHS = 10**6

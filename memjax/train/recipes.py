@@ -23,6 +23,7 @@ The learning rate is ``learning_rate`` times the schedule's multiplier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -31,12 +32,14 @@ import numpy as np
 import optax
 
 from memjax import schema
+from memjax._registry import Registry
 
 if TYPE_CHECKING:
     from memjax.train._config import TrainConfig
 
 __all__ = [
     "SCHEDULES",
+    "OPTIMIZERS",
     "ONE_CYCLE_DIV",
     "ONE_CYCLE_FINAL_DIV",
     "decayed",
@@ -48,7 +51,6 @@ __all__ = [
     "check_settings",
 ]
 
-SCHEDULES = ("constant", "cosine", "linear", "one_cycle", "piecewise_linear")
 ONE_CYCLE_DIV = 25.0  # torch OneCycleLR's div_factor: the rate starts at peak / 25
 ONE_CYCLE_FINAL_DIV = 1e4  # and its final_div_factor: it ends at peak / 25 / 1e4
 
@@ -57,6 +59,25 @@ def decayed(params: Any) -> Any:
     """The parameters weight decay applies to when norm and bias parameters are spared:
     those with ndim > 1 (kernels), not biases or normalization scales and offsets (1-D)."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+# optimizer name -> (cfg, weight-decay transforms) -> the transform without its learning rate
+OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(cfg: TrainConfig, decay: list) -> optax.GradientTransformation:
+    return optax.chain(*decay) if decay else optax.identity()
+
+
+@OPTIMIZERS.register("momentum")
+def _momentum(cfg: TrainConfig, decay: list) -> optax.GradientTransformation:
+    return optax.chain(*decay, optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
+
+
+@OPTIMIZERS.register("adam")
+def _adam(cfg: TrainConfig, decay: list) -> optax.GradientTransformation:
+    return optax.chain(optax.scale_by_adam(), *decay)
 
 
 def gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -68,35 +89,60 @@ def gradient_transform(cfg: TrainConfig) -> optax.GradientTransformation:
     update = g + mu b (Nesterov) or b. adam decays decoupled (AdamW): update = adam(g) + wd p.
     """
     mask = None if cfg.decay_norm_and_bias else decayed
-    parts = [optax.add_decayed_weights(cfg.weight_decay, mask)] if cfg.weight_decay else []
-    if cfg.optimizer == "adam":
-        return optax.chain(optax.scale_by_adam(), *parts)
-    if cfg.optimizer == "momentum":
-        parts.append(optax.trace(decay=cfg.momentum, nesterov=cfg.nesterov))
-    return optax.chain(*parts) if parts else optax.identity()
+    decay = [optax.add_decayed_weights(cfg.weight_decay, mask)] if cfg.weight_decay else []
+    return OPTIMIZERS[cfg.optimizer](cfg, decay)
+
+
+# schedule name -> (cfg, progress f, numpy or jax.numpy) -> the learning rate at f
+SCHEDULES: Registry[Callable[..., Any]] = Registry("schedule")
+
+
+def _after_warmup(cfg: TrainConfig, f, xp, shape: Callable[[Any], Any]):
+    """``shape(p)`` of the progress p after a linear warm-up from 0 over warmup_epochs."""
+    w = cfg.warmup_epochs / cfg.epochs
+    p = (f - w) / (1.0 - w) if w else f
+    rate = shape(p)
+    return xp.where(f < w, cfg.learning_rate * f / w, rate) if w else rate
+
+
+@SCHEDULES.register("constant")
+def _constant(cfg: TrainConfig, f, xp):
+    return _after_warmup(cfg, f, xp, lambda p: xp.full_like(f, cfg.learning_rate))
+
+
+@SCHEDULES.register("cosine")
+def _cosine(cfg: TrainConfig, f, xp):
+    base = cfg.learning_rate
+    return _after_warmup(cfg, f, xp, lambda p: base * 0.5 * (1.0 + xp.cos(xp.pi * p)))
+
+
+@SCHEDULES.register("linear")
+def _linear(cfg: TrainConfig, f, xp):
+    return _after_warmup(cfg, f, xp, lambda p: cfg.learning_rate * (1.0 - p))
+
+
+@SCHEDULES.register("one_cycle")
+def _one_cycle(cfg: TrainConfig, f, xp):
+    """torch's OneCycleLR (cosine): from peak / 25 up over the warm-up, down to peak / 25e4."""
+    base, w = cfg.learning_rate, cfg.warmup_epochs / cfg.epochs
+    p = (f - w) / (1.0 - w) if w else f
+    low = 1.0 / ONE_CYCLE_DIV
+    rise = _annealed(low, 1.0, f / w, xp)
+    fall = _annealed(1.0, low / ONE_CYCLE_FINAL_DIV, p, xp)
+    return base * xp.where(f < w, rise, fall)
+
+
+@SCHEDULES.register("piecewise_linear")
+def _piecewise_linear(cfg: TrainConfig, f, xp):
+    knots = xp.asarray(cfg.knot_epochs, xp.float32 if xp is jnp else np.float64)
+    multipliers = xp.asarray(cfg.knot_multipliers, knots.dtype)
+    return cfg.learning_rate * xp.interp(f * cfg.epochs, knots, multipliers)
 
 
 def rate_at(cfg: TrainConfig, f, xp=np):
     """The learning rate at progress ``f`` (an array of fractions of the replica's training,
     in [0, 1]); ``xp`` is numpy (recorded rates) or jax.numpy (in the step)."""
-    base, epochs = cfg.learning_rate, cfg.epochs
-    w = cfg.warmup_epochs / epochs
-    if cfg.schedule == "piecewise_linear":
-        knots = xp.asarray(cfg.knot_epochs, xp.float32 if xp is jnp else np.float64)
-        return base * xp.interp(f * epochs, knots, xp.asarray(cfg.knot_multipliers, knots.dtype))
-    p = (f - w) / (1.0 - w) if w else f
-    if cfg.schedule == "one_cycle":
-        low = 1.0 / ONE_CYCLE_DIV
-        rise = _annealed(low, 1.0, f / w, xp)
-        fall = _annealed(1.0, low / ONE_CYCLE_FINAL_DIV, p, xp)
-        return base * xp.where(f < w, rise, fall)
-    if cfg.schedule == "cosine":
-        rate = base * 0.5 * (1.0 + xp.cos(xp.pi * p))
-    elif cfg.schedule == "linear":
-        rate = base * (1.0 - p)
-    else:
-        rate = xp.full_like(f, base)
-    return xp.where(f < w, base * f / w, rate) if w else rate
+    return SCHEDULES[cfg.schedule](cfg, f, xp)
 
 
 def _annealed(start: float, end: float, t, xp):
