@@ -38,7 +38,7 @@ PRESENTATION_FIELDS = ("forgetting_events", "first_learned")
 TRAJECTORY_FIELDS = ("traj_correct", "traj_margin", "traj_loss", "traj_el2n", "traj_grad_sq")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReplicaOutputs:
     """Per-replica, per-example results (numpy). Row j belongs to replica ``replica_ids[j]``.
 

@@ -236,9 +236,11 @@ def test_non_finite_outputs_name_the_first_replica_and_recorded_epoch():
     """check_finite names the first bad replica and the first recorded epoch it is NaN at;
     finite outputs pass."""
     zeros = np.zeros((3, 4), np.float32)
-    out = ReplicaOutputs(np.array([7, 8, 9]), zeros > 0, zeros, zeros, zeros > 0, zeros, zeros)
-    out.traj_loss, out.traj_margin = np.zeros((3, 3, 4)), np.zeros((3, 3, 4))
-    out.record_epochs = np.array([0, 2, 4])
+    out = ReplicaOutputs(
+        np.array([7, 8, 9]), zeros > 0, zeros, zeros, zeros > 0, zeros, zeros,
+        traj_loss=np.zeros((3, 3, 4)), traj_margin=np.zeros((3, 3, 4)),
+        record_epochs=np.array([0, 2, 4]),
+    )  # fmt: skip
     cfg = memjax.TrainConfig(epochs=4, learning_rate=0.5)
     check_finite(out, cfg, 0)
     out.traj_margin[1, 2, 3] = out.traj_loss[2, 1, 0] = out.test_loss[1, 0] = np.nan

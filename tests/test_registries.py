@@ -11,13 +11,14 @@ from memjax._registry import Registry
 from memjax.cli import main
 from memjax.data import DATASETS
 from memjax.errors import ConfigError, UnknownOptionError
-from memjax.models import ACTIVATIONS, SPECS, spec_from_dict
+from memjax.models import ACTIVATIONS, PARAMETERIZATIONS, SPECS, spec_from_dict
 from memjax.train import OPTIMIZERS, recipes
 
 REGISTRIES = {
     "dataset.name": DATASETS,
     "model.type": SPECS,
     "model.activation": ACTIVATIONS,
+    "model.parameterization": PARAMETERIZATIONS,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": recipes.SCHEDULES,
 }
@@ -35,6 +36,7 @@ def test_run_help_lists_every_registered_name(capsys):
 
 def test_the_registries_hold_what_configs_have_always_accepted():
     assert list(ACTIVATIONS) == ["relu", "erf", "gelu", "leaky_relu"]
+    assert list(PARAMETERIZATIONS) == ["ntk", "standard"]
     assert list(OPTIMIZERS) == ["sgd", "momentum", "adam"]
     assert list(recipes.SCHEDULES) == ["constant", "cosine", "linear", "one_cycle",
                                        "piecewise_linear"]  # fmt: skip

@@ -33,24 +33,36 @@ def simulated_study(R=32, n=300, T=4, trajectories=True, seed=0):
     ease = rng.normal(2.0, 1.5, n)
     final = np.where(flipped, np.where(masks, 1.0, -3.0), ease + 1.5 * masks)
     margin = final + rng.standard_normal((R, n))
-    out = ReplicaOutputs(
-        np.arange(R), margin > 0, margin, np.log1p(np.exp(-margin)), margin > 0, margin, margin
-    )
     half = EPOCHS // 2
-    out.first_learned = np.where(masks, rng.integers(0, half, (R, n)) + half * flipped, -1)
-    out.forgetting_events = np.where(masks, rng.poisson(1.0 + 2.0 * flipped, (R, n)), 0)
+    extra = {
+        "first_learned": np.where(masks, rng.integers(0, half, (R, n)) + half * flipped, -1),
+        "forgetting_events": np.where(masks, rng.poisson(1.0 + 2.0 * flipped, (R, n)), 0),
+    }
     if trajectories:
         progress = np.linspace(0.25, 1.0, T)[None, :, None]
         late = np.where(flipped, 2.0, 1.0)  # noisy labels are learned late
         traj_margin = margin[:, None] * progress**late + rng.standard_normal((R, T, n))
         p = 1 / (1 + np.exp(-traj_margin))
-        out.traj_correct = traj_margin > 0
-        out.traj_margin = traj_margin
-        out.traj_loss = np.log1p(np.exp(-traj_margin))
-        out.traj_el2n = np.sqrt(2) * (1 - p)
-        out.traj_grad_sq = 3.0 * out.traj_el2n**2
-        out.record_epochs = np.arange(T) * 5
-        out.record_lr = np.full(T, 0.1)
+        el2n = np.sqrt(2) * (1 - p)
+        extra.update(
+            traj_correct=traj_margin > 0,
+            traj_margin=traj_margin,
+            traj_loss=np.log1p(np.exp(-traj_margin)),
+            traj_el2n=el2n,
+            traj_grad_sq=3.0 * el2n**2,
+            record_epochs=np.arange(T) * 5,
+            record_lr=np.full(T, 0.1),
+        )
+    out = ReplicaOutputs(
+        np.arange(R),
+        margin > 0,
+        margin,
+        np.log1p(np.exp(-margin)),
+        margin > 0,
+        margin,
+        margin,
+        **extra,
+    )
     return masks, out, flipped
 
 

@@ -88,9 +88,10 @@ def test_torn_chunk_is_recomputed(cfg, direct, tmp_path):
     out = str(tmp_path / "s")
     store = run_study(cfg, out, progress=False, max_chunks=1)
     assert store.done_chunks() == [0] and not store.is_complete()
-    garbage = store.load_outputs(store.chunk_rows(0))
-    garbage.replica_ids = store.chunk_rows(1)
-    garbage.train_margin = garbage.train_margin + 100.0
+    first = store.load_outputs(store.chunk_rows(0))
+    garbage = replace(
+        first, replica_ids=store.chunk_rows(1), train_margin=first.train_margin + 100.0
+    )
     store.write_chunk(1, garbage)
     os.remove(store._marker(1))
     assert list(store.done_rows()) == [0, 1, 2, 3]

@@ -290,13 +290,14 @@ DATA_ROOT_HELP = (
 def _registered() -> str:
     """The names a study config accepts, read from the registries (``memjax run --help``)."""
     from memjax.data import DATASETS
-    from memjax.models import ACTIVATIONS, SPECS
+    from memjax.models import ACTIVATIONS, PARAMETERIZATIONS, SPECS
     from memjax.train import OPTIMIZERS, recipes
 
     rows = (
         ("dataset.name", DATASETS, " (or an .npz file, or a CIFAR directory)"),
         ("model.type", SPECS, ""),
         ("model.activation", ACTIVATIONS, ""),
+        ("model.parameterization", PARAMETERIZATIONS, ""),
         ("train.optimizer", OPTIMIZERS, ""),
         ("train.schedule", recipes.SCHEDULES, ""),
     )

@@ -6,6 +6,7 @@ from memjax.models._layer_census import (
     LayerCensus,
     layer_census,
 )
+from memjax.models._parameterizations import PARAMETERIZATIONS, Parameterization
 from memjax.models._patch_conv import (
     CONV_MODES,
     Conv,
@@ -28,7 +29,6 @@ from memjax.models._specs import (
     COMPUTE_DTYPES,
     MAX_WIDTH,
     MLP,
-    PARAMETERIZATIONS,
     ApplyFn,
     Network,
     NTDense,
@@ -63,6 +63,7 @@ __all__ = [
     "NTDense",
     "Network",
     "PARAMETERIZATIONS",
+    "Parameterization",
     "Params",
     "ResNet18",
     "ResNet9",

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from memjax import schema
 from memjax.errors import ConfigError
 from memjax.models._activations import ACTIVATIONS
+from memjax.models._parameterizations import PARAMETERIZATIONS
 from memjax.models._patch_conv import Conv, native_conv
 from memjax.models._registry import SPECS
 from memjax.models._resnets import NORMS, ResNet9, ResNet18, WideResNet
@@ -57,9 +58,6 @@ def _activation(name: str, negative_slope: float) -> Callable[[jax.Array], jax.A
     return lambda x: fn(x, negative_slope)
 
 
-PARAMETERIZATIONS = ("ntk", "standard")
-
-
 class NTDense(nn.Module):
     """Dense layer with neural-tangents' ntk/standard parameterization (see module doc)."""
 
@@ -71,18 +69,13 @@ class NTDense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
-        if self.parameterization == "ntk":
-            w = self.param("kernel", nn.initializers.normal(1.0), (fan_in, self.features))
-            y = (self.W_std / math.sqrt(fan_in)) * (x @ w)
-            if self.b_std is not None:
-                b = self.param("bias", nn.initializers.normal(1.0), (self.features,))
-                y = y + self.b_std * b
-            return y
-        w_init = nn.initializers.normal(self.W_std / math.sqrt(fan_in))
-        w = self.param("kernel", w_init, (fan_in, self.features))
-        y = x @ w
+        scales = PARAMETERIZATIONS[self.parameterization].scales
+        w_init, w_scale, b_init, b_scale = scales(self.W_std, self.b_std or 0.0, fan_in)
+        w = self.param("kernel", nn.initializers.normal(w_init), (fan_in, self.features))
+        y = x @ w if w_scale == 1.0 else w_scale * (x @ w)
         if self.b_std is not None:
-            y = y + self.param("bias", nn.initializers.normal(self.b_std), (self.features,))
+            b = self.param("bias", nn.initializers.normal(b_init), (self.features,))
+            y = y + (b if b_scale == 1.0 else b_scale * b)
         return y
 
 
@@ -125,7 +118,7 @@ class MLP:
         if self.parameterization not in PARAMETERIZATIONS:
             raise ConfigError(
                 f"unknown parameterization {self.parameterization!r}: use one of "
-                f"{PARAMETERIZATIONS}"
+                f"{list(PARAMETERIZATIONS)}"
             )
         if self.W_std <= 0 or (self.b_std is not None and self.b_std < 0):
             raise ConfigError(

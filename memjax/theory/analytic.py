@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax.errors import ConfigError
-from memjax.models import ACTIVATIONS, MLP
+from memjax.models import ACTIVATIONS, MLP, PARAMETERIZATIONS
 
 __all__ = ["kernel", "activation_dual", "float_dtype"]
 
@@ -105,9 +105,8 @@ def _dense(
 ) -> tuple[jax.Array, jax.Array]:
     """NNGP and NTK after Dense layer ``layer`` (see module docstring)."""
     out = h.w2 * nngp + h.b2
-    if parameterization == "ntk":
-        return out, out + h.w2 * ntk
-    return out, h.fan_in[layer] * nngp + h.bias_grad + h.w2 * ntk
+    rule = PARAMETERIZATIONS[parameterization].ntk
+    return out, rule(out, nngp, ntk, h.w2, h.fan_in[layer], h.bias_grad)
 
 
 @partial(jax.jit, static_argnums=0)

@@ -45,7 +45,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,14 +78,33 @@ EVAL_TILE = 1024
 NEVER_PRESENTED = -1  # first_learned of an example a replica never saw
 
 
+class Presentations(NamedTuple):
+    """One replica's presentation record (Toneva et al. 2019), each (n,) over the training
+    examples (a group's: (G, n)); see ``_present``."""
+
+    last: jax.Array  # bool: right at its last presentation
+    events: jax.Array  # int32: correct -> incorrect transitions so far (forgetting events)
+    first: jax.Array  # int32: first_learned so far (epochs / NEVER_PRESENTED, see _present)
+
+
+class Carry(NamedTuple):
+    """A group's training state from step to step; every leaf leads with G (its replicas)."""
+
+    params: Any
+    state: Any  # BatchNorm's running averages ({} for other specs)
+    opt_state: Any
+    steps: jax.Array  # (G,) int32: optimizer steps each replica has taken
+    seen: Presentations
+
+
 def _present(
-    seen: tuple[jax.Array, jax.Array, jax.Array],
+    seen: Presentations,
     idx: jax.Array,
     correct: jax.Array,
     valid: jax.Array,
     epoch: jax.Array,
     epochs: int,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+) -> Presentations:
     """One replica's presentation record after one minibatch (Toneva et al. 2019).
 
     ``seen`` = (last (n,) bool: right at its last presentation, events (n,) int32:
@@ -100,7 +119,7 @@ def _present(
     target = jnp.where(valid, idx, last.shape[0])  # out of bounds: dropped
     was = last[idx]
     learned = jnp.where(correct, jnp.where(was, first[idx], epoch), epochs)
-    return (
+    return Presentations(
         last.at[target].set(correct, mode="drop"),
         events.at[target].add((was & ~correct).astype(events.dtype), mode="drop"),
         first.at[target].set(learned.astype(first.dtype), mode="drop"),
@@ -297,7 +316,7 @@ class GroupProgram:
         if self.cfg.dp is not None and self.cfg.dp.sampling == "poisson":
             active = expected > 0  # an empty Poisson draw still takes its noisy step
         keep = partial(jax.tree.map, lambda new, old: jnp.where(active, new, old))
-        return (
+        return Carry(
             keep(new_params, params),
             keep(new_state, state),
             keep(new_opt_state, opt_state),
@@ -389,12 +408,13 @@ class GroupProgram:
             steps_r = sizes // self.batch if cfg.drop_last else -(-sizes // self.batch)
         total_steps = cfg.epochs * steps_r
         g = len(keys)
-        seen = (
-            jnp.zeros((g, self.n), bool),  # right at its last presentation
-            jnp.zeros((g, self.n), jnp.int32),  # forgetting events so far
-            jnp.full((g, self.n), NEVER_PRESENTED, jnp.int32),  # first_learned so far
+        seen = Presentations(
+            last=jnp.zeros((g, self.n), bool),
+            events=jnp.zeros((g, self.n), jnp.int32),
+            first=jnp.full((g, self.n), NEVER_PRESENTED, jnp.int32),
         )
-        carry = (params0, state0, self.map(self.opt.init)(params0), jnp.zeros(g, jnp.int32), seen)
+        opt_state = self.map(self.opt.init)(params0)
+        carry = Carry(params0, state0, opt_state, jnp.zeros(g, jnp.int32), seen)
         evaluated = self.opt.evaluated  # (params, opt_state) of a group -> evaluated params
         epoch_keys = jax.vmap(lambda k: jax.random.split(k, cfg.epochs))(data_keys).swapaxes(0, 1)
         epoch_ids = jnp.arange(cfg.epochs, dtype=jnp.int32)
@@ -413,7 +433,7 @@ class GroupProgram:
             def body(cc, ke):
                 cc = epoch(cc, epoch_keys=ke[0], epoch=ke[1])
                 if report is not None:
-                    report(cc[3])
+                    report(cc.steps)
                 return cc, None
 
             return lax.scan(body, c, keys_and_ids)[0]
@@ -429,7 +449,7 @@ class GroupProgram:
 
             def block(c, xs):
                 c = epochs(c, xs)
-                return c, record(evaluated(c[0], c[2]), c[1], params0)
+                return c, record(evaluated(c.params, c.opt_state), c.state, params0)
 
             at_init = record(params0, state0, params0)  # epoch 0: the initialization
             carry, traj = lax.scan(block, carry, head)
@@ -439,9 +459,8 @@ class GroupProgram:
             carry = epochs(carry, (epoch_keys[t * k :], epoch_ids[t * k :]))
         else:
             carry = epochs(carry, (epoch_keys, epoch_ids))
-        params, state = evaluated(carry[0], carry[2]), carry[1]
-        _, forgetting_events, first_learned = carry[4]
-        presentations = {"forgetting_events": forgetting_events, "first_learned": first_learned}
+        params, state = evaluated(carry.params, carry.opt_state), carry.state
+        presentations = {"forgetting_events": carry.seen.events, "first_learned": carry.seen.first}
 
         def evaluate(a, b):
             def one(p, st, p0):
@@ -655,31 +674,34 @@ def _train(
     def host(v):
         return np.asarray(v)[:r]
 
-    out = ReplicaOutputs(
-        replica_ids=ids,
-        train_correct=host(train["correct"]),
-        train_margin=host(train["margin"]),
-        train_loss=host(train["loss"]),
-        test_correct=host(test["correct"]),
-        test_margin=host(test["margin"]),
-        test_loss=host(test["loss"]),
-        forgetting_events=host(presentations["forgetting_events"]),
-        first_learned=host(presentations["first_learned"]),
-    )
+    fields = {
+        "replica_ids": ids,
+        "train_correct": host(train["correct"]),
+        "train_margin": host(train["margin"]),
+        "train_loss": host(train["loss"]),
+        "test_correct": host(test["correct"]),
+        "test_margin": host(test["margin"]),
+        "test_loss": host(test["loss"]),
+        "forgetting_events": host(presentations["forgetting_events"]),
+        "first_learned": host(presentations["first_learned"]),
+    }
     if "margin_views" in train:
-        out.train_margin_views = host(train["margin_views"])
-        out.test_margin_views = host(test["margin_views"])
+        fields["train_margin_views"] = host(train["margin_views"])
+        fields["test_margin_views"] = host(test["margin_views"])
     kept = None
     if traj is not None:
-        out.traj_correct = host(traj["correct"])
-        out.traj_margin = host(traj["margin"])
-        out.traj_loss = host(traj["loss"])
-        out.traj_el2n = host(traj["el2n"])
-        out.traj_grad_sq = host(traj["grad_sq"]) if "grad_sq" in traj else None
-        out.record_epochs = cfg.recorded_epochs()
-        out.record_lr = cfg.recorded_learning_rates()
+        fields.update(
+            traj_correct=host(traj["correct"]),
+            traj_margin=host(traj["margin"]),
+            traj_loss=host(traj["loss"]),
+            traj_el2n=host(traj["el2n"]),
+            traj_grad_sq=host(traj["grad_sq"]) if "grad_sq" in traj else None,
+            record_epochs=cfg.recorded_epochs(),
+            record_lr=cfg.recorded_learning_rates(),
+        )
         if keep_params:
             kept = jax.tree.map(host, {"params": traj["params"], "state": traj["state"]})
+    out = ReplicaOutputs(**fields)  # built once: ReplicaOutputs is immutable
     return out, kept
 
 
