@@ -74,20 +74,28 @@ def test_bench_images_are_class_templates_plus_noise():
         assert within < 4 and between > 10 * within
 
 
-@pytest.mark.slow
-def test_bench_resnet_workload_prints_the_peer_fields():
-    """The ResNet workload on 512 of its examples (a replica's half: 2 steps of 128): the
-    fields and the peers' FLOP model per trained example, at a tenth of the full size's cost."""
-    res = subprocess.run(
+def _resnet_bench(epochs: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "memjax", "bench", "--workload", "resnet"]
-        + ["--replicas", "1", "--epochs", "1", "--examples", "512"],
+        + ["--replicas", "1", "--epochs", str(epochs), "--examples", "512"],
         capture_output=True,
         text=True,
     )
+
+
+@pytest.mark.slow
+def test_bench_resnet_workload_prints_the_peer_fields():
+    """The ResNet workload on 512 of its examples (a replica's half: 2 steps of 128): the
+    fields and the peers' FLOP model per trained example, at a tenth of the full size's cost.
+    Its 1-epoch difference is a few steps: when the other test worker's load swamps it, the
+    bench refuses its figures and says to rerun with more epochs, which the test does once."""
+    res = _resnet_bench(epochs=1)
+    if res.returncode != 0 and "swamped the measurement" in res.stderr:
+        res = _resnet_bench(epochs=3)
     assert res.returncode == 0, res.stderr
     rec = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec["workload"] == "resnet" and rec["replicas"] == 1 and rec["deterministic"]
-    assert rec["examples"] == 512
+    assert rec["examples"] == 512 and rec["epochs"] in (1, 3)
     assert_training_only_rates(rec)
     # the peer's FLOP model: 3 x forward FLOPs of ResNet-9 16-32-64-128 x 2 steps x 128
     c1, c2, c3, c4 = 16, 32, 64, 128
