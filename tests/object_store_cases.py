@@ -27,18 +27,11 @@ from zarr.storage import FsspecStore
 from memjax.cli import EXIT_CODES, main
 from memjax.report import estimate_study
 from memjax.study import StudyConfig, locate, open_study, run_study
+from tests.studies import TINY
 
 BUCKET = "memjax-tests"
 # 5 chunks of 2 replicas, each trained for well under a second: a kill lands inside one.
-STUDY = {
-    "name": "s3life",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 10, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 30, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
-    "chunk_size": 2,
-}
+STUDY = {**TINY, "name": "s3life", "train": {**TINY["train"], "epochs": 30}, "chunk_size": 2}
 N_CHUNKS = 5
 
 

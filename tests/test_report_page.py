@@ -21,15 +21,14 @@ from memjax.estimators import Estimate
 from memjax.report import EXAMPLES_PER_SIDE, load_report_study, ranked_examples
 from memjax.report._page import _drawing
 from memjax.study import StudyConfig, run_study, seal
+from tests.studies import TINY
 
 CHROMIUM = "/usr/bin/chromium"
 DIGITS = {
+    **TINY,
     "name": "tiny-report",
-    "dataset": {"name": "digits", "label_noise": 0.1},
-    "model": {"type": "MLP", "widths": [32]},
-    "subsets": {"replicas": 16, "ratio": 0.5, "design": "balanced"},
-    "train": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.01},
-    "seed": 3,
+    "subsets": {**TINY["subsets"], "replicas": 16},
+    "train": {**TINY["train"], "epochs": 10},
     "chunk_size": 8,
 }
 
